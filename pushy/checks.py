@@ -1,0 +1,224 @@
+"""System checks for ``PUSHY_SETTINGS`` and the configured models.
+
+Every message names the setting and says what is wrong; ids are stable and
+listed in docs/settings.md. ``runpushy`` runs these before it serves.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.apps import apps
+from django.core.checks import CheckMessage, Error
+from django.core.checks import register as register_check
+from django.utils.module_loading import import_string
+
+from pushy import conf
+
+ID = "pushy.E{:03d}"
+GLOB_CHARACTERS = "*?[]\\"
+
+
+def _error(number: int, msg: str, hint: str | None = None) -> Error:
+    return Error(msg, hint=hint, id=ID.format(number))
+
+
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    raw = conf.user_settings()
+    if not isinstance(raw, dict):
+        return [
+            _error(
+                1,
+                f"PUSHY_SETTINGS must be a dict, not {type(raw).__name__}.",
+                hint="PUSHY_SETTINGS = {'MODELS': ['app_label.model_name'], ...}",
+            )
+        ]
+    errors = list(_unknown_keys(raw))
+    for key, check in _VALUE_CHECKS.items():
+        if key in raw:
+            errors.extend(check(raw[key]))
+    errors.extend(_limits(raw))
+    return errors
+
+
+def _unknown_keys(raw: dict) -> Iterator[Error]:
+    for key in raw:
+        if key in conf.DEFAULTS:
+            continue
+        close = difflib.get_close_matches(str(key), conf.DEFAULTS, n=1)
+        hint = f"Did you mean {close[0]!r}?" if close else None
+        known = ", ".join(conf.DEFAULTS)
+        yield _error(
+            2,
+            f"PUSHY_SETTINGS has an unknown key {key!r}.",
+            hint=hint or f"Known keys: {known}.",
+        )
+
+
+def _models(value: Any) -> Iterator[Error]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        yield _error(
+            3,
+            "PUSHY_SETTINGS['MODELS'] must be a list of 'app_label.model_name' strings.",
+            hint="For example: 'MODELS': ['photosession.shot'].",
+        )
+        return
+    for label in value:
+        yield from _model_label(label)
+
+
+def _model_label(label: Any) -> Iterator[Error]:
+    if not isinstance(label, str) or label.count(".") != 1:
+        yield _error(
+            3,
+            f"PUSHY_SETTINGS['MODELS'] has {label!r}, which is not "
+            "an 'app_label.model_name' string.",
+            hint="For example: 'photosession.shot'.",
+        )
+        return
+    try:
+        model = apps.get_model(label)
+    except LookupError:
+        yield _error(
+            4,
+            f"PUSHY_SETTINGS['MODELS'] names {label!r}, which is not an installed model.",
+            hint="Check the app label and model name, and that the app is in "
+            "INSTALLED_APPS.",
+        )
+        return
+    if not callable(getattr(model, "get_api_url", None)):
+        yield _error(
+            5,
+            f"PUSHY_SETTINGS['MODELS'] names {label!r}, but {model.__name__} has no "
+            "get_api_url() method.",
+            hint="pushy uses the URL get_api_url() returns as the subscription key: "
+            "add the method to the model.",
+        )
+
+
+def _socket_server(value: Any) -> Iterator[Error]:
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        yield _error(
+            6,
+            f"PUSHY_SETTINGS['SOCKET_SERVER'] is {value!r}, not an http:// or "
+            "https:// URL with a host.",
+            hint="For example: 'http://localhost:8888/' or 'https://example.com/pushy/'.",
+        )
+        return
+    try:
+        parts.port
+    except ValueError:
+        yield _error(6, f"PUSHY_SETTINGS['SOCKET_SERVER'] has a bad port: {value!r}.")
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _redis_url(value: Any) -> Iterator[Error]:
+    hint = "For example: 'redis://localhost:6379/0', 'rediss://...' or 'unix:///path'."
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in REDIS_SCHEMES:
+        yield _error(
+            7, f"PUSHY_SETTINGS['REDIS_URL'] is {value!r}, not a Redis URL.", hint=hint
+        )
+        return
+    try:
+        parts.port
+    except ValueError:
+        yield _error(7, f"PUSHY_SETTINGS['REDIS_URL'] has a bad port: {value!r}.", hint)
+        return
+    if parts.scheme != "unix" and not parts.hostname:
+        yield _error(7, f"PUSHY_SETTINGS['REDIS_URL'] has no host: {value!r}.", hint)
+    elif parts.scheme == "unix" and not parts.path:
+        yield _error(7, f"PUSHY_SETTINGS['REDIS_URL'] has no path: {value!r}.", hint)
+
+
+def _channel_prefix(value: Any) -> Iterator[Error]:
+    if not isinstance(value, str) or not value:
+        yield _error(8, "PUSHY_SETTINGS['CHANNEL_PREFIX'] must be a non-empty string.")
+    elif any(c in value for c in GLOB_CHARACTERS):
+        yield _error(
+            8,
+            f"PUSHY_SETTINGS['CHANNEL_PREFIX'] is {value!r}, which has a glob "
+            "character (* ? [ ] \\).",
+            hint="The gateway subscribes to the pattern CHANNEL_PREFIX + '*'; a glob "
+            "character in the prefix would match other channels. Use letters, "
+            "digits, '_', ':' or '.'.",
+        )
+
+
+def _authorize(value: Any) -> Iterator[Error]:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        yield _error(9, "PUSHY_SETTINGS['AUTHORIZE'] must be a dotted path string.")
+        return
+    try:
+        func = import_string(value)
+    except ImportError as e:
+        yield _error(
+            9,
+            f"PUSHY_SETTINGS['AUTHORIZE'] is {value!r}, which does not import: {e}",
+            hint="Give the dotted path of a function f(user, url) -> bool.",
+        )
+        return
+    if not callable(func):
+        yield _error(9, f"PUSHY_SETTINGS['AUTHORIZE'] {value!r} is not callable.")
+
+
+def _debug(value: Any) -> Iterator[Error]:
+    if not isinstance(value, bool):
+        yield _error(
+            11, f"PUSHY_SETTINGS['DEBUG'] must be True or False, not {value!r}."
+        )
+
+
+def _allowed_origins(value: Any) -> Iterator[Error]:
+    if value is None:
+        return
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        yield _error(
+            12,
+            "PUSHY_SETTINGS['ALLOWED_ORIGINS'] must be a list of host patterns.",
+            hint="Patterns as in ALLOWED_HOSTS: ['example.com', '.example.com'].",
+        )
+    elif not all(isinstance(item, str) for item in value):
+        yield _error(12, "PUSHY_SETTINGS['ALLOWED_ORIGINS'] must hold only strings.")
+
+
+def _limits(raw: dict) -> Iterator[Error]:
+    for key in conf.INT_LIMITS:
+        value = raw.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            yield _error(
+                10, f"PUSHY_SETTINGS[{key!r}] must be a positive int, not {value!r}."
+            )
+    for key in conf.NUMBER_LIMITS:
+        value = raw.get(key, 1)
+        valid = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not valid or value <= 0:
+            yield _error(
+                10, f"PUSHY_SETTINGS[{key!r}] must be a positive number, not {value!r}."
+            )
+    interval = raw.get("PING_INTERVAL")
+    if isinstance(interval, (int, float)) and 0 < interval < 1:
+        yield _error(10, "PUSHY_SETTINGS['PING_INTERVAL'] must be at least 1 second.")
+
+
+_VALUE_CHECKS = {
+    "MODELS": _models,
+    "SOCKET_SERVER": _socket_server,
+    "REDIS_URL": _redis_url,
+    "CHANNEL_PREFIX": _channel_prefix,
+    "AUTHORIZE": _authorize,
+    "DEBUG": _debug,
+    "ALLOWED_ORIGINS": _allowed_origins,
+}
+
+
+def register() -> None:
+    register_check(check_settings, "pushy")

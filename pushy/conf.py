@@ -1,0 +1,135 @@
+"""pushy's settings: the one place that reads ``PUSHY_SETTINGS``.
+
+Values are read lazily (never at import time), merged over ``DEFAULTS``, cached,
+and the cache is dropped whenever Django reports a settings change, so
+``override_settings`` works in tests. Validation with readable messages lives in
+``pushy.checks``, which reports problems at start-up; code here only derives
+values from settings that the checks accept.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from django.conf import settings as django_settings
+from django.core.signals import setting_changed
+
+SETTING_NAME = "PUSHY_SETTINGS"
+
+DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {
+        # Models whose saves and deletes are pushed, as "app_label.model_name".
+        "MODELS": (),
+        # Where browsers reach the gateway; the WebSocket endpoint is <this>ws.
+        "SOCKET_SERVER": "http://localhost:8888/",
+        # Redis channel for a model is CHANNEL_PREFIX + "app_label.model_name".
+        "CHANNEL_PREFIX": "pushy_",
+        # Makes the browser client log to the console.
+        "DEBUG": False,
+        "REDIS_URL": "redis://localhost:6379/0",
+        # Host patterns (as in ALLOWED_HOSTS) a WebSocket Origin may have.
+        # None: ALLOWED_HOSTS, plus localhost when DEBUG.
+        "ALLOWED_ORIGINS": None,
+        # Dotted path to f(user, url) -> bool, asked on every subscribe.
+        "AUTHORIZE": None,
+        "MAX_SUBSCRIPTIONS": 1000,
+        "MAX_MESSAGE_BYTES": 64 * 1024,
+        # Seconds between protocol pings; a client silent until the next is closed.
+        "PING_INTERVAL": 25,
+        # Per-connection send queue, in messages and in bytes.
+        "SEND_QUEUE_SIZE": 1000,
+        "SEND_QUEUE_BYTES": 1024 * 1024,
+        # Inbound messages per second per connection (token bucket refill rate).
+        "RATE_LIMIT": 1000,
+        # Seconds one socket write may stall before the client counts as too slow.
+        "WRITE_TIMEOUT": 10,
+        # Seconds a client has to complete the WebSocket handshake.
+        "HANDSHAKE_TIMEOUT": 10,
+        # Seconds a shutting-down gateway waits for its clients to close.
+        "SHUTDOWN_TIMEOUT": 10,
+        # Threads that run ORM work (sessions, AUTHORIZE) for the gateway.
+        "DB_POOL_SIZE": 4,
+    }
+)
+
+# Keys whose value must be a positive int (not bool).
+INT_LIMITS = (
+    "MAX_SUBSCRIPTIONS",
+    "MAX_MESSAGE_BYTES",
+    "SEND_QUEUE_SIZE",
+    "SEND_QUEUE_BYTES",
+    "DB_POOL_SIZE",
+)
+# Keys whose value must be a positive number of seconds (or per second).
+NUMBER_LIMITS = (
+    "PING_INTERVAL",
+    "RATE_LIMIT",
+    "WRITE_TIMEOUT",
+    "HANDSHAKE_TIMEOUT",
+    "SHUTDOWN_TIMEOUT",
+)
+
+
+def user_settings() -> Any:
+    """The raw ``PUSHY_SETTINGS`` value, for the system checks."""
+    return getattr(django_settings, SETTING_NAME, {})
+
+
+@functools.cache
+def _merged() -> Mapping[str, Any]:
+    raw = user_settings()
+    user = raw if isinstance(raw, Mapping) else {}
+    return MappingProxyType({**DEFAULTS, **user})
+
+
+def get(key: str) -> Any:
+    """One setting's value, the user's or the default."""
+    if key not in DEFAULTS:
+        raise KeyError(f"{key!r} is not a pushy setting")
+    return _merged()[key]
+
+
+@functools.cache
+def model_labels() -> frozenset[str]:
+    """The configured models' labels, lower-cased as Django's model_name is."""
+    models = get("MODELS")
+    if isinstance(models, str):
+        models = [models]
+    return frozenset(label.lower() for label in models if isinstance(label, str))
+
+
+def websocket_url(socket_server: str | None = None) -> str:
+    """The WebSocket endpoint for a ``SOCKET_SERVER`` (http->ws, https->wss, + 'ws')."""
+    parts = urlsplit(socket_server or get("SOCKET_SERVER"))
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    path = parts.path if parts.path.endswith("/") else parts.path + "/"
+    return urlunsplit((scheme, parts.netloc, path + "ws", "", ""))
+
+
+def allowed_origins() -> list[str]:
+    """Host patterns an Origin header may match (see DESIGN: any port)."""
+    configured = get("ALLOWED_ORIGINS")
+    if configured is not None:
+        return list(configured)
+    hosts = list(django_settings.ALLOWED_HOSTS)
+    if django_settings.DEBUG or get("DEBUG"):
+        hosts += ["localhost", "127.0.0.1", "[::1]"]
+    return hosts
+
+
+def reset() -> None:
+    """Forget cached values; the next read sees the current Django settings."""
+    _merged.cache_clear()
+    model_labels.cache_clear()
+
+
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting in (SETTING_NAME, "ALLOWED_HOSTS", "DEBUG"):
+        reset()
+
+
+setting_changed.connect(_on_setting_changed, dispatch_uid="pushy.conf.reset")

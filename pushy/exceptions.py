@@ -1,0 +1,25 @@
+"""Errors raised by pushy."""
+
+
+class PushyError(Exception):
+    """Base class of every error pushy raises on purpose."""
+
+
+class ConfigurationError(PushyError, ValueError):
+    """Raised when PUSHY_SETTINGS holds a value pushy cannot use.
+
+    Startup normally reports these through the system checks first; this is what
+    code reading the setting raises if it is used anyway.
+    """
+
+
+class ModelNotConfigured(PushyError, LookupError):
+    """Raised when an update is asked for a model that is not in ``MODELS``."""
+
+
+class PublishError(PushyError, ConnectionError):
+    """Raised when Redis cannot be reached or refuses a publish.
+
+    The signal path never lets it escape into the user's save; the explicit
+    publishing helpers (``pushy_test_broadcast``) raise it so callers can report it.
+    """

@@ -1,0 +1,63 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.support.servers import RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """One private Redis for the session; tests flush it before they start."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def pushy_redis(redis_server, settings):
+    """Point pushy at the private Redis, emptied."""
+    settings.PUSHY_SETTINGS = {**settings.PUSHY_SETTINGS, "REDIS_URL": redis_server.url}
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    yield redis_server
+    client.close()
+
+
+def subprocess_env(redis_url: str, **extra: str) -> dict[str, str]:
+    """Environment for a Django subprocess sharing this test's DB and Redis."""
+    from django.db import connection
+
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]),
+        PUSHY_REDIS_URL=redis_url,
+        PUSHY_TEST_DB_NAME=str(connection.settings_dict["NAME"]),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def manage(pushy_redis):
+    """Run ``manage.py <args>`` in a real subprocess against this test's DB and Redis."""
+
+    def run(*args: str, redis_url: str | None = None, timeout: float = 60):
+        env = subprocess_env(redis_url or pushy_redis.url)
+        return subprocess.run(
+            [sys.executable, "-m", "django", *args],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run

@@ -1,0 +1,59 @@
+"""Django settings for pushy's tests, also used by the subprocesses they start.
+
+Subprocesses (runpushy, pushy_test_broadcast) learn the test database and the
+private Redis from environment variables the tests set.
+"""
+
+import os
+import tempfile
+
+SECRET_KEY = "pushy-tests-only"
+DEBUG = False
+ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1", "example.com"]
+USE_TZ = True
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.staticfiles",
+    "pushy",
+    "tests.testapp",
+]
+
+_default_db = os.path.join(tempfile.gettempdir(), f"pushy-tests-{os.getpid()}.sqlite3")
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("PUSHY_TEST_DB_NAME", _default_db),
+        "TEST": {"NAME": os.environ.get("PUSHY_TEST_DB_NAME", _default_db + "-test")},
+    }
+}
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": ["django.template.context_processors.request"]
+        },
+    }
+]
+STATIC_URL = "/static/"
+ROOT_URLCONF = "tests.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+
+PUSHY_SETTINGS = {
+    "MODELS": ["testapp.shot", "testapp.session", "testapp.note"],
+    "SOCKET_SERVER": "http://localhost:8888/",
+    # Port 1 has no Redis: tests point this at their private server.
+    "REDIS_URL": os.environ.get("PUSHY_REDIS_URL", "redis://127.0.0.1:1/0"),
+    "CHANNEL_PREFIX": "pushy_",
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"pushy": {"handlers": ["console"], "level": "INFO"}},
+}

@@ -1,0 +1,51 @@
+from django.db import models
+from django.urls import reverse
+
+
+class Session(models.Model):
+    """Pushed; its collection is the parent of its URL."""
+
+    name = models.CharField(max_length=100)
+
+    def get_api_url(self):
+        return reverse("session-detail", args=[self.pk])
+
+
+class Shot(models.Model):
+    """Pushed; names its collection explicitly and sends data."""
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, null=True)
+    title = models.CharField(max_length=100)
+
+    def get_api_url(self):
+        return reverse("shot-detail", args=[self.pk])
+
+    def get_api_list_url(self):
+        return reverse("shot-list")
+
+    def get_pushy_data(self):
+        return {"title": self.title}
+
+
+class Note(models.Model):
+    """Pushed, with a string primary key."""
+
+    slug = models.SlugField(primary_key=True)
+
+    def get_api_url(self):
+        return f"/api/note/{self.slug}/"
+
+
+class Unpushed(models.Model):
+    """Not in MODELS."""
+
+    name = models.CharField(max_length=100)
+
+    def get_api_url(self):
+        return f"/api/unpushed/{self.pk}/"
+
+
+class NoUrl(models.Model):
+    """Has no get_api_url(): naming it in MODELS is a check error."""
+
+    name = models.CharField(max_length=100)
