@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from django.apps import apps
 from django.core.checks import CheckMessage, Error
@@ -62,7 +62,8 @@ def _models(value: Any) -> Iterator[Error]:
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
         yield _error(
             3,
-            "PUSHY_SETTINGS['MODELS'] must be a list of 'app_label.model_name' strings.",
+            "PUSHY_SETTINGS['MODELS'] must be a list of "
+            "'app_label.model_name' strings.",
             hint="For example: 'MODELS': ['photosession.shot'].",
         )
         return
@@ -84,7 +85,8 @@ def _model_label(label: Any) -> Iterator[Error]:
     except LookupError:
         yield _error(
             4,
-            f"PUSHY_SETTINGS['MODELS'] names {label!r}, which is not an installed model.",
+            f"PUSHY_SETTINGS['MODELS'] names {label!r}, "
+            "which is not an installed model.",
             hint="Check the app label and model name, and that the app is in "
             "INSTALLED_APPS.",
         )
@@ -109,13 +111,18 @@ def _socket_server(value: Any) -> Iterator[Error]:
             hint="For example: 'http://localhost:8888/' or 'https://example.com/pushy/'.",
         )
         return
-    try:
-        parts.port
-    except ValueError:
+    if not _port_ok(parts):
         yield _error(6, f"PUSHY_SETTINGS['SOCKET_SERVER'] has a bad port: {value!r}.")
 
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _port_ok(parts: SplitResult) -> bool:
+    try:
+        return parts.port is None or parts.port > 0
+    except ValueError:  # urlsplit checks the port only when it is read.
+        return False
 
 
 def _redis_url(value: Any) -> Iterator[Error]:
@@ -126,9 +133,7 @@ def _redis_url(value: Any) -> Iterator[Error]:
             7, f"PUSHY_SETTINGS['REDIS_URL'] is {value!r}, not a Redis URL.", hint=hint
         )
         return
-    try:
-        parts.port
-    except ValueError:
+    if not _port_ok(parts):
         yield _error(7, f"PUSHY_SETTINGS['REDIS_URL'] has a bad port: {value!r}.", hint)
         return
     if parts.scheme != "unix" and not parts.hostname:

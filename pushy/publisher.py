@@ -116,7 +116,7 @@ def publish_quietly(updates: Iterable[Update]) -> None:
 
 
 def coalesce(previous: Update | None, new: Update) -> Update | None:
-    """One update standing for ``previous`` followed by ``new`` (None: nothing to send)."""
+    """One update meaning ``previous`` then ``new``; None when nothing is left."""
     if previous is None:
         return new
     if previous.event == CREATE:
@@ -128,7 +128,7 @@ def coalesce(previous: Update | None, new: Update) -> Update | None:
 
 
 class _Entry:
-    """One queued update, kept only if its on_commit hook survives savepoint rollbacks."""
+    """A queued update; alive once its on_commit hook ran (no savepoint dropped it)."""
 
     __slots__ = ("update", "alive")
 
@@ -193,7 +193,7 @@ _batches = _Batches()
 
 
 def publish_on_commit(updates: Iterable[Update], using: str | None = None) -> None:
-    """Publish after the current transaction on ``using`` commits (now in autocommit)."""
+    """Publish once the transaction on ``using`` commits (at once in autocommit)."""
     connection = connections[using or DEFAULT_DB_ALIAS]
     if not connection.in_atomic_block:
         publish_quietly(updates)

@@ -47,7 +47,7 @@ def subprocess_env(redis_url: str, **extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def manage(pushy_redis):
-    """Run ``manage.py <args>`` in a real subprocess against this test's DB and Redis."""
+    """Run ``manage.py <args>`` as a real subprocess on this test's DB and Redis."""
 
     def run(*args: str, redis_url: str | None = None, timeout: float = 60):
         env = subprocess_env(redis_url or pushy_redis.url)
