@@ -61,3 +61,13 @@ def manage(pushy_redis):
         )
 
     return run
+
+
+@pytest.fixture
+def published(pushy_redis):
+    """A real Redis subscriber to every pushy channel."""
+    from tests.redis_subscriber import Subscriber
+
+    subscriber = Subscriber(pushy_redis.url)
+    yield subscriber
+    subscriber.close()

@@ -1,0 +1,136 @@
+import pytest
+from django.core.checks import run_checks
+from django.test import override_settings
+
+BASE = {"MODELS": ["testapp.shot"]}
+
+
+def pushy_errors(**pushy_settings):
+    with override_settings(PUSHY_SETTINGS={**BASE, **pushy_settings}):
+        return [m for m in run_checks() if m.id.startswith("pushy.")]
+
+
+def ids(messages):
+    return [m.id for m in messages]
+
+
+def test_valid_settings_pass():
+    assert (
+        pushy_errors(
+            SOCKET_SERVER="https://example.com/pushy/",
+            REDIS_URL="rediss://user:pw@redis.example.com:6380/2",
+            CHANNEL_PREFIX="site1:",
+            AUTHORIZE="tests.testapp.auth.only_staff",
+            ALLOWED_ORIGINS=[".example.com"],
+            PING_INTERVAL=1,
+            DEBUG=True,
+        )
+        == []
+    )
+
+
+def test_settings_must_be_a_dict():
+    with override_settings(PUSHY_SETTINGS=["testapp.shot"]):
+        messages = [m for m in run_checks() if m.id.startswith("pushy.")]
+    assert ids(messages) == ["pushy.E001"]
+
+
+def test_typo_in_a_key_is_reported_with_a_suggestion():
+    (error,) = pushy_errors(MODLES=["testapp.shot"])
+    assert error.id == "pushy.E002"
+    assert "'MODLES'" in error.msg
+    assert error.hint == "Did you mean 'MODELS'?"
+
+
+@pytest.mark.parametrize("models", ["testapp.shot", [42], ["shot"], ["a.b.c"]])
+def test_malformed_models(models):
+    assert ids(pushy_errors(MODELS=models)) == ["pushy.E003"]
+
+
+def test_unknown_model_label():
+    (error,) = pushy_errors(MODELS=["testapp.shoot"])
+    assert error.id == "pushy.E004"
+    assert "'testapp.shoot'" in error.msg
+    assert error.hint
+
+
+def test_model_without_get_api_url():
+    (error,) = pushy_errors(MODELS=["testapp.nourl"])
+    assert error.id == "pushy.E005"
+    assert "get_api_url" in error.msg
+
+
+@pytest.mark.parametrize(
+    "value", ["localhost:8888", "ws://localhost:8888/", "http://", "http://h:99999/", 8]
+)
+def test_malformed_socket_server(value):
+    (error,) = pushy_errors(SOCKET_SERVER=value)
+    assert error.id == "pushy.E006"
+    assert "SOCKET_SERVER" in error.msg
+
+
+@pytest.mark.parametrize(
+    "value", ["localhost:6379", "http://localhost/", "redis://", "redis://h:x/", None]
+)
+def test_malformed_redis_url(value):
+    (error,) = pushy_errors(REDIS_URL=value)
+    assert error.id == "pushy.E007"
+    assert "REDIS_URL" in error.msg
+
+
+def test_unix_redis_url_is_accepted():
+    assert pushy_errors(REDIS_URL="unix:///run/redis.sock?db=1") == []
+
+
+@pytest.mark.parametrize("value", ["pushy_*", "a?", "[ab]", "", 3])
+def test_channel_prefix_without_glob_characters(value):
+    (error,) = pushy_errors(CHANNEL_PREFIX=value)
+    assert error.id == "pushy.E008"
+    assert "CHANNEL_PREFIX" in error.msg
+
+
+@pytest.mark.parametrize(
+    "value", ["tests.testapp.auth.missing", "no.such.module.f", "nodots", 5]
+)
+def test_authorize_must_import(value):
+    (error,) = pushy_errors(AUTHORIZE=value)
+    assert error.id == "pushy.E009"
+    assert "AUTHORIZE" in error.msg
+
+
+def test_authorize_must_be_callable():
+    (error,) = pushy_errors(AUTHORIZE="tests.testapp.auth.NOT_CALLABLE")
+    assert error.id == "pushy.E009"
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("MAX_SUBSCRIPTIONS", "1000"),
+        ("MAX_SUBSCRIPTIONS", 0),
+        ("MAX_MESSAGE_BYTES", 1.5),
+        ("SEND_QUEUE_SIZE", True),
+        ("PING_INTERVAL", "25"),
+        ("PING_INTERVAL", 0.5),
+        ("WRITE_TIMEOUT", -1),
+        ("RATE_LIMIT", None),
+    ],
+)
+def test_limits_have_the_right_type(key, value):
+    (error,) = pushy_errors(**{key: value})
+    assert error.id == "pushy.E010"
+    assert key in error.msg
+
+
+def test_debug_must_be_bool():
+    assert ids(pushy_errors(DEBUG="yes")) == ["pushy.E011"]
+
+
+@pytest.mark.parametrize("value", ["example.com", [1]])
+def test_allowed_origins_must_be_a_list_of_strings(value):
+    assert ids(pushy_errors(ALLOWED_ORIGINS=value)) == ["pushy.E012"]
+
+
+def test_every_problem_is_reported_at_once():
+    found = ids(pushy_errors(MODELS=["testapp.nope"], REDIS_URL="x", DEBUG=1))
+    assert sorted(found) == ["pushy.E004", "pushy.E007", "pushy.E011"]
