@@ -41,9 +41,15 @@ def test_decode_round_trips():
 
 @pytest.mark.parametrize(
     "body",
-    [b"not json", b"[1]", b'{"url":"/a/"}', b'{"url":1,"event":"update","model":"m","pk":1}',
-     b'{"url":"/a/","event":"explode","model":"m","pk":1}', b"\xff"],
-)  # fmt: skip
+    [
+        b"not json",
+        b"[1]",
+        b'{"url":"/a/"}',
+        b'{"url":1,"event":"update","model":"m","pk":1}',
+        b'{"url":"/a/","event":"explode","model":"m","pk":1}',
+        b"\xff",
+    ],
+)
 def test_decode_rejects_what_is_not_an_update(body):
     with pytest.raises(ValueError):
         Update.decode(body)
