@@ -1,7 +1,7 @@
 """django-pushy: push Django model changes to browsers over WebSockets."""
 
-from pushy.api import notify, notify_many
+from pushy.api import broadcast, is_pushed, notify, notify_many
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "notify", "notify_many"]
+__all__ = ["__version__", "broadcast", "is_pushed", "notify", "notify_many"]
