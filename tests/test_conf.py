@@ -68,3 +68,18 @@ def test_allowed_origins_default_from_allowed_hosts(settings):
 def test_allowed_origins_setting_wins(settings):
     settings.PUSHY_SETTINGS = {"ALLOWED_ORIGINS": [".example.org"]}
     assert conf.allowed_origins() == [".example.org"]
+
+
+def test_docs_list_every_setting_and_check():
+    import re
+    from pathlib import Path
+
+    import pushy.checks
+
+    root = Path(__file__).resolve().parent.parent
+    docs = (root / "docs" / "settings.md").read_text()
+    for key in conf.DEFAULTS:
+        assert f"| `{key}` |" in docs, key
+    source = Path(pushy.checks.__file__).read_text()
+    for number in set(re.findall(r"_error\(\s*(\d+)", source)):
+        assert f"`pushy.E{int(number):03d}`" in docs, number
