@@ -1,0 +1,361 @@
+/*
+ * pushy.js: the browser client of django-pushy (wire protocol v1, docs/protocol.md).
+ *
+ *   pushy = new PushyApp;
+ *   pushy.socket_url = 'http://localhost:8888/';
+ *   pushy.debug = true;
+ *   pushy.init();
+ *   pushy.subscribe('/api/v1/shot/1/', function (update) { ... });
+ *
+ * No dependencies and no build step. Loaded by {% pushy_scripts %}, it reads its
+ * configuration from its own <script> tag's data attributes and leaves a started
+ * PushyApp in the global `pushy`, so no inline script is needed (CSP-safe).
+ */
+(function (global) {
+  "use strict";
+
+  const CONNECTING = "connecting";
+  const OPEN = "open";
+  const RECONNECTING = "reconnecting";
+  const CLOSED = "closed";
+
+  /* SOCKET_SERVER (http[s]://host/prefix/) -> the endpoint ws[s]://host/prefix/ws.
+   * A ws:// or wss:// URL is taken to be the endpoint already. */
+  function websocketUrl(socketUrl) {
+    const base = global.location ? global.location.href : undefined;
+    const url = new URL(socketUrl, base);
+    if (url.protocol === "ws:" || url.protocol === "wss:") {
+      return url.href;
+    }
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    if (!url.pathname.endsWith("/")) {
+      url.pathname += "/";
+    }
+    url.pathname += "ws";
+    url.search = "";
+    url.hash = "";
+    return url.href;
+  }
+
+  /* A callback that throws must not stop the others, nor vanish: report it
+   * as an uncaught error, outside our loop. */
+  function safeCall(callback, value) {
+    try {
+      callback(value);
+    } catch (error) {
+      setTimeout(function () {
+        throw error;
+      }, 0);
+    }
+  }
+
+  class PushyApp {
+    constructor() {
+      // The original API's public settings; set them before init().
+      this.socket_url = "http://localhost:8888/";
+      this.debug = false;
+      // Reconnection: full-jitter exponential backoff, in seconds.
+      this.reconnect_base = 0.5;
+      this.reconnect_cap = 10;
+      // A connection open this long resets the backoff.
+      this.stable_after = 60;
+      // App-level heartbeat: a ping every ping_interval, the connection is taken
+      // for dead when nothing arrives within pong_timeout of it.
+      this.ping_interval = 25;
+      this.pong_timeout = 10;
+
+      this.state = CLOSED;
+      this._subscriptions = new Map(); // url -> Set of callbacks
+      this._stateWatchers = new Set();
+      this._socket = null;
+      this._failures = 0; // attempts since the last stable connection
+      this._everOpened = false;
+      this._missed = false; // whether updates may have been missed before open
+      this._resyncDue = new Set(); // urls to resync once re-subscribed
+      this._timers = { retry: null, stable: null, ping: null, pong: null };
+      this._stopped = true;
+      this._onOnline = this._retryNow.bind(this);
+    }
+
+    /* Connect, and keep connected until close(). */
+    init() {
+      if (!this._stopped) {
+        return this;
+      }
+      this._stopped = false;
+      this._log("init", this.socket_url);
+      if (global.addEventListener) {
+        global.addEventListener("online", this._onOnline);
+      }
+      this._connect();
+      return this;
+    }
+
+    /* Disconnect for good (a page can init() again later). */
+    close() {
+      this._stopped = true;
+      if (global.removeEventListener) {
+        global.removeEventListener("online", this._onOnline);
+      }
+      this._clearTimers();
+      this._dropSocket();
+      this._setState(CLOSED);
+    }
+
+    /* Call callback(update) for every change to url (an object or a list URL).
+     * Works before the socket is open; several callbacks per url are fine. */
+    subscribe(url, callback) {
+      if (typeof callback !== "function") {
+        throw new TypeError("pushy.subscribe(url, callback): callback is not a function");
+      }
+      let callbacks = this._subscriptions.get(url);
+      if (!callbacks) {
+        callbacks = new Set();
+        this._subscriptions.set(url, callbacks);
+        this._log("subscribe", url);
+        this._send({ action: "subscribe", url: url });
+      }
+      callbacks.add(callback);
+    }
+
+    /* Stop calling callback for url; without a callback, stop them all. */
+    unsubscribe(url, callback) {
+      const callbacks = this._subscriptions.get(url);
+      if (!callbacks) {
+        return;
+      }
+      if (callback === undefined) {
+        callbacks.clear();
+      } else {
+        callbacks.delete(callback);
+      }
+      if (callbacks.size === 0) {
+        this._subscriptions.delete(url);
+        this._resyncDue.delete(url);
+        this._log("unsubscribe", url);
+        this._send({ action: "unsubscribe", url: url });
+      }
+    }
+
+    /* Watch the connection: watcher(state) now and on every change, with state
+     * one of "connecting", "open", "reconnecting", "closed". Returns a function
+     * that stops watching. A "pushy:state" event also goes to window. */
+    on_state(watcher) {
+      this._stateWatchers.add(watcher);
+      safeCall(watcher, this.state);
+      const watchers = this._stateWatchers;
+      return function () {
+        watchers.delete(watcher);
+      };
+    }
+
+    _log(...args) {
+      if (this.debug) {
+        console.log("pushy:", ...args);
+      }
+    }
+
+    _setState(state) {
+      if (state === this.state) {
+        return;
+      }
+      this._log("state", state);
+      this.state = state;
+      for (const watcher of Array.from(this._stateWatchers)) {
+        safeCall(watcher, state);
+      }
+      if (typeof global.dispatchEvent === "function" && typeof CustomEvent === "function") {
+        global.dispatchEvent(new CustomEvent("pushy:state", { detail: { state: state } }));
+      }
+    }
+
+    _connect() {
+      this._timers.retry = null;
+      this._setState(this._everOpened || this._failures ? RECONNECTING : CONNECTING);
+      let socket;
+      try {
+        socket = new WebSocket(websocketUrl(this.socket_url));
+      } catch (error) {
+        // A malformed URL: retrying cannot help, but keep the state honest.
+        this._log("cannot connect:", error);
+        this._stopped = true;
+        this._setState(CLOSED);
+        return;
+      }
+      this._socket = socket;
+      socket.onopen = () => this._onOpen(socket);
+      socket.onmessage = (event) => this._onMessage(socket, event);
+      socket.onclose = (event) => this._onClose(socket, event);
+    }
+
+    _onOpen(socket) {
+      if (socket !== this._socket) {
+        return;
+      }
+      // Changes made while we were away are lost: have the page reload them.
+      const resync = this._everOpened || this._failures > 0;
+      this._everOpened = true;
+      this._resyncDue = resync ? new Set(this._subscriptions.keys()) : new Set();
+      for (const url of this._subscriptions.keys()) {
+        this._send({ action: "subscribe", url: url });
+      }
+      this._timers.stable = setTimeout(() => {
+        this._failures = 0;
+      }, this.stable_after * 1000);
+      this._schedulePing();
+      this._setState(OPEN);
+    }
+
+    _onMessage(socket, event) {
+      if (socket !== this._socket) {
+        return;
+      }
+      // Anything received proves the connection alive.
+      clearTimeout(this._timers.pong);
+      this._timers.pong = null;
+      let message;
+      try {
+        message = JSON.parse(event.data);
+      } catch (error) {
+        this._log("ignoring a frame that is not JSON:", event.data);
+        return;
+      }
+      this._log("received", message);
+      this._handle(message);
+    }
+
+    _handle(message) {
+      switch (message && message.type) {
+        case "update":
+          this._deliverUpdate(message);
+          break;
+        case "subscribed":
+          if (this._resyncDue.delete(message.url)) {
+            this._deliver(message.url, { type: "resync", url: message.url });
+          }
+          break;
+        case "resync":
+          for (const url of Array.from(this._subscriptions.keys())) {
+            this._deliver(url, { type: "resync", url: url });
+          }
+          break;
+        case "error":
+          // Pages can tell a refused subscription (forbidden, limit) this way.
+          if (message.url !== undefined) {
+            this._deliver(message.url, message);
+          }
+          break;
+        default:
+          break; // "pong", "unsubscribed", and types a later version may add
+      }
+    }
+
+    /* An update reaches the callbacks of its object URL and of its collection,
+     * each callback once. */
+    _deliverUpdate(update) {
+      const callbacks = new Set();
+      for (const url of [update.url, update.collection]) {
+        const found = url === undefined ? null : this._subscriptions.get(url);
+        if (found) {
+          found.forEach((callback) => callbacks.add(callback));
+        }
+      }
+      callbacks.forEach((callback) => safeCall(callback, update));
+    }
+
+    _deliver(url, message) {
+      const callbacks = this._subscriptions.get(url);
+      if (callbacks) {
+        Array.from(callbacks).forEach((callback) => safeCall(callback, message));
+      }
+    }
+
+    _onClose(socket, event) {
+      if (socket !== this._socket) {
+        return;
+      }
+      this._log("closed", event.code, event.reason);
+      this._lost();
+    }
+
+    /* The connection is gone (closed, or found dead): try again later. */
+    _lost() {
+      this._clearTimers();
+      this._dropSocket();
+      if (this._stopped) {
+        return;
+      }
+      const ceiling = Math.min(this.reconnect_cap, this.reconnect_base * 2 ** this._failures);
+      const delay = Math.random() * ceiling;
+      this._failures += 1;
+      this._log("reconnecting in", delay.toFixed(2), "s");
+      this._setState(RECONNECTING);
+      this._timers.retry = setTimeout(() => this._connect(), delay * 1000);
+    }
+
+    /* The browser came back online: do not wait out the backoff. */
+    _retryNow() {
+      if (this._timers.retry !== null) {
+        clearTimeout(this._timers.retry);
+        this._connect();
+      }
+    }
+
+    _schedulePing() {
+      this._timers.ping = setTimeout(() => {
+        this._send({ action: "ping" });
+        if (this._timers.pong === null) {
+          this._timers.pong = setTimeout(() => {
+            this._log("no answer to ping: connection is dead");
+            this._lost();
+          }, this.pong_timeout * 1000);
+        }
+        this._schedulePing();
+      }, this.ping_interval * 1000);
+    }
+
+    _send(message) {
+      const socket = this._socket;
+      if (socket && socket.readyState === WebSocket.OPEN) {
+        socket.send(JSON.stringify(message));
+      }
+      // Otherwise _onOpen sends every subscription when the socket opens.
+    }
+
+    _dropSocket() {
+      const socket = this._socket;
+      this._socket = null;
+      if (!socket) {
+        return;
+      }
+      socket.onopen = socket.onmessage = socket.onclose = null;
+      if (socket.readyState === WebSocket.CONNECTING || socket.readyState === WebSocket.OPEN) {
+        try {
+          socket.close(1000);
+        } catch (error) {
+          this._log("close failed:", error);
+        }
+      }
+    }
+
+    _clearTimers() {
+      for (const name of Object.keys(this._timers)) {
+        clearTimeout(this._timers[name]);
+        this._timers[name] = null;
+      }
+    }
+  }
+
+  PushyApp.websocketUrl = websocketUrl;
+  global.PushyApp = PushyApp;
+
+  /* Started by {% pushy_scripts %}: configuration from this script tag. */
+  const script = typeof document === "undefined" ? null : document.currentScript;
+  if (script && script.hasAttribute("data-pushy-autostart")) {
+    const app = new PushyApp();
+    app.socket_url = script.getAttribute("data-pushy-socket-url") || app.socket_url;
+    app.debug = script.getAttribute("data-pushy-debug") === "true";
+    global.pushy = app;
+    app.init();
+  }
+})(window);
