@@ -1,0 +1,184 @@
+"""RFC 6455 framing: pushy's own, small, strict reader and frame builders.
+
+Why not gevent-websocket's framing: it reads a frame's whole payload before any
+size check, unmasks byte by byte in Python, accepts unmasked client frames and
+mangles close codes (see docs/decisions.md). This module checks a frame's length
+from its header before reading the payload, unmasks with one big-integer XOR,
+validates UTF-8 in C (``bytes.decode``), and raises ``ProtocolError`` carrying
+the close code the RFC asks for.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import BinaryIO
+
+OP_CONTINUATION = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+DATA_OPCODES = (OP_TEXT, OP_BINARY)
+CONTROL_OPCODES = (OP_CLOSE, OP_PING, OP_PONG)
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_UNSUPPORTED = 1003
+CLOSE_INVALID_DATA = 1007
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_TOO_SLOW = 4008
+
+# Codes a peer may send (RFC 6455 7.4.1 and the IANA registry); 1005, 1006 and
+# 1015 are reserved for reporting and never appear on the wire.
+_SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011})
+_MAX_CONTROL_PAYLOAD = 125
+
+
+class ProtocolError(Exception):
+    """Raised when a client breaks RFC 6455; ``code`` is the close code to send."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class ConnectionClosed(Exception):
+    """Raised when the client's stream ends (EOF) in or between frames."""
+
+
+def unmask(payload: bytes, mask: bytes) -> bytes:
+    """XOR ``payload`` with the repeating 4-byte ``mask``, as one integer operation."""
+    size = len(payload)
+    if not size:
+        return payload
+    key = (mask * (size // 4 + 1))[:size]
+    value = int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")
+    return value.to_bytes(size, "little")
+
+
+def build_frame(opcode: int, payload: bytes) -> bytes:
+    """One final, unmasked (server-to-client) frame."""
+    size = len(payload)
+    first = 0x80 | opcode
+    if size < 126:
+        header = struct.pack("!BB", first, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", first, 126, size)
+    else:
+        header = struct.pack("!BBQ", first, 127, size)
+    return header + payload
+
+
+def text_frame(text: bytes) -> bytes:
+    """A text frame for UTF-8 ``text`` (already encoded: encode once, send many)."""
+    return build_frame(OP_TEXT, text)
+
+
+def close_frame(code: int | None = CLOSE_NORMAL, reason: str = "") -> bytes:
+    """A close frame; ``code=None`` sends an empty one (answering an empty close)."""
+    if code is None:
+        return build_frame(OP_CLOSE, b"")
+    body = struct.pack("!H", code) + reason.encode()[: _MAX_CONTROL_PAYLOAD - 2]
+    return build_frame(OP_CLOSE, body)
+
+
+def parse_close(payload: bytes) -> tuple[int | None, str]:
+    """The (code, reason) of a client's close frame; ProtocolError when invalid."""
+    if not payload:
+        return None, ""
+    if len(payload) == 1:
+        raise ProtocolError(CLOSE_PROTOCOL_ERROR, "close frame of one byte")
+    (code,) = struct.unpack("!H", payload[:2])
+    if code not in _SENDABLE_CODES and not 3000 <= code <= 4999:
+        raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"invalid close code {code}")
+    try:
+        reason = payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(CLOSE_INVALID_DATA, "close reason is not UTF-8") from None
+    return code, reason
+
+
+class FrameReader:
+    """Reads client messages from a binary stream, enforcing the limits.
+
+    ``max_message`` bounds a whole message: the fragments of one message are
+    counted together, and a frame whose header announces more is refused before
+    its payload is read.
+    """
+
+    def __init__(self, stream: BinaryIO, max_message: int) -> None:
+        self.stream = stream
+        self.max_message = max_message
+        # The message being reassembled: a control frame may come between fragments.
+        self._opcode: int | None = None
+        self._parts: list[bytes] = []
+        self._pending = 0
+
+    def _read(self, size: int) -> bytes:
+        data = self.stream.read(size)
+        if data is None or len(data) < size:
+            raise ConnectionClosed("stream ended inside a frame")
+        return data
+
+    def read_frame(self, pending: int) -> tuple[bool, int, bytes]:
+        """One frame as (fin, opcode, unmasked payload); ``pending`` bytes so far."""
+        first = self.stream.read(1)
+        if not first:
+            raise ConnectionClosed("stream ended")
+        head, second = first[0], self._read(1)[0]
+        fin, opcode, size = bool(head & 0x80), head & 0x0F, second & 0x7F
+        if head & 0x70:
+            raise ProtocolError(CLOSE_PROTOCOL_ERROR, "reserved bits set")
+        if opcode not in DATA_OPCODES + CONTROL_OPCODES + (OP_CONTINUATION,):
+            raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"unknown opcode {opcode}")
+        if not second & 0x80:
+            raise ProtocolError(CLOSE_PROTOCOL_ERROR, "client frame not masked")
+        if opcode in CONTROL_OPCODES and (not fin or size > _MAX_CONTROL_PAYLOAD):
+            raise ProtocolError(CLOSE_PROTOCOL_ERROR, "bad control frame")
+        if size == 126:
+            (size,) = struct.unpack("!H", self._read(2))
+        elif size == 127:
+            (size,) = struct.unpack("!Q", self._read(8))
+        if opcode not in CONTROL_OPCODES and pending + size > self.max_message:
+            raise ProtocolError(CLOSE_TOO_BIG, "message too big")
+        mask = self._read(4)
+        return fin, opcode, unmask(self._read(size), mask)
+
+    def read_message(self) -> tuple[int, bytes]:
+        """The next complete message or control frame as (opcode, payload).
+
+        Text payloads are returned still encoded, but checked to be UTF-8.
+        """
+        while True:
+            fin, opcode, payload = self.read_frame(self._pending)
+            if opcode in CONTROL_OPCODES:
+                return opcode, payload
+            if (opcode == OP_CONTINUATION) != (self._opcode is not None):
+                raise ProtocolError(CLOSE_PROTOCOL_ERROR, "bad fragmentation")
+            if fin and self._opcode is None:
+                return opcode, _checked(opcode, payload)
+            self._opcode = self._opcode if self._opcode is not None else opcode
+            self._parts.append(payload)
+            self._pending += len(payload)
+            if fin:
+                opcode, message = self._opcode, b"".join(self._parts)
+                self._opcode, self._parts, self._pending = None, [], 0
+                return opcode, _checked(opcode, message)
+
+
+def _checked(opcode: int, message: bytes) -> bytes:
+    if opcode == OP_TEXT:
+        _check_utf8(message)
+    return message
+
+
+def _check_utf8(data: bytes) -> None:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(CLOSE_INVALID_DATA, "text is not UTF-8") from None

@@ -1,0 +1,126 @@
+"""The HTTP side of a WebSocket connection: validating and answering the upgrade.
+
+gevent's pywsgi parses the request; ``GatewayHandler`` takes over requests for
+the WebSocket path. A request that cannot be upgraded gets a plain 4xx answer
+(never a 5xx); a valid one gets ``101 Switching Protocols`` and the socket is
+handed to the gateway.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import logging
+from typing import Any
+
+from gevent.pywsgi import WSGIHandler, WSGIServer
+
+logger = logging.getLogger(__name__)
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+VERSION = "13"
+
+
+class Refusal(Exception):
+    """Raised when an upgrade request is refused; carries the HTTP answer."""
+
+    def __init__(self, status: str, message: str, headers: tuple = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = list(headers)
+
+    def __call__(self, environ: dict, start_response: Any) -> list[bytes]:
+        """Answer as a WSGI app would."""
+        body = (self.message + "\n").encode()
+        headers = [("Content-Type", "text/plain; charset=utf-8"), *self.headers]
+        headers.append(("Content-Length", str(len(body))))
+        start_response(self.status, headers)
+        return [body]
+
+
+def accept_key(key: str) -> str:
+    """Sec-WebSocket-Accept for a client's Sec-WebSocket-Key."""
+    digest = hashlib.sha1(key.encode("ascii") + _GUID).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _tokens(value: str) -> set[str]:
+    return {token.strip().lower() for token in value.split(",")}
+
+
+def check_upgrade(environ: dict) -> str:
+    """The client's key if ``environ`` is a valid upgrade request; else Refusal."""
+    if environ["REQUEST_METHOD"] != "GET":
+        raise Refusal("405 Method Not Allowed", "use GET", [("Allow", "GET")])
+    upgrade = _tokens(environ.get("HTTP_UPGRADE", ""))
+    connection = _tokens(environ.get("HTTP_CONNECTION", ""))
+    if "websocket" not in upgrade or "upgrade" not in connection:
+        raise Refusal(
+            "426 Upgrade Required",
+            "this is a WebSocket endpoint",
+            [("Upgrade", "websocket"), ("Connection", "Upgrade")],
+        )
+    if environ.get("HTTP_SEC_WEBSOCKET_VERSION") != VERSION:
+        raise Refusal(
+            "426 Upgrade Required",
+            "unsupported WebSocket version",
+            [("Sec-WebSocket-Version", VERSION)],
+        )
+    key = environ.get("HTTP_SEC_WEBSOCKET_KEY", "").strip()
+    try:
+        valid = len(base64.b64decode(key, validate=True)) == 16
+    except (binascii.Error, ValueError):
+        valid = False
+    if not valid:
+        raise Refusal("400 Bad Request", "bad Sec-WebSocket-Key")
+    return key
+
+
+class GatewayHandler(WSGIHandler):
+    """pywsgi's handler, plus the WebSocket upgrade for the gateway's paths."""
+
+    def handle(self) -> None:
+        # Until the upgrade, a client that stalls its request is cut off.
+        self.socket.settimeout(self.server.gateway.limits.handshake_timeout)
+        super().handle()
+
+    def run_application(self) -> None:
+        gateway = self.server.gateway
+        if self.environ.get("PATH_INFO") not in gateway.websocket_paths:
+            super().run_application()
+            return
+        try:
+            key = check_upgrade(self.environ)
+            gateway.check_origin(self.environ.get("HTTP_ORIGIN"))
+        except Refusal as refusal:
+            gateway.stats.handshakes_refused += 1
+            self.application = refusal
+            self.close_connection = True
+            super().run_application()
+            return
+        self._switch_protocols(key)
+        gateway.serve_websocket(self.socket, self.rfile, self.environ)
+
+    def _switch_protocols(self, key: str) -> None:
+        response = (
+            "HTTP/1.1 101 Switching Protocols\r\n"
+            "Upgrade: websocket\r\n"
+            "Connection: Upgrade\r\n"
+            f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n"
+        )
+        self.status, self.code = "101 Switching Protocols", 101
+        self.close_connection = True
+        self.socket.settimeout(None)
+        self.socket.sendall(response.encode("ascii"))
+
+
+class GatewayServer(WSGIServer):
+    """A pywsgi server that knows its gateway (the handler asks it for limits)."""
+
+    handler_class = GatewayHandler
+
+    def __init__(self, listener: Any, gateway: Any, **kwargs: Any) -> None:
+        super().__init__(listener, gateway.wsgi_app, **kwargs)
+        self.gateway = gateway

@@ -1,0 +1,93 @@
+"""Who is subscribed to what, and the fan-out of one update to its subscribers.
+
+The hub never touches a socket: it hands the same frame bytes to each
+subscriber's ``send()``, which only queues them (see ``connection.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from typing import Protocol
+
+from pushy.gateway import frames
+from pushy.gateway.stats import Stats
+from pushy.messages import Update
+
+logger = logging.getLogger(__name__)
+
+
+class Subscriber(Protocol):
+    """What the hub needs of a connection."""
+
+    urls: set[str]
+
+    def send(self, frame: bytes) -> None: ...
+
+
+def message_frame(message: dict) -> bytes:
+    """One JSON message to a client, as a complete text frame."""
+    return frames.text_frame(json.dumps(message, separators=(",", ":")).encode())
+
+
+RESYNC_FRAME = message_frame({"type": "resync"})
+
+
+class Hub:
+    """The url -> subscribers registry of one gateway process."""
+
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
+        self.connections: set[Subscriber] = set()
+        self.by_url: dict[str, set[Subscriber]] = {}
+        self.subscriptions = 0
+
+    def add(self, connection: Subscriber) -> None:
+        self.connections.add(connection)
+
+    def remove(self, connection: Subscriber) -> None:
+        self.connections.discard(connection)
+        for url in list(connection.urls):
+            self.unsubscribe(connection, url)
+
+    def subscribe(self, connection: Subscriber, url: str) -> None:
+        if url in connection.urls:
+            return
+        connection.urls.add(url)
+        self.by_url.setdefault(url, set()).add(connection)
+        self.subscriptions += 1
+
+    def unsubscribe(self, connection: Subscriber, url: str) -> None:
+        if url not in connection.urls:
+            return
+        connection.urls.discard(url)
+        subscribers = self.by_url.get(url)
+        if subscribers is not None:
+            subscribers.discard(connection)
+            if not subscribers:
+                del self.by_url[url]
+        self.subscriptions -= 1
+
+    def dispatch(self, update: Update) -> int:
+        """Queue ``update`` to the subscribers of its URL and of its collection.
+
+        The frame is encoded once; a client subscribed to both gets it once.
+        Returns how many connections it was queued to.
+        """
+        self.stats.updates_in += 1
+        targets = self.by_url.get(update.url, ())
+        if update.collection is not None and update.collection in self.by_url:
+            targets = set(targets) | self.by_url[update.collection]
+        if not targets:
+            return 0
+        frame = message_frame(update.as_message())
+        # A copy: a send() may close its connection, which edits these sets.
+        for connection in list(targets):
+            connection.send(frame)
+        return len(targets)
+
+    def broadcast(self, frame: bytes, connections: Iterable[Subscriber] = ()) -> None:
+        """Queue ``frame`` to ``connections``, by default to every connection."""
+        for connection in list(connections or self.connections):
+            connection.send(frame)

@@ -1,0 +1,56 @@
+"""The gateway's entry point, in the fresh interpreter ``runpushy`` starts.
+
+``BOOTSTRAP`` is the whole program that interpreter is given: it monkey-patches
+first, before anything has imported socket or threading, and only then imports
+this module, which sets Django up with the same settings module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+BOOTSTRAP = (
+    "from gevent import monkey; monkey.patch_all(); "
+    "from pushy.gateway.main import run; run()"
+)
+
+logger = logging.getLogger(__name__)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="runpushy")
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--unix")
+    return parser.parse_args(argv)
+
+
+def _ensure_logging() -> None:
+    """Make the start-up line visible even when LOGGING says nothing about pushy."""
+    pushy_logger = logging.getLogger("pushy")
+    if not pushy_logger.hasHandlers():
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        pushy_logger.addHandler(handler)
+    if pushy_logger.getEffectiveLevel() > logging.INFO:
+        pushy_logger.setLevel(logging.INFO)
+
+
+def run(argv: list[str] | None = None) -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    import django
+
+    django.setup()
+    _ensure_logging()
+
+    from pushy.gateway.server import Gateway, bind
+
+    try:
+        sock = bind(args.host, args.port, args.unix)
+    except OSError as e:
+        where = args.unix or f"{args.host}:{args.port}"
+        logger.error("pushy gateway cannot listen on %s: %s", where, e)
+        sys.exit(1)
+    sys.exit(Gateway(sock).serve())

@@ -1,0 +1,234 @@
+"""The gateway process: its HTTP endpoints, its parts, and its lifecycle.
+
+``Gateway`` wires the hub, the Redis listener, the authorizer and the pywsgi
+server together, serves ``/ws`` (see handshake.py), ``/health``, ``/stats`` and
+``/metrics``, pings clients, and shuts down gracefully on SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import signal
+import socket
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import gevent
+import gevent.event
+
+from pushy import conf
+from pushy.gateway import frames
+from pushy.gateway.auth import Authorizer, origin_allowed, session_key
+from pushy.gateway.connection import Connection, Protocol
+from pushy.gateway.handshake import GatewayServer, Refusal
+from pushy.gateway.hub import RESYNC_FRAME, Hub
+from pushy.gateway.listener import Listener, redacted
+from pushy.gateway.stats import Stats, prometheus_text
+
+logger = logging.getLogger(__name__)
+
+# Clients closed per event-loop turn at shutdown, so closing thousands of
+# clients does not starve the loop that writes their close frames.
+SHUTDOWN_BATCH = 500
+# How long start-up waits for the first Redis subscription before logging anyway.
+STARTUP_REDIS_WAIT = 5.0
+PING_FRAME = frames.build_frame(frames.OP_PING, b"")
+# A client must answer a ping within this, or by the next ping if that is sooner.
+MAX_PONG_WAIT = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """The PUSHY_SETTINGS limits, read once at start-up."""
+
+    max_message: int
+    max_subscriptions: int
+    queue_size: int
+    queue_bytes: int
+    write_timeout: float
+    handshake_timeout: float
+    shutdown_timeout: float
+    ping_interval: float
+    rate: float
+    burst: int
+
+    @classmethod
+    def from_settings(cls) -> Limits:
+        return cls(
+            max_message=conf.get("MAX_MESSAGE_BYTES"),
+            max_subscriptions=conf.get("MAX_SUBSCRIPTIONS"),
+            queue_size=conf.get("SEND_QUEUE_SIZE"),
+            queue_bytes=conf.get("SEND_QUEUE_BYTES"),
+            write_timeout=conf.get("WRITE_TIMEOUT"),
+            handshake_timeout=conf.get("HANDSHAKE_TIMEOUT"),
+            shutdown_timeout=conf.get("SHUTDOWN_TIMEOUT"),
+            ping_interval=conf.get("PING_INTERVAL"),
+            rate=conf.get("RATE_LIMIT"),
+            burst=max(conf.get("MAX_SUBSCRIPTIONS"), 1),
+        )
+
+
+def bind(host: str | None, port: int | None, unix_path: str | None) -> socket.socket:
+    """A listening socket: TCP on host:port, or a Unix socket at ``unix_path``."""
+    if unix_path:
+        import os
+
+        if os.path.exists(unix_path):
+            os.unlink(unix_path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(unix_path)
+    else:
+        family = socket.AF_INET6 if host and ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host or "", port or 0))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+class Gateway:
+    """One gateway process."""
+
+    def __init__(self, listen_socket: socket.socket) -> None:
+        self.limits = Limits.from_settings()
+        self.stats = Stats()
+        self.hub = Hub(self.stats)
+        self.protocol = Protocol(self)
+        self.authorizer = Authorizer(conf.get("DB_POOL_SIZE"))
+        self.origins = conf.allowed_origins()
+        self.websocket_paths = {"/ws", urlsplit(conf.websocket_url()).path}
+        self.listener = Listener(
+            conf.get("REDIS_URL"),
+            conf.get("CHANNEL_PREFIX") + "*",
+            on_update=self.hub.dispatch,
+            on_resync=self.resync,
+            on_invalid=self._count_invalid,
+        )
+        self.socket = listen_socket
+        self.server = GatewayServer(
+            listen_socket, self, log=None, error_log=logging.getLogger(__name__)
+        )
+        self.stopped = gevent.event.Event()
+        self.shutting_down = False
+
+    # Lifecycle -----------------------------------------------------------
+
+    def serve(self) -> int:
+        """Serve until SIGTERM or SIGINT; the exit status."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            gevent.signal_handler(signum, self._on_signal, signum)
+        self.listener.start()
+        self.server.start()
+        heartbeat = gevent.spawn(self._heartbeat)
+        self.listener.first_attempt.wait(STARTUP_REDIS_WAIT)
+        logger.info(self.startup_line())
+        self.stopped.wait()
+        heartbeat.kill()
+        return 0
+
+    def startup_line(self) -> str:
+        address = self.socket.getsockname()
+        if isinstance(address, str):
+            where = f"unix:{address} (path /ws)"
+        else:
+            host = f"[{address[0]}]" if ":" in address[0] else address[0]
+            where = (
+                f"http://{host}:{address[1]}/ (WebSocket ws://{host}:{address[1]}/ws)"
+            )
+        state = "subscribed" if self.listener.live else "not reachable yet"
+        models = ", ".join(sorted(conf.model_labels())) or "none"
+        return (
+            f"pushy gateway serving {where}; Redis {redacted(self.listener.url)} "
+            f"pattern {self.listener.pattern} ({state}); models: {models}"
+        )
+
+    def _on_signal(self, signum: int) -> None:
+        if not self.shutting_down:
+            gevent.spawn(self.shutdown, signal.Signals(signum).name)
+
+    def shutdown(self, why: str = "shutdown") -> None:
+        """Stop accepting, close every client with 1001, and stop within a bound."""
+        self.shutting_down = True
+        logger.info("%s: closing %d clients", why, len(self.hub.connections))
+        self.server.close()
+        deadline = time.monotonic() + self.limits.shutdown_timeout
+        clients = list(self.hub.connections)
+        for start in range(0, len(clients), SHUTDOWN_BATCH):
+            for client in clients[start : start + SHUTDOWN_BATCH]:
+                client.close(frames.CLOSE_GOING_AWAY, "server shutting down")
+            gevent.sleep(0)
+        while self.hub.connections and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        self.listener.stop()
+        self.authorizer.close()
+        logger.info("pushy gateway stopped")
+        self.stopped.set()
+
+    # Clients -------------------------------------------------------------
+
+    def check_origin(self, origin: str | None) -> None:
+        if not origin_allowed(origin, self.origins):
+            raise Refusal("403 Forbidden", "origin not allowed")
+
+    def serve_websocket(self, sock: socket.socket, rfile: Any, environ: dict) -> None:
+        if self.shutting_down:
+            return
+        self.stats.connections_total += 1
+        key = session_key(environ.get("HTTP_COOKIE"))
+        Connection(self, sock, rfile, key).serve()
+
+    def resync(self) -> None:
+        self.stats.redis_reconnects += 1
+        self.hub.broadcast(RESYNC_FRAME)
+
+    def _count_invalid(self) -> None:
+        self.stats.updates_invalid += 1
+
+    def _heartbeat(self) -> None:
+        """Ping everyone each PING_INTERVAL; close who stayed silent after a ping."""
+        interval = self.limits.ping_interval
+        wait = min(interval, MAX_PONG_WAIT)
+        while True:
+            pinged_at = time.monotonic()
+            self.hub.broadcast(PING_FRAME)
+            gevent.sleep(wait)
+            for client in list(self.hub.connections):
+                if client.last_seen < pinged_at and not client.closing:
+                    self.stats.ping_timeouts += 1
+                    client.close(frames.CLOSE_POLICY, "ping timeout")
+            gevent.sleep(interval - wait)
+
+    # HTTP endpoints ------------------------------------------------------
+
+    def snapshot(self) -> dict:
+        return self.stats.snapshot(
+            len(self.hub.connections), self.hub.subscriptions, self.listener.live
+        )
+
+    def wsgi_app(self, environ: dict, start_response: Any) -> list[bytes]:
+        path = environ.get("PATH_INFO")
+        if path == "/health":
+            live = self.listener.live and not self.shutting_down
+            body = {"status": "ok" if live else "unavailable", "redis": live}
+            return _json(start_response, "200 OK" if live else "503 Unavailable", body)
+        if path == "/stats":
+            return _json(start_response, "200 OK", self.snapshot())
+        if path == "/metrics":
+            text = prometheus_text(self.snapshot()).encode()
+            content_type = "text/plain; version=0.0.4; charset=utf-8"
+            return _reply(start_response, "200 OK", content_type, text)
+        return _reply(start_response, "404 Not Found", "text/plain", b"not found\n")
+
+
+def _json(start_response: Any, status: str, body: dict) -> list[bytes]:
+    return _reply(start_response, status, "application/json", json.dumps(body).encode())
+
+
+def _reply(start_response: Any, status: str, content_type: str, body: bytes) -> list:
+    headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+    start_response(status, headers)
+    return [body]

@@ -1,0 +1,66 @@
+"""Counters and gauges of one gateway process, as JSON (/stats) and Prometheus text.
+
+Plain integers on one object: the gateway is one thread of greenlets, so no
+locks are needed, and counting costs an attribute increment on the hot path.
+prometheus_client is not used: the handful of metrics here do not justify a
+dependency and its registry (see docs/decisions.md).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+COUNTERS = {
+    "connections_total": "WebSocket connections accepted",
+    "handshakes_refused": "Upgrade requests answered with a 4xx",
+    "updates_in": "Updates received from Redis",
+    "updates_invalid": "Redis messages that were not valid updates",
+    "frames_out": "Frames written to clients",
+    "messages_in": "Messages received from clients",
+    "slow_closes": "Clients closed for falling behind (4008)",
+    "ping_timeouts": "Clients closed for not answering a ping",
+    "errors": "Error replies and protocol-error closes sent to clients",
+    "redis_reconnects": "Times the Redis subscription was re-established",
+}
+
+
+class Stats:
+    """The gateway's numbers; gauges are read from the hub and listener on demand."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        for name in COUNTERS:
+            setattr(self, name, 0)
+
+    def snapshot(self, connections: int, subscriptions: int, redis_live: bool) -> dict:
+        counters = {name: getattr(self, name) for name in COUNTERS}
+        return {
+            "connections": connections,
+            "subscriptions": subscriptions,
+            "redis_subscribed": redis_live,
+            "uptime": round(time.monotonic() - self.started, 3),
+            **counters,
+        }
+
+
+def prometheus_text(snapshot: dict[str, Any]) -> str:
+    """The snapshot in the Prometheus text exposition format (version 0.0.4)."""
+    lines = []
+    gauges = {
+        "connections": "Open WebSocket connections",
+        "subscriptions": "Active (connection, URL) subscriptions",
+        "redis_subscribed": "1 while the Redis subscription is live",
+        "uptime": "Seconds since the gateway started",
+    }
+    for name, help_text in gauges.items():
+        lines += _metric(f"pushy_gateway_{name}", "gauge", help_text, snapshot[name])
+    for name, help_text in COUNTERS.items():
+        lines += _metric(f"pushy_gateway_{name}", "counter", help_text, snapshot[name])
+    return "\n".join(lines) + "\n"
+
+
+def _metric(name: str, kind: str, help_text: str, value: Any) -> list[str]:
+    if kind == "counter" and not name.endswith("_total"):
+        name += "_total"
+    return [f"# HELP {name} {help_text}.", f"# TYPE {name} {kind}", f"{name} {+value}"]
