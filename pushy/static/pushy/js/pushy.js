@@ -285,12 +285,19 @@
       if (this._stopped) {
         return;
       }
-      const ceiling = Math.min(this.reconnect_cap, this.reconnect_base * 2 ** this._failures);
-      const delay = Math.random() * ceiling;
-      this._failures += 1;
+      const delay = this._nextDelay();
       this._log("reconnecting in", delay.toFixed(2), "s");
       this._setState(RECONNECTING);
       this._timers.retry = setTimeout(() => this._connect(), delay * 1000);
+    }
+
+    /* Seconds to wait before the next attempt: full jitter, uniform between 0
+     * and base * 2^failures capped, so that clients dropped together by one
+     * gateway do not all come back at once. */
+    _nextDelay() {
+      const ceiling = Math.min(this.reconnect_cap, this.reconnect_base * 2 ** this._failures);
+      this._failures += 1;
+      return Math.random() * ceiling;
     }
 
     /* The browser came back online: do not wait out the backoff. */

@@ -1,0 +1,248 @@
+"""pushy.js's own logic in Chromium, with a scripted stand-in for WebSocket.
+
+These sit on top of the end-to-end tests (test_live_page.py, against a real
+gateway): a fake socket makes the timing rules checkable quickly and exactly
+(backoff bounds, heartbeat, resubscription, callback isolation).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import pushy
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(60)]
+
+PUSHY_JS = Path(pushy.__file__).parent / "static" / "pushy" / "js" / "pushy.js"
+
+# A WebSocket the test drives: open(), receive(message), drop(code).
+FAKE_WEBSOCKET = """
+window.sockets = [];
+class FakeSocket {
+  constructor(url) {
+    this.url = url; this.readyState = 0; this.sent = []; this.closedWith = null;
+    window.sockets.push(this);
+  }
+  send(data) {
+    if (this.readyState !== 1) { throw new Error("send on a socket not open"); }
+    this.sent.push(JSON.parse(data));
+  }
+  close(code) { this.readyState = 3; this.closedWith = code; }
+  open() { this.readyState = 1; this.onopen && this.onopen({}); }
+  receive(message) {
+    this.onmessage && this.onmessage({data: JSON.stringify(message)});
+  }
+  drop(code) {
+    this.readyState = 3;
+    this.onclose && this.onclose({code: code || 1006, reason: ""});
+  }
+}
+Object.assign(FakeSocket, {CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3});
+window.WebSocket = FakeSocket;
+window.last = () => window.sockets[window.sockets.length - 1];
+window.updateOf = (url) => (
+  {type: "update", url, event: "update", model: "m.m", pk: 1}
+);
+"""
+
+
+@pytest.fixture
+def app(page):
+    """A page with pushy.js and ``window.app``, a PushyApp not yet started."""
+    page.set_content("<!doctype html><title>pushy.js</title>")
+    page.add_script_tag(content=FAKE_WEBSOCKET)
+    page.add_script_tag(path=str(PUSHY_JS))
+    page.evaluate(
+        """() => {
+        window.app = new PushyApp;
+        app.socket_url = "https://gateway.example/pushy";
+        app.reconnect_base = 0.01;
+        window.got = [];
+        window.record = (name) => (update) => got.push([name, update.type, update.url]);
+        window.a = record("a"); window.b = record("b");
+    }"""
+    )
+    return page
+
+
+def test_subscribes_before_open_and_delivers_to_each_callback_once(app):
+    app.evaluate(
+        """() => {
+        app.subscribe("/api/shot/1/", a);
+        app.subscribe("/api/shot/1/", b);
+        app.subscribe("/api/shot/", a);
+        app.init();
+        last().open();
+    }"""
+    )
+    assert app.evaluate("last().url") == "wss://gateway.example/pushy/ws"
+    assert app.evaluate("last().sent") == [
+        {"action": "subscribe", "url": "/api/shot/1/"},
+        {"action": "subscribe", "url": "/api/shot/"},
+    ]
+    app.evaluate(
+        """last().receive({type: "update", url: "/api/shot/1/", event: "update",
+            model: "photosession.shot", pk: 1, collection: "/api/shot/"})"""
+    )
+    # a is subscribed to both the object and its collection: called once.
+    assert app.evaluate("got") == [
+        ["a", "update", "/api/shot/1/"],
+        ["b", "update", "/api/shot/1/"],
+    ]
+
+
+def test_unsubscribe_stops_callbacks_and_tells_the_server_after_the_last(app):
+    app.evaluate(
+        """() => {
+        app.init(); last().open();
+        app.subscribe("/x/1/", a); app.subscribe("/x/1/", b);
+        app.unsubscribe("/x/1/", a);
+        last().receive(updateOf("/x/1/"));
+    }"""
+    )
+    assert app.evaluate("got") == [["b", "update", "/x/1/"]]
+    assert app.evaluate("last().sent.map(m => m.action)") == ["subscribe"]
+    app.evaluate(
+        """() => {
+        app.unsubscribe("/x/1/", b);
+        last().receive(updateOf("/x/1/"));
+    }"""
+    )
+    assert app.evaluate("got.length") == 1
+    assert app.evaluate("last().sent.at(-1)") == {
+        "action": "unsubscribe",
+        "url": "/x/1/",
+    }
+
+
+def test_backoff_is_full_jitter_exponential_and_capped(app):
+    delays = app.evaluate(
+        """() => {
+        app.reconnect_base = 0.5; app.reconnect_cap = 4;
+        Math.random = () => 0.999999;
+        const highest = [1, 2, 3, 4, 5, 6].map(() => app._nextDelay());
+        Math.random = () => 0;
+        return [highest, app._nextDelay()];
+    }"""
+    )
+    highest, lowest = delays
+    assert [round(d, 3) for d in highest] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    assert lowest == 0
+
+
+def test_reconnects_resubscribes_and_resyncs(app):
+    app.evaluate(
+        """() => {
+        window.states = [];
+        app.on_state(s => states.push(s));
+        app.subscribe("/x/1/", a); app.subscribe("/x/", b);
+        app.init(); last().open();
+        last().receive({type: "subscribed", url: "/x/1/"});
+        last().drop(1001);
+    }"""
+    )
+    app.wait_for_function("sockets.length === 2")
+    assert app.evaluate("got") == [], "no resync before the socket is back"
+    app.evaluate(
+        """() => {
+        last().open();
+        last().receive({type: "subscribed", url: "/x/1/"});
+        last().receive({type: "subscribed", url: "/x/"});
+    }"""
+    )
+    assert app.evaluate("last().sent.map(m => m.url)") == ["/x/1/", "/x/"]
+    assert app.evaluate("got") == [["a", "resync", "/x/1/"], ["b", "resync", "/x/"]]
+    assert app.evaluate("states") == [
+        "closed",
+        "connecting",
+        "open",
+        "reconnecting",
+        "open",
+    ]
+    app.evaluate("""last().receive({type: "resync"})""")
+    assert app.evaluate("got.slice(2)") == [
+        ["a", "resync", "/x/1/"],
+        ["b", "resync", "/x/"],
+    ]
+
+
+def test_backoff_resets_after_a_stable_connection(app):
+    app.evaluate(
+        """() => {
+        app.stable_after = 0.05;
+        app.init(); last().drop();
+    }"""
+    )
+    app.wait_for_function("sockets.length === 2")
+    assert app.evaluate("app._failures") == 1
+    app.evaluate("last().open()")
+    app.wait_for_function("app._failures === 0")
+
+
+def test_a_silent_connection_is_dropped_and_replaced(app):
+    app.evaluate(
+        """() => {
+        app.ping_interval = 0.05; app.pong_timeout = 0.05;
+        app.init(); last().open();
+    }"""
+    )
+    app.wait_for_function("sockets.length === 2")
+    assert app.evaluate("sockets[0].sent") == [{"action": "ping"}]
+    assert app.evaluate("sockets[0].closedWith") == 1000
+
+
+def test_an_answered_ping_keeps_the_connection(app):
+    app.evaluate(
+        """() => {
+        app.ping_interval = 0.05; app.pong_timeout = 0.05;
+        app.init(); last().open();
+        const socket = last();
+        const send = socket.send.bind(socket);
+        socket.send = (data) => {
+            send(data);
+            setTimeout(() => socket.receive({type: "pong"}), 10);
+        };
+    }"""
+    )
+    app.wait_for_function("sockets[0].sent.length >= 4")
+    assert app.evaluate("sockets.length") == 1
+    assert app.evaluate("app.state") == "open"
+
+
+def test_a_failing_callback_does_not_stop_the_others(app):
+    with app.expect_event("pageerror") as error:
+        app.evaluate(
+            """() => {
+            app.init(); last().open();
+            app.subscribe("/x/1/", () => { throw new Error("page bug"); });
+            app.subscribe("/x/1/", a);
+            last().receive({type: "update", url: "/x/1/", event: "delete",
+                            model: "m.m", pk: 1});
+        }"""
+        )
+    assert "page bug" in str(error.value)
+    assert app.evaluate("got") == [["a", "update", "/x/1/"]]
+
+
+def test_logs_only_in_debug_mode(app):
+    scenario = """(debug) => {
+        app.debug = debug;
+        app.subscribe("/x/1/", a);
+        app.init(); last().open();
+        last().receive(updateOf("/x/1/"));
+        last().drop();
+        app.close();
+    }"""
+    app.evaluate(scenario, False)
+    assert app.log.console == []
+    app.evaluate(scenario, True)
+    assert any(line.startswith("pushy:") for line in app.log.console)
+
+
+def test_close_stops_reconnecting(app):
+    app.evaluate("() => { app.init(); last().open(); app.close(); }")
+    app.evaluate("new Promise(r => setTimeout(r, 100))")
+    assert app.evaluate("sockets.length") == 1
+    assert app.evaluate("app.state") == "closed"
