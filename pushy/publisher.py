@@ -128,12 +128,12 @@ def coalesce(previous: Update | None, new: Update) -> Update | None:
 
 
 class _Entry:
-    """A queued update; alive once its on_commit hook ran (no savepoint dropped it)."""
+    """Queued updates; alive once their on_commit hook ran (no savepoint dropped it)."""
 
-    __slots__ = ("update", "alive")
+    __slots__ = ("updates", "alive")
 
-    def __init__(self, update: Update) -> None:
-        self.update = update
+    def __init__(self, updates: list[Update]) -> None:
+        self.updates = updates
         self.alive = False
 
     def survive(self) -> None:
@@ -150,10 +150,13 @@ class _Batch:
 
     def is_pending(self) -> bool:
         # A rollback of the whole transaction clears run_on_commit, our hook too.
-        return any(hook is self.hook for hook in self.connection.run_on_commit)
+        hooks = self.connection.run_on_commit
+        if hooks and hooks[-1] is self.hook:  # the usual case, in O(1)
+            return True
+        return any(hook is self.hook for hook in hooks)
 
-    def add(self, update: Update) -> None:
-        entry = _Entry(update)
+    def add(self, updates: list[Update]) -> None:
+        entry = _Entry(updates)
         self.entries.append(entry)
         # Django drops this hook if a savepoint around this point is rolled back.
         self.connection.on_commit(entry.survive)
@@ -165,6 +168,11 @@ class _Batch:
         # end of Django's hook list. run_on_commit holds (sids, func, robust) since
         # Django 4.2; tests/test_publishing.py covers savepoints to catch changes.
         hooks = self.connection.run_on_commit
+        if len(hooks) >= 2 and hooks[-2] is self.hook:
+            # Only the hook just added follows the flush: swap, so a transaction
+            # of many saves stays linear.
+            hooks[-2], hooks[-1] = hooks[-1], hooks[-2]
+            return
         hooks[:] = [hook for hook in hooks if hook is not self.hook]
         hooks.append(self.hook)
 
@@ -172,9 +180,11 @@ class _Batch:
         _batches.by_alias.pop(self.connection.alias, None)
         merged: dict[tuple[str, Any], Update | None] = {}
         for entry in self.entries:
-            if entry.alive:
-                key = (entry.update.model, entry.update.pk)
-                merged[key] = coalesce(merged.pop(key, None), entry.update)
+            if not entry.alive:
+                continue
+            for update in entry.updates:
+                key = (update.model, update.pk)
+                merged[key] = coalesce(merged.pop(key, None), update)
         publish_quietly(u for u in merged.values() if u is not None)
 
 
@@ -198,6 +208,6 @@ def publish_on_commit(updates: Iterable[Update], using: str | None = None) -> No
     if not connection.in_atomic_block:
         publish_quietly(updates)
         return
-    batch = _batches.current(connection)
-    for update in updates:
-        batch.add(update)
+    batch = list(updates)
+    if batch:
+        _batches.current(connection).add(batch)

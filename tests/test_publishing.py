@@ -238,3 +238,14 @@ def test_redis_down_never_breaks_a_save(settings, caplog):
         shot.save()
         assert subscriber.next()[1] == shot_body(shot, "update")
         subscriber.close()
+
+
+def test_many_saves_in_one_transaction(published):
+    with transaction.atomic():
+        shots = Shot.objects.bulk_create([Shot(title=str(i)) for i in range(500)])
+        for shot in shots:
+            shot.save()
+            shot.save()
+    bodies = published.bodies(500)
+    assert [(b["pk"], b["event"]) for b in bodies] == [(s.pk, "update") for s in shots]
+    published.assert_nothing_more()
