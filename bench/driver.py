@@ -1,0 +1,78 @@
+"""Make the updates: real ``save()`` calls in a Django process of their own.
+
+    python -m bench.driver latency --rate 20 --count 200
+        saves item 1 every 1/rate s; its title holds the sequence number and the
+        time just before save(), which is when the latency clock starts;
+    python -m bench.driver burst --count 200
+        saves items 1..count in one transaction: pushy publishes the 200 updates
+        in one pipeline when it commits, the way a bulk edit does.
+
+Prints one JSON line: the save times of a latency run, the commit time of a burst.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import django
+
+
+def latency(rate: float, count: int) -> dict:
+    from bench.benchapp.models import Item
+
+    item = Item.objects.get(pk=1)
+    times: dict[int, float] = {}
+    start = time.monotonic()
+    behind = 0.0
+    for seq in range(count):
+        # A fixed schedule, not a sleep after each save: the rate holds even
+        # when some saves are slow.
+        delay = start + seq / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        behind = max(behind, -delay)
+        now = time.time()
+        item.title = f"seq={seq} t={now:.6f}"
+        item.save(update_fields=["title"])
+        times[seq] = now
+    return {"times": times, "behind": behind}
+
+
+def burst(count: int) -> dict:
+    from django.db import transaction
+
+    from bench.benchapp.models import Item
+
+    items = list(Item.objects.filter(pk__lte=count).order_by("pk"))
+    if len(items) < count:
+        raise SystemExit(f"only {len(items)} items exist, {count} wanted")
+    marks: dict[str, float] = {}
+    with transaction.atomic():
+        # Runs at commit, just before pushy's hook, which stays the last one.
+        transaction.on_commit(lambda: marks.setdefault("committed", time.time()))
+        for n, item in enumerate(items):
+            item.title = f"burst={n}"
+            item.save(update_fields=["title"])
+    marks["published"] = time.time()
+    return marks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="save items for the benchmark")
+    parser.add_argument("mode", choices=["latency", "burst"])
+    parser.add_argument("--rate", type=float, default=20)
+    parser.add_argument("--count", type=int, required=True)
+    args = parser.parse_args()
+    django.setup()
+    if args.mode == "latency":
+        result = latency(args.rate, args.count)
+    else:
+        result = burst(args.count)
+    sys.stdout.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()

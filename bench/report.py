@@ -1,0 +1,2 @@
+def write(results, out):  # placeholder until the report lands
+    pass

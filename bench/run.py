@@ -1,0 +1,283 @@
+"""The measurements: for each server and each N, memory, latency, burst, hold.
+
+Each (server, N) gets a fresh server process, so memory figures start clean;
+all servers use the same private Redis and the same database, one after the
+other. Every figure carries the CPU seconds the server, the load client and
+Redis used meanwhile, because they all share the machine's cores.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from bench import servers
+from bench.loadgen import Clients
+from bench.procs import cpu_seconds
+from bench.servers import Context, Running
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Plan:
+    servers: list[str] = field(default_factory=lambda: ["floor", "channels", "pushy"])
+    sizes: list[int] = field(default_factory=lambda: [100, 1000, 5000])
+    latency_sizes: list[int] = field(default_factory=lambda: [100, 1000])
+    latency_rate: float = 20
+    latency_saves: int = 200
+    burst: int = 200
+    burst_repeats: int = 3
+    hold: int = 10000  # 0 skips the hold test
+    hold_servers: list[str] = field(default_factory=lambda: ["floor", "pushy"])
+    per_process: int = 2500  # connections per load-client process
+    idle: float = 3.0  # seconds without a delivery that end a measurement
+    warm_up: bool = True  # one save through a fresh server before RSS is taken
+
+    @classmethod
+    def smoke(cls) -> Plan:
+        """Seconds, not minutes: proves every part still works end to end."""
+        return cls(
+            sizes=[20],
+            latency_sizes=[20],
+            latency_rate=50,
+            latency_saves=5,
+            burst=20,
+            burst_repeats=1,
+            hold=30,
+            idle=5.0,
+            warm_up=False,
+        )
+
+
+class Meter:
+    """CPU seconds used by the server, Redis and wall time over one measurement."""
+
+    def __init__(self, server: Running, ctx: Context) -> None:
+        self.server, self.ctx = server, ctx
+        self.wall = time.monotonic()
+        self.server_cpu = server.cpu()
+        self.redis_cpu = self._redis()
+
+    def _redis(self) -> float:
+        return cpu_seconds(self.ctx.redis_pid) if self.ctx.redis_pid else 0.0
+
+    def done(self, client_cpu: float) -> dict:
+        return {
+            "wall_s": round(time.monotonic() - self.wall, 3),
+            "server_cpu_s": round(self.server.cpu() - self.server_cpu, 3),
+            "client_cpu_s": round(client_cpu, 3),
+            "redis_cpu_s": round(self._redis() - self.redis_cpu, 3),
+        }
+
+
+def drive(ctx: Context, *args: str) -> dict:
+    """Run the saving process (bench.driver) to its end; its JSON result."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.driver", *args],
+        cwd=ctx.root,
+        env=ctx.env_for("bench.settings"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if done.returncode:
+        raise RuntimeError(f"bench.driver {args} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, round(q / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def summarise(values: list[float]) -> dict:
+    ms = [v * 1000 for v in values]
+    return {
+        "p50_ms": percentile(ms, 50),
+        "p99_ms": percentile(ms, 99),
+        "max_ms": max(ms) if ms else None,
+    }
+
+
+def latency(server: Running, clients: Clients, ctx: Context, plan: Plan) -> dict:
+    """Saves at a fixed rate; time from before save() to the first, last subscriber."""
+    saves = plan.latency_saves
+    duration = saves / plan.latency_rate
+    clients.start_measuring(saves, plan.idle, duration + 60, titles=True)
+    meter = Meter(server, ctx)
+    driven = drive(
+        ctx, "latency", "--rate", str(plan.latency_rate), "--count", str(saves)
+    )
+    got = clients.collect()
+    times = {int(seq): t for seq, t in driven["times"].items()}
+    complete = {
+        seq: entry
+        for seq, entry in got["by_seq"].items()
+        if entry[2] >= got["connections"] and seq in times
+    }
+    return {
+        "saves": saves,
+        "rate": plan.latency_rate,
+        "driver_behind_s": round(driven["behind"], 3),
+        "delivered": got["delivered"],
+        "expected": got["expected"],
+        "lost": got["expected"] - got["delivered"] + got["extra"],
+        "updates_reaching_all": len(complete),
+        "first": summarise([e[0] - times[s] for s, e in complete.items()]),
+        "last": summarise([e[1] - times[s] for s, e in complete.items()]),
+        "closed": got["closed"],
+        "close_codes": got["close_codes"],
+        **meter.done(got["client_cpu"]),
+    }
+
+
+def burst(server: Running, clients: Clients, ctx: Context, plan: Plan) -> dict:
+    """One transaction saves ``plan.burst`` items; deliveries/s and the exact loss."""
+    clients.start_measuring(plan.burst, plan.idle, 120, titles=False)
+    meter = Meter(server, ctx)
+    driven = drive(ctx, "burst", "--count", str(plan.burst))
+    got = clients.collect()
+    cost = meter.done(got["client_cpu"])
+    span = (got["last"] - driven["committed"]) if got["last"] else None
+    delivered = got["delivered"]
+    return {
+        "updates": plan.burst,
+        "delivered": delivered,
+        "expected": got["expected"],
+        "lost": got["expected"] - delivered + got["extra"],
+        "extra": got["extra"],
+        "seconds": round(span, 4) if span else None,
+        "per_second": round(delivered / span) if span else 0,
+        "server_cpu_per_delivery_us": (
+            round(cost["server_cpu_s"] / delivered * 1e6, 2) if delivered else None
+        ),
+        "closed": got["closed"],
+        "close_codes": got["close_codes"],
+        **cost,
+    }
+
+
+def median_burst(runs: list[dict]) -> dict:
+    """The run with the median deliveries/s, with every run's rate beside it."""
+    ordered = sorted(runs, key=lambda r: r["per_second"])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen["runs_per_second"] = [r["per_second"] for r in runs]
+    chosen["lost_total"] = sum(r["lost"] for r in runs)
+    return chosen
+
+
+def warm_up(server: Running, ctx: Context, headers: dict) -> None:
+    """A few connections and one save, so lazy set-up is done before RSS is taken."""
+    clients = Clients(ctx, server.ws_url, 5, headers, per_process=5)
+    try:
+        ready = clients.wait_ready(60)
+        if ready["subscribed"] != 5:
+            raise RuntimeError(f"{server.name}: warm-up could not subscribe: {ready}")
+        clients.start_measuring(1, 5, 30, titles=False)
+        drive(ctx, "latency", "--count", "1")
+        got = clients.collect()
+        if got["delivered"] != 5:
+            raise RuntimeError(f"{server.name}: warm-up update not delivered: {got}")
+    finally:
+        clients.quit()
+
+
+def connect(server: Running, ctx: Context, n: int, headers: dict, plan: Plan) -> tuple:
+    """Start the load client's N connections; (clients, figures of the connect)."""
+    before = server.rss()
+    meter = Meter(server, ctx)
+    clients = Clients(ctx, server.ws_url, n, headers, plan.per_process)
+    ready = clients.wait_ready()
+    after = server.rss()
+    figures = {
+        **ready,
+        "rss_before": before,
+        "rss_after": after,
+        "bytes_per_connection": round((after - before) / n) if n else None,
+        **meter.done(ready["client_cpu"]),
+    }
+    if ready["subscribed"] != n:
+        logger.warning(
+            "%s: only %d of %d subscribed", server.name, ready["subscribed"], n
+        )
+    return clients, figures
+
+
+def measure_size(name: str, n: int, ctx: Context, headers: dict, plan: Plan) -> dict:
+    server = servers.start(name, ctx)
+    try:
+        if plan.warm_up:
+            warm_up(server, ctx, headers)
+        clients, figures = connect(server, ctx, n, headers, plan)
+        row: dict = {"n": n, "connect": figures}
+        try:
+            if n in plan.latency_sizes:
+                row["latency"] = latency(server, clients, ctx, plan)
+            if plan.burst:
+                runs = [
+                    burst(server, clients, ctx, plan) for _ in range(plan.burst_repeats)
+                ]
+                row["burst"] = median_burst(runs)
+        finally:
+            clients.quit()
+        server.check_alive()
+        return row
+    finally:
+        server.stop()
+
+
+def hold(name: str, ctx: Context, headers: dict, plan: Plan) -> dict:
+    """``plan.hold`` connections on one server process; one update reaches them all."""
+    server = servers.start(name, ctx)
+    try:
+        if plan.warm_up:
+            warm_up(server, ctx, headers)
+        clients, figures = connect(server, ctx, plan.hold, headers, plan)
+        try:
+            clients.start_measuring(1, plan.idle, 120, titles=True)
+            meter = Meter(server, ctx)
+            driven = drive(ctx, "latency", "--count", "1")
+            got = clients.collect()
+            saved = driven["times"]["0"]
+            return {
+                "n": plan.hold,
+                "connect": figures,
+                "delivered": got["delivered"],
+                "expected": plan.hold,
+                "last_delivery_ms": round((got["last"] - saved) * 1000, 1)
+                if got["last"]
+                else None,
+                **meter.done(got["client_cpu"]),
+            }
+        finally:
+            clients.quit()
+    finally:
+        server.stop()
+
+
+def run(plan: Plan, ctx: Context, headers: dict, skip: dict[str, str]) -> dict:
+    """Every measurement of ``plan``; servers named in ``skip`` get only the reason."""
+    results: dict = {"servers": {}}
+    for name in plan.servers:
+        if name in skip:
+            results["servers"][name] = {"skipped": skip[name]}
+            logger.warning("skipping %s: %s", name, skip[name])
+            continue
+        entry: dict = {"sizes": {}}
+        for n in plan.sizes:
+            logger.info("%s: N=%d", name, n)
+            entry["sizes"][str(n)] = measure_size(name, n, ctx, headers, plan)
+        if plan.hold and name in plan.hold_servers:
+            logger.info("%s: hold %d", name, plan.hold)
+            entry["hold"] = hold(name, ctx, headers, plan)
+        results["servers"][name] = entry
+    return results

@@ -1,0 +1,175 @@
+"""Start and stop the three servers under test, each on a free port.
+
+Every server is ready when its port accepts connections and its Redis pattern
+subscription is live (Redis's ``PUBSUB NUMPAT`` went up), so no update
+published after ``start()`` returns can be missed.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import redis
+
+from bench.procs import cpu_seconds, rss_bytes
+from tests.support.servers import free_port, stop_process
+
+
+@dataclass
+class Context:
+    """What every process of one benchmark run shares."""
+
+    root: str
+    workdir: str
+    env: dict[str, str]
+    redis_url: str
+    redis_pid: int | None = None
+
+    def env_for(self, settings: str) -> dict[str, str]:
+        return {**self.env, "DJANGO_SETTINGS_MODULE": settings}
+
+
+@dataclass
+class Running:
+    name: str
+    port: int
+    procs: list[subprocess.Popen] = field(default_factory=list)
+    logs: list[str] = field(default_factory=list)
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def cpu(self) -> float:
+        return sum(cpu_seconds(p.pid) for p in self.procs)
+
+    def rss(self) -> int:
+        return sum(rss_bytes(p.pid) for p in self.procs)
+
+    def check_alive(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {proc.returncode}:\n{self.log_tail()}"
+                )
+
+    def log_tail(self, chars: int = 3000) -> str:
+        text = ""
+        for path in self.logs:
+            with open(path, errors="replace") as f:
+                text += f.read()[-chars:]
+        return text
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            stop_process(proc)
+
+
+def _spawn(ctx: Context, args: list[str], settings: str) -> subprocess.Popen:
+    # Output goes to a file, not a pipe nobody drains: a chatty server must
+    # never block on a full pipe in the middle of a measurement.
+    log = tempfile.NamedTemporaryFile(
+        "w",
+        dir=ctx.workdir,
+        prefix=args[2].replace(".", "-") + "-",
+        suffix=".log",
+        delete=False,
+    )
+    with log:
+        proc = subprocess.Popen(
+            args,
+            cwd=ctx.root,
+            env=ctx.env_for(settings),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    proc.log_path = log.name
+    return proc
+
+
+def _numpat(redis_url: str) -> int:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return int(client.execute_command("PUBSUB", "NUMPAT"))
+    finally:
+        client.close()
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _wait_ready(server: Running, ctx: Context, numpat: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        server.check_alive()
+        if _accepts(server.port) and _numpat(ctx.redis_url) > numpat:
+            return
+        time.sleep(0.05)  # polling a port and a counter: there is no event to await
+    server.stop()
+    raise TimeoutError(f"{server.name} not ready within {timeout}s")
+
+
+def start_floor(ctx: Context, port: int) -> list[subprocess.Popen]:
+    args = [sys.executable, "-m", "bench.floor", "--port", str(port)]
+    return [_spawn(ctx, [*args, "--redis", ctx.redis_url], "bench.settings")]
+
+
+def start_channels(ctx: Context, port: int) -> list[subprocess.Popen]:
+    settings = "bench.channels_settings"
+    daphne = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+    return [
+        _spawn(ctx, [*daphne, "bench.channels_app:application"], settings),
+        _spawn(ctx, [sys.executable, "-m", "bench.channels_bridge"], settings),
+    ]
+
+
+def start_pushy(ctx: Context, port: int) -> list[subprocess.Popen]:
+    args = [sys.executable, "-m", "django", "runpushy", "--host", "127.0.0.1"]
+    return [_spawn(ctx, [*args, "--port", str(port)], "bench.settings")]
+
+
+STARTERS: dict[str, Callable[[Context, int], list[subprocess.Popen]]] = {
+    "floor": start_floor,
+    "channels": start_channels,
+    "pushy": start_pushy,
+}
+
+
+def start(name: str, ctx: Context, timeout: float = 30) -> Running:
+    """Start server ``name`` and wait until it is ready."""
+    numpat = _numpat(ctx.redis_url)
+    port = free_port()
+    procs = STARTERS[name](ctx, port)
+    server = Running(name, port, procs, [p.log_path for p in procs])
+    _wait_ready(server, ctx, numpat, timeout)
+    return server
+
+
+def channels_installed() -> bool:
+    try:
+        import channels  # noqa: F401
+        import channels_redis  # noqa: F401
+        import daphne  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def pushy_gateway_installed() -> bool:
+    try:
+        import pushy.management.commands.runpushy  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -1,0 +1,51 @@
+"""Django settings shared by every process of the benchmark.
+
+The harness passes the database file and the private Redis in the environment
+(BENCH_DB, BENCH_REDIS_URL). pushy's gateway runs with its hardening on: a real
+AUTHORIZE callable that needs the session's user, an origin allow-list the load
+client's Origin must match, heartbeats every few seconds, bounded send queues
+and inbound rate limits at their defaults.
+"""
+
+import os
+import tempfile
+
+SECRET_KEY = "pushy-bench-only"
+DEBUG = False
+ALLOWED_HOSTS = ["localhost", "127.0.0.1"]
+USE_TZ = True
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "pushy",
+    "bench.benchapp",
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get(
+            "BENCH_DB", os.path.join(tempfile.gettempdir(), "pushy-bench.sqlite3")
+        ),
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+ROOT_URLCONF = "bench.urls"
+
+PUSHY_SETTINGS = {
+    "MODELS": ["benchapp.item"],
+    "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:1/0"),
+    "CHANNEL_PREFIX": "pushy_",
+    "ALLOWED_ORIGINS": ["localhost"],
+    "AUTHORIZE": "bench.auth.authorize",
+    "PING_INTERVAL": 5,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+}

@@ -1,0 +1,2 @@
+# The benchmark serves no pages; Django still wants a URLconf.
+urlpatterns = []

@@ -1,0 +1,67 @@
+"""The benchmark, run small, so it cannot rot: every delivery must arrive.
+
+No timings are asserted (the machine is shared); only that each server under
+test, started as the benchmark starts it, delivered every update of the latency
+run, of the burst and of the hold test to every connection.
+"""
+
+import pytest
+
+from bench.__main__ import benchmark
+from bench.run import Plan
+from bench.servers import channels_installed, pushy_gateway_installed
+
+N = 20
+
+
+def run_small(server: str, redis_url: str, workdir: str) -> dict:
+    plan = Plan.smoke()
+    plan.servers = [server]
+    results = benchmark(plan, redis_url, workdir)
+    return results["servers"][server]
+
+
+def assert_all_delivered(entry: dict, hold: bool) -> None:
+    row = entry["sizes"][str(N)]
+    assert row["connect"]["subscribed"] == N, row["connect"]
+
+    latency = row["latency"]
+    assert latency["expected"] == N * latency["saves"]
+    assert latency["delivered"] == latency["expected"], latency
+    assert latency["lost"] == 0
+    assert latency["updates_reaching_all"] == latency["saves"]
+
+    burst = row["burst"]
+    assert burst["expected"] == N * burst["updates"]
+    assert burst["delivered"] == burst["expected"], burst
+    assert burst["extra"] == 0
+
+    if hold:
+        held = entry["hold"]
+        assert held["connect"]["subscribed"] == held["n"]
+        assert held["delivered"] == held["expected"] == held["n"], held
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_floor_delivers_everything(redis_server, tmp_path):
+    assert_all_delivered(run_small("floor", redis_server.url, str(tmp_path)), True)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(
+    not pushy_gateway_installed(), reason="pushy's gateway is not on this branch yet"
+)
+def test_pushy_gateway_delivers_everything(redis_server, tmp_path):
+    assert_all_delivered(run_small("pushy", redis_server.url, str(tmp_path)), True)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(
+    not channels_installed(),
+    reason="Channels is not installed (make bench installs bench/requirements.txt)",
+)
+def test_channels_baseline_delivers_everything(redis_server, tmp_path):
+    assert_all_delivered(run_small("channels", redis_server.url, str(tmp_path)), False)
