@@ -22,5 +22,14 @@ $(VENV)/.installed: setup.py requirements-test.txt
 	$(PY) -m pip install --quiet -e . -r requirements-test.txt
 	touch $@
 
+# The benchmark (issue 6): pushy's gateway vs Django Channels vs a minimal floor.
+# Writes bench/RESULTS.md, bench/results.json and bench/results.png.
+bench: $(VENV)/.installed $(VENV)/.bench-installed
+	$(PY) -m bench
+
+$(VENV)/.bench-installed: bench/requirements.txt
+	$(PY) -m pip install --quiet -r bench/requirements.txt
+	touch $@
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info
