@@ -24,10 +24,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
     parser.add_argument("--unix")
+    parser.add_argument("--fd", type=int, help="serve this inherited listening socket")
     return parser.parse_args(argv)
 
 
-def _ensure_logging() -> None:
+def ensure_logging() -> None:
     """Make the start-up line visible even when LOGGING says nothing about pushy."""
     pushy_logger = logging.getLogger("pushy")
     if not pushy_logger.hasHandlers():
@@ -43,12 +44,16 @@ def run(argv: list[str] | None = None) -> None:
     import django
 
     django.setup()
-    _ensure_logging()
+    ensure_logging()
 
-    from pushy.gateway.server import Gateway, bind
+    from pushy.gateway.server import Gateway, bind, inherited
 
     try:
-        sock = bind(args.host, args.port, args.unix)
+        sock = (
+            inherited(args.fd)
+            if args.fd is not None
+            else bind(args.host, args.port, args.unix)
+        )
     except OSError as e:
         where = args.unix or f"{args.host}:{args.port}"
         logger.error("pushy gateway cannot listen on %s: %s", where, e)

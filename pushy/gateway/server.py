@@ -20,7 +20,7 @@ import gevent
 import gevent.event
 
 from pushy import conf
-from pushy.gateway import frames
+from pushy.gateway import frames, sockets
 from pushy.gateway.auth import Authorizer, origin_allowed, session_key
 from pushy.gateway.connection import Connection, Protocol
 from pushy.gateway.handshake import GatewayServer, Refusal
@@ -73,19 +73,14 @@ class Limits:
 
 def bind(host: str | None, port: int | None, unix_path: str | None) -> socket.socket:
     """A listening socket: TCP on host:port, or a Unix socket at ``unix_path``."""
-    if unix_path:
-        import os
+    sock = sockets.listen(host, port, unix_path)
+    sock.setblocking(False)
+    return sock
 
-        if os.path.exists(unix_path):
-            os.unlink(unix_path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(unix_path)
-    else:
-        family = socket.AF_INET6 if host and ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host or "", port or 0))
-    sock.listen(1024)
+
+def inherited(fd: int) -> socket.socket:
+    """The listening socket a ``runpushy --workers`` supervisor passed down."""
+    sock = socket.socket(fileno=fd)
     sock.setblocking(False)
     return sock
 

@@ -22,6 +22,8 @@ import subprocess
 import time
 from collections.abc import Callable
 
+from pushy.gateway import sockets
+
 logger = logging.getLogger(__name__)
 
 # A worker that dies sooner than this after it started is crashing on start-up:
@@ -30,36 +32,24 @@ STABLE_AFTER = 5.0
 MAX_RESTART_DELAY = 5.0
 # Seconds past SHUTDOWN_TIMEOUT before stragglers are killed.
 KILL_MARGIN = 5.0
-BACKLOG = 2048
 
 
-def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
-    """``count`` sockets on host:port (SO_REUSEPORT), or one shared if unsupported."""
-    reuse_port = hasattr(socket, "SO_REUSEPORT")
-    sockets = []
-    for _ in range(count if reuse_port else 1):
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
+def listening_sockets(
+    host: str | None, port: int, unix_path: str | None, count: int
+) -> list[socket.socket]:
+    """Sockets for ``count`` workers: one each (SO_REUSEPORT), else one shared."""
+    if unix_path or not sockets.supports_reuse_port():
+        shared = sockets.listen(host, port, unix_path)
+        shared.set_inheritable(True)
+        return [shared]
+    opened = []
+    for _ in range(count):
+        sock = sockets.listen_tcp(host, port, reuse_port=True)
         # Later sockets must bind the port the first got (port 0 picks one).
         port = sock.getsockname()[1]
-        sock.listen(BACKLOG)
         sock.set_inheritable(True)
-        sockets.append(sock)
-    return sockets
-
-
-def unix_listening_socket(path: str) -> socket.socket:
-    if os.path.exists(path):
-        os.unlink(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(path)
-    sock.listen(BACKLOG)
-    sock.set_inheritable(True)
-    return sock
+        opened.append(sock)
+    return opened
 
 
 class Worker:
@@ -82,11 +72,13 @@ class Supervisor:
     def __init__(
         self,
         command: Callable[[int], list[str]],
+        env: dict[str, str],
         sockets: list[socket.socket],
         count: int,
         shutdown_timeout: float,
     ) -> None:
         self.command = command
+        self.env = env
         self.workers = [Worker(n, sockets[n % len(sockets)]) for n in range(count)]
         self.shutdown_timeout = shutdown_timeout
         self.stopping = False
@@ -114,7 +106,7 @@ class Supervisor:
 
     def _start(self, worker: Worker) -> None:
         fd = worker.sock.fileno()
-        worker.proc = subprocess.Popen(self.command(fd), pass_fds=[fd])
+        worker.proc = subprocess.Popen(self.command(fd), env=self.env, pass_fds=[fd])
         worker.started = time.monotonic()
 
     def _reap_one(self) -> None:
