@@ -66,8 +66,10 @@ def render(gateway_ports: list[int], site_port: int, listen_port: int) -> str:
 class Nginx:
     """nginx in the foreground, in a private prefix directory, stopped by pid."""
 
-    def __init__(self, gateway_ports: list[int], site_port: int) -> None:
-        self.port = free_port()
+    def __init__(
+        self, gateway_ports: list[int], site_port: int, port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="pushy-nginx-")
         self.config = Path(self.dir, "nginx.conf")
         self.config.write_text(
