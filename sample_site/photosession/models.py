@@ -19,7 +19,7 @@ class Session(models.Model):
 
 
 class Shot(models.Model):
-    RATINGS = [(n, "★" * n or "-") for n in range(6)]
+    RATINGS = [(n, "★" * n + "☆" * (5 - n)) for n in range(6)]
 
     session = models.ForeignKey(Session, related_name="shots", on_delete=models.CASCADE)
     title = models.CharField(max_length=100)

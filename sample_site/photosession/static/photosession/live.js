@@ -64,7 +64,7 @@
   }
 
   function note(text) {
-    lastChange.textContent = text + " at " + new Date().toLocaleTimeString();
+    lastChange.textContent = "Last change: " + text;
   }
 
   function putShot(shot) {
