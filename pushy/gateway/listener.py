@@ -126,6 +126,9 @@ class Listener:
             message = pubsub.get_message(timeout=POLL_TIMEOUT)
             if message is not None and message["type"] == "pmessage":
                 self._handle(message["data"])
+                # redis-py hands out buffered messages without yielding: let the
+                # writers run between updates, or a burst would fill every queue.
+                gevent.sleep(0)
 
     def _handle(self, body: bytes) -> None:
         try:

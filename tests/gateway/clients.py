@@ -24,6 +24,9 @@ class Client:
     """A well-behaved client: JSON in, JSON out."""
 
     def __init__(self, ws_url: str, timeout: float = 5, **options: Any) -> None:
+        # websocket-client checks UTF-8 in pure Python (slow for big frames);
+        # str decoding still fails on invalid UTF-8.
+        options.setdefault("skip_utf8_validation", True)
         self.ws = websocket.create_connection(ws_url, timeout=timeout, **options)
 
     def send(self, **message: Any) -> None:
@@ -166,14 +169,20 @@ class RawClient:
             (size,) = struct.unpack("!Q", self._read(8))
         return first & 0x0F, self._read(size)
 
-    def recv_close(self) -> tuple[int | None, str]:
-        """Skip frames until a close frame: its (code, reason)."""
+    def recv_close(self, answer: bool = True) -> tuple[int | None, str]:
+        """Skip frames until a close frame: its (code, reason); answers it."""
         while True:
             opcode, payload = self.recv_frame()
             if opcode == 0x8:
-                if not payload:
-                    return None, ""
-                return struct.unpack("!H", payload[:2])[0], payload[2:].decode()
+                break
+        if answer:
+            try:
+                self.send(frame(0x8, payload[:2]))
+            except OSError:
+                pass  # The server may have closed already (after a protocol error).
+        if not payload:
+            return None, ""
+        return struct.unpack("!H", payload[:2])[0], payload[2:].decode()
 
     def recv_json(self) -> dict:
         while True:

@@ -1,0 +1,97 @@
+"""Clients that do not keep up are closed (4008) and never hold others back."""
+
+import json
+import time
+
+import psutil
+import pytest
+import redis
+
+from tests.gateway.clients import Client, RawClient, frame, shot_update
+from tests.support.gateway import Gateway
+
+pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
+
+PAD = "p" * 4000  # ~4 KB per update: 2,000 of them overflow any socket buffer
+
+
+def publish_many(redis_url: str, first: int, count: int) -> int:
+    """Publish updates for pks first..first+count-1 in one pipeline; the last pk."""
+    client = redis.Redis.from_url(redis_url)
+    pipe = client.pipeline(transaction=False)
+    for pk in range(first, first + count):
+        update = shot_update(pk, pad=PAD)
+        pipe.publish(update.channel, update.encode())
+    pipe.execute()
+    client.close()
+    return first + count - 1
+
+
+def wait_for(predicate, timeout: float = 10, every: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("condition not met in time")
+
+
+def stuck_client(gateway: Gateway) -> RawClient:
+    """Subscribed to every shot, with a tiny receive buffer, and never reads."""
+    raw = RawClient("127.0.0.1", gateway.port, rcvbuf=4096)
+    raw.upgrade()
+    raw.send(_subscribe_frame("/api/shot/"))
+    assert raw.recv_json()["type"] == "subscribed"
+    return raw
+
+
+def _subscribe_frame(url: str) -> bytes:
+    return frame(0x1, json.dumps({"action": "subscribe", "url": url}).encode())
+
+
+def test_a_client_that_never_reads_does_not_slow_the_others(pushy_redis):
+    with Gateway(pushy_redis.url, pushy_settings={"WRITE_TIMEOUT": 2}) as gw:
+        process = psutil.Process(gw.pid)
+        rss_before = process.memory_info().rss
+        stuck = stuck_client(gw)
+        fast = Client(gw.ws_url, timeout=10)
+        fast.subscribe("/api/shot/")
+        # 2,000 updates (8 MB) flow in batches; after each, the fast client must
+        # get the batch's last update promptly, whatever the stuck one does.
+        slowest = 0.0
+        for first in range(1, 2001, 100):
+            started = time.monotonic()
+            last = publish_many(pushy_redis.url, first, 100)
+            message = fast.recv_until(lambda m, last=last: m.get("pk") == last)
+            slowest = max(slowest, time.monotonic() - started)
+        assert message["data"] == {"pad": PAD}
+        assert slowest < 3, f"the fast client waited {slowest:.1f}s for a batch"
+        grown = process.memory_info().rss - rss_before
+        assert grown < 100 * 1024 * 1024, f"gateway grew by {grown >> 20} MiB"
+        # The stuck client is cut off and counted; the fast one is still served.
+        wait_for(lambda: gw.get_json("/stats")["slow_closes"] == 1)
+        wait_for(lambda: gw.get_json("/stats")["connections"] == 1)
+        assert fast.request(action="ping") == {"type": "pong"}
+        stuck.close()
+        fast.close()
+
+
+@pytest.mark.parametrize(
+    "limit", [{"SEND_QUEUE_SIZE": 20}, {"SEND_QUEUE_BYTES": 50_000}], ids=str
+)
+def test_queue_overflow_closes_with_4008(pushy_redis, limit):
+    with Gateway(pushy_redis.url, pushy_settings={**limit, "WRITE_TIMEOUT": 30}) as gw:
+        stuck = stuck_client(gw)
+        # Publish until the kernel's buffers and then the queue are full.
+        first = 1
+        while not gw.get_json("/stats")["slow_closes"]:
+            assert first < 5000, "the stuck client was never closed"
+            first = publish_many(pushy_redis.url, first, 100) + 1
+        # Reading now drains what was in flight, then the close frame.
+        assert stuck.recv_close() == (4008, "too slow")
+        assert stuck.at_eof()
+        stuck.close()
+        stats = wait_for(lambda: (s := gw.get_json("/stats"))["connections"] == 0 and s)
+        assert stats["subscriptions"] == 0
+        assert stats["slow_closes"] == 1
