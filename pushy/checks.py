@@ -17,6 +17,7 @@ from django.core.checks import register as register_check
 from django.utils.module_loading import import_string
 
 from pushy import conf
+from pushy.connections import SENTINEL_SCHEMES, parse_sentinel_url
 
 ID = "pushy.E{:03d}"
 GLOB_CHARACTERS = "*?[]\\"
@@ -126,7 +127,16 @@ def _port_ok(parts: SplitResult) -> bool:
 
 
 def _redis_url(value: Any) -> Iterator[Error]:
-    hint = "For example: 'redis://localhost:6379/0', 'rediss://...' or 'unix:///path'."
+    hint = (
+        "For example: 'redis://localhost:6379/0', 'rediss://...', 'unix:///path' "
+        "or 'redis+sentinel://host:26379,host2:26379/service_name/0'."
+    )
+    if isinstance(value, str) and value.startswith(SENTINEL_SCHEMES):
+        try:
+            parse_sentinel_url(value)
+        except ValueError as e:
+            yield _error(7, f"PUSHY_SETTINGS['REDIS_URL'] {value!r}: {e}.", hint)
+        return
     parts = urlsplit(value) if isinstance(value, str) else None
     if parts is None or parts.scheme not in REDIS_SCHEMES:
         yield _error(

@@ -13,7 +13,6 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 from django.core.signals import setting_changed
@@ -22,6 +21,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from pushy import conf
+from pushy.connections import client_from_url, redacted
 from pushy.exceptions import PublishError
 from pushy.messages import CREATE, DELETE, UPDATE, Update
 
@@ -40,7 +40,7 @@ def get_client() -> redis.Redis:
     global _client
     with _client_lock:
         if _client is None:
-            _client = redis.Redis.from_url(
+            _client = client_from_url(
                 conf.get("REDIS_URL"),
                 socket_connect_timeout=CONNECT_TIMEOUT,
                 socket_timeout=SOCKET_TIMEOUT,
@@ -68,10 +68,7 @@ setting_changed.connect(_on_setting_changed, dispatch_uid="pushy.publisher.reset
 
 def redacted_redis_url() -> str:
     """``REDIS_URL`` without its password, for log lines."""
-    parts = urlsplit(conf.get("REDIS_URL"))
-    host = parts.hostname or parts.path or "?"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path if parts.hostname else ''}"
+    return redacted(conf.get("REDIS_URL"))
 
 
 def _send(updates: list[Update]) -> list[int]:

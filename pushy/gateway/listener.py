@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 import gevent
 import gevent.event
@@ -18,6 +17,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from pushy.connections import client_from_url, redacted
 from pushy.messages import Update
 
 logger = logging.getLogger(__name__)
@@ -28,15 +28,6 @@ MAX_BACKOFF = 5.0
 POLL_TIMEOUT = 1.0
 HEALTH_CHECK_INTERVAL = 10
 CONNECT_TIMEOUT = 2.0
-
-
-def redacted(url: str) -> str:
-    """A Redis URL without its credentials, for log lines."""
-    parts = urlsplit(url)
-    if parts.hostname is None:
-        return f"{parts.scheme}://{parts.path}"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
 
 
 class Listener:
@@ -71,7 +62,7 @@ class Listener:
     def _run(self) -> None:
         backoff, failures = FIRST_BACKOFF, 0
         while True:
-            client = redis.Redis.from_url(
+            client = client_from_url(
                 self.url,
                 socket_connect_timeout=CONNECT_TIMEOUT,
                 socket_keepalive=True,

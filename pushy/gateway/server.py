@@ -20,12 +20,13 @@ import gevent
 import gevent.event
 
 from pushy import conf
+from pushy.connections import redacted
 from pushy.gateway import frames, sockets
 from pushy.gateway.auth import Authorizer, origin_allowed, session_key
 from pushy.gateway.connection import Connection, Protocol
 from pushy.gateway.handshake import GatewayServer, Refusal
 from pushy.gateway.hub import RESYNC_FRAME, Hub
-from pushy.gateway.listener import Listener, redacted
+from pushy.gateway.listener import Listener
 from pushy.gateway.stats import Stats, prometheus_text
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,103 @@
+"""Redis clients made from a ``REDIS_URL``, for the publisher and the gateway.
+
+Besides redis-py's own forms (``redis://``, ``rediss://`` for TLS, ``unix://``),
+a URL may name a Redis Sentinel set, so a failover moves pushy to the new primary:
+
+    redis+sentinel://[[user]:password@]host:26379[,host:26379...]/service_name[/db]
+
+(``rediss+sentinel://`` talks TLS to the primary). The password, if any, is the
+primary's; the sentinels are asked without one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis
+from redis.sentinel import Sentinel
+
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+DEFAULT_SENTINEL_PORT = 26379
+
+
+@dataclasses.dataclass(frozen=True)
+class SentinelURL:
+    hosts: list[tuple[str, int]]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    ssl: bool = False
+
+
+def parse_sentinel_url(url: str) -> SentinelURL:
+    """Split a ``redis+sentinel://`` URL; ValueError says what is wrong."""
+    scheme, _, rest = url.partition("://")
+    if scheme not in SENTINEL_SCHEMES:
+        raise ValueError(f"not a {' or '.join(SENTINEL_SCHEMES)} URL")
+    netloc, _, path = rest.partition("/")
+    username = password = None
+    if "@" in netloc:
+        userinfo, _, netloc = netloc.rpartition("@")
+        user, _, secret = userinfo.partition(":")
+        username, password = unquote(user) or None, unquote(secret) or None
+    hosts = [_host_port(item) for item in netloc.split(",") if item]
+    if not hosts:
+        raise ValueError("no sentinel host")
+    parts = [p for p in path.split("?")[0].split("/") if p]
+    if not parts or len(parts) > 2:
+        raise ValueError("the path must be /service_name or /service_name/db")
+    db = parts[1] if len(parts) == 2 else "0"
+    if not db.isdigit():
+        raise ValueError(f"db {db!r} is not a number")
+    return SentinelURL(
+        hosts, parts[0], int(db), username, password, scheme.startswith("rediss")
+    )
+
+
+def _host_port(item: str) -> tuple[str, int]:
+    if item.startswith("["):  # [IPv6]:port
+        host, _, port = item[1:].partition("]")
+        port = port.removeprefix(":")
+    else:
+        host, _, port = item.partition(":")
+    port = port or str(DEFAULT_SENTINEL_PORT)
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad sentinel address {item!r}")
+    return host, int(port)
+
+
+def client_from_url(url: str, **options: Any) -> redis.Redis:
+    """A redis-py client for ``url``; ``options`` are connection options (timeouts)."""
+    if not url.startswith(SENTINEL_SCHEMES):
+        return redis.Redis.from_url(url, **options)
+    parsed = parse_sentinel_url(url)
+    sentinel_options = {
+        k: v for k, v in options.items() if k.startswith(("socket_", "retry"))
+    }
+    sentinel = Sentinel(parsed.hosts, sentinel_kwargs=sentinel_options, **options)
+    return sentinel.master_for(
+        parsed.service,
+        db=parsed.db,
+        username=parsed.username,
+        password=parsed.password,
+        ssl=parsed.ssl,
+    )
+
+
+def redacted(url: str) -> str:
+    """``url`` without credentials or query, for log lines."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "?"
+    if scheme in SENTINEL_SCHEMES:
+        netloc, _, path = rest.partition("/")
+        return f"{scheme}://{netloc.rpartition('@')[2]}/{path.split('?')[0]}"
+    parts = urlsplit(url)
+    if parts.hostname is None:
+        return f"{parts.scheme}://{parts.path}"
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
