@@ -113,3 +113,44 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class SentinelServer:
+    """A private Redis Sentinel watching ``redis`` as the primary of ``service``."""
+
+    def __init__(self, redis: RedisServer, service: str = "pushy-primary") -> None:
+        self.redis = redis
+        self.service = service
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="pushy-sentinel-")
+        self.proc: subprocess.Popen | None = None
+
+    def url(self, db: int = 0) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.port}/{self.service}/{db}"
+
+    def start(self, timeout: float = 10) -> SentinelServer:
+        # Sentinel rewrites its configuration file, so it gets one of its own.
+        config = Path(self.dir, "sentinel.conf")
+        config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
+            f"sentinel monitor {self.service} 127.0.0.1 {self.redis.port} 1\n"
+        )
+        self.proc = subprocess.Popen(
+            [redis_server_binary(), str(config), "--sentinel"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        wait_for_output(self.proc, f"+monitor master {self.service}", timeout)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+    def __enter__(self) -> SentinelServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
