@@ -16,7 +16,7 @@ format: $(VENV)/.installed
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-$(VENV)/.installed: setup.py requirements-test.txt
+$(VENV)/.installed: setup.py requirements-test.txt sample_site/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e . -r requirements-test.txt
@@ -29,6 +29,15 @@ bench: $(VENV)/.installed $(VENV)/.bench-installed
 
 $(VENV)/.bench-installed: bench/requirements.txt
 	$(PY) -m pip install --quiet -r bench/requirements.txt
+	touch $@
+
+# The live demo (README): Redis (started if none answers), the sample site and
+# runpushy; prints the URL to open; Ctrl-C stops everything.
+demo: $(VENV)/.installed $(VENV)/.demo-installed
+	$(PY) sample_site/demo.py
+
+$(VENV)/.demo-installed: sample_site/requirements.txt
+	$(PY) -m pip install --quiet -r sample_site/requirements.txt
 	touch $@
 
 clean:
