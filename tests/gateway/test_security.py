@@ -1,0 +1,121 @@
+"""Origin, session user and AUTHORIZE, with the user in the test database."""
+
+import psutil
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.test import Client as DjangoClient
+
+from tests.gateway.clients import Client, RawClient
+from tests.support.gateway import Gateway
+
+pytestmark = [pytest.mark.timeout(60), pytest.mark.django_db(transaction=True)]
+
+AUTHORIZE = {"AUTHORIZE": "tests.testapp.auth.only_staff", "DB_POOL_SIZE": 2}
+
+
+def session_cookie(user: User) -> str:
+    browser = DjangoClient()
+    browser.force_login(user)
+    name = settings.SESSION_COOKIE_NAME
+    return f"{name}={browser.cookies[name].value}"
+
+
+@pytest.fixture(scope="module")
+def authorizing_gateway(redis_server, django_db_setup):
+    # django_db_setup first: the gateway must open the test database.
+    with Gateway(redis_server.url, pushy_settings=AUTHORIZE) as gw:
+        gw.threads_at_start = psutil.Process(gw.pid).num_threads()
+        yield gw
+
+
+def test_logged_in_staff_is_allowed_and_anonymous_is_forbidden(authorizing_gateway):
+    staff = User.objects.create_user("staff", password="x", is_staff=True)
+    allowed = Client(authorizing_gateway.ws_url, cookie=session_cookie(staff))
+    anonymous = Client(authorizing_gateway.ws_url)
+    try:
+        allowed.subscribe("/api/shot/1/")
+        answer = anonymous.request(action="subscribe", url="/api/shot/1/")
+        assert answer == {
+            "type": "error",
+            "code": "forbidden",
+            "message": "not allowed",
+            "url": "/api/shot/1/",
+        }
+        # A refusal leaves the connection usable.
+        assert anonymous.request(action="ping") == {"type": "pong"}
+        assert authorizing_gateway.get_json("/stats")["subscriptions"] == 1
+    finally:
+        allowed.close()
+        anonymous.close()
+
+
+def test_logged_in_non_staff_is_refused(authorizing_gateway):
+    user = User.objects.create_user("plain", password="x")
+    client = Client(authorizing_gateway.ws_url, cookie=session_cookie(user))
+    try:
+        answer = client.request(action="subscribe", url="/api/shot/")
+        assert answer["code"] == "forbidden"
+    finally:
+        client.close()
+
+
+def test_garbage_cookie_means_anonymous(authorizing_gateway):
+    for cookie in ["sessionid=garbage", "sessionid=", "a=b; ;; =c", 'x="\\"']:
+        client = Client(authorizing_gateway.ws_url, cookie=cookie)
+        try:
+            answer = client.request(action="subscribe", url="/api/shot/")
+            assert answer["code"] == "forbidden", cookie
+        finally:
+            client.close()
+    assert "Traceback" not in authorizing_gateway.output()
+
+
+def test_db_work_stays_in_a_bounded_pool(authorizing_gateway):
+    staff = User.objects.create_user("staff2", password="x", is_staff=True)
+    clients = [
+        Client(authorizing_gateway.ws_url, cookie=session_cookie(staff))
+        for _ in range(6)
+    ]
+    try:
+        for n, client in enumerate(clients):
+            for k in range(5):
+                client.send(action="subscribe", url=f"/api/shot/{n}-{k}/")
+        for client in clients:
+            for _ in range(5):
+                assert client.recv()["type"] == "subscribed"
+        # 30 concurrent checks ran on at most DB_POOL_SIZE new threads.
+        threads = psutil.Process(authorizing_gateway.pid).num_threads()
+        assert threads <= authorizing_gateway.threads_at_start + 2, threads
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_foreign_origin_is_refused_with_403(shared_gateway):
+    raw = RawClient("127.0.0.1", shared_gateway.port)
+    head = raw.upgrade(Origin="https://attacker.example")
+    raw.close()
+    assert head.startswith("HTTP/1.1 403 "), head
+
+
+def test_allowed_origins_setting_replaces_allowed_hosts(pushy_redis):
+    origins = {"ALLOWED_ORIGINS": [".trusted.test"]}
+    with Gateway(pushy_redis.url, pushy_settings=origins) as gw:
+        for origin, status in [
+            ("https://app.trusted.test:8443", "101"),
+            ("http://localhost:8000", "403"),
+        ]:
+            raw = RawClient("127.0.0.1", gw.port)
+            head = raw.upgrade(Origin=origin)
+            raw.close()
+            assert head.split(" ")[1] == status, (origin, head)
+
+
+def test_debug_adds_localhost(pushy_redis):
+    django = {"ALLOWED_HOSTS": ["example.com"], "DEBUG": True}
+    with Gateway(pushy_redis.url, settings=django) as gw:
+        raw = RawClient("127.0.0.1", gw.port)
+        head = raw.upgrade(Origin="http://localhost:5173")
+        raw.close()
+        assert head.startswith("HTTP/1.1 101 "), head
