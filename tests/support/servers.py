@@ -71,24 +71,64 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
             stream.close()
 
 
-class RedisServer:
-    """A private redis-server process; ``start()``/``stop()`` may be repeated."""
+class ServerProcess:
+    """A server run as a child process in a private directory, stopped by pid.
+
+    ``start()`` and ``stop()`` may be repeated; the port stays the same.
+    """
+
+    ready_marker = ""
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
-        self.dir = tempfile.mkdtemp(prefix="pushy-redis-")
+        self.dir: str | None = None
         self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    def start(self, timeout: float = 10) -> RedisServer:
-        args = [
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 10) -> ServerProcess:
+        self.dir = tempfile.mkdtemp(prefix=f"pushy-{type(self).__name__.lower()}-")
+        self.proc = subprocess.Popen(
+            self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        try:
+            wait_for_output(self.proc, self.ready_marker, timeout)
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class RedisServer(ServerProcess):
+    """A private redis-server on a free port."""
+
+    ready_marker = "Ready to accept connections"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        return [
             redis_server_binary(),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
@@ -97,60 +137,25 @@ class RedisServer:
             "--dir", self.dir,
             "--daemonize", "no",
         ]  # fmt: skip
-        self.proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        wait_for_output(self.proc, "Ready to accept connections", timeout)
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-            self.proc = None
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
-class SentinelServer:
+class SentinelServer(ServerProcess):
     """A private Redis Sentinel watching ``redis`` as the primary of ``service``."""
 
     def __init__(self, redis: RedisServer, service: str = "pushy-primary") -> None:
+        super().__init__()
         self.redis = redis
         self.service = service
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="pushy-sentinel-")
-        self.proc: subprocess.Popen | None = None
+        self.ready_marker = f"+monitor master {service}"
 
     def url(self, db: int = 0) -> str:
         return f"redis+sentinel://127.0.0.1:{self.port}/{self.service}/{db}"
 
-    def start(self, timeout: float = 10) -> SentinelServer:
+    def command(self) -> list[str]:
         # Sentinel rewrites its configuration file, so it gets one of its own.
         config = Path(self.dir, "sentinel.conf")
         config.write_text(
             f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
             f"sentinel monitor {self.service} 127.0.0.1 {self.redis.port} 1\n"
         )
-        self.proc = subprocess.Popen(
-            [redis_server_binary(), str(config), "--sentinel"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        wait_for_output(self.proc, f"+monitor master {self.service}", timeout)
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-            self.proc = None
-
-    def __enter__(self) -> SentinelServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return [redis_server_binary(), str(config), "--sentinel"]
