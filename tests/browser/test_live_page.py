@@ -140,10 +140,11 @@ def test_demo_page_updates_live_and_makes_the_readme_screenshot(live):
 
 
 def test_a_save_in_another_process_shows_up_within_seconds(live):
-    started = time.monotonic()
     save_shot(live.site, 2, title="Fishing boat at sunrise")
-    expect(live.shot(2).locator(".title")).to_have_text("Fishing boat at sunrise")
-    assert time.monotonic() - started < 10
+    # Timed from the moment the other process has saved and exited.
+    expect(live.shot(2).locator(".title")).to_have_text(
+        "Fishing boat at sunrise", timeout=5_000
+    )
     # The page only re-fetched: its DOM change came with a pushed update.
     assert live.count("update") >= 1
 
