@@ -14,6 +14,7 @@ import hashlib
 import logging
 from typing import Any
 
+import gevent
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 logger = logging.getLogger(__name__)
@@ -81,12 +82,29 @@ def check_upgrade(environ: dict) -> str:
 class GatewayHandler(WSGIHandler):
     """pywsgi's handler, plus the WebSocket upgrade for the gateway's paths."""
 
+    _deadline: gevent.Timeout | None = None
+
     def handle(self) -> None:
-        # Until the upgrade, a client that stalls its request is cut off.
+        # A request must arrive whole within HANDSHAKE_TIMEOUT: the socket timeout
+        # catches a silent client, the deadline one that trickles bytes.
         self.socket.settimeout(self.server.gateway.limits.handshake_timeout)
-        super().handle()
+        try:
+            super().handle()
+        except gevent.Timeout as timeout:
+            if timeout is not self._deadline:
+                raise
+
+    def handle_one_request(self) -> Any:
+        self._deadline = gevent.Timeout.start_new(
+            self.server.gateway.limits.handshake_timeout
+        )
+        try:
+            return super().handle_one_request()
+        finally:
+            self._deadline.cancel()
 
     def run_application(self) -> None:
+        self._deadline.cancel()  # The request is in: no deadline for the answer.
         gateway = self.server.gateway
         if self.environ.get("PATH_INFO") not in gateway.websocket_paths:
             super().run_application()
