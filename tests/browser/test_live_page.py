@@ -161,6 +161,27 @@ def test_a_created_shot_appears_and_a_deleted_one_disappears(live):
     expect(live.page.locator("#last-change")).to_contain_text(f"shot {pk} deleted")
 
 
+def test_an_edit_in_the_admin_shows_up(live, browser):
+    admin = browser.new_context().new_page()
+    try:
+        admin.goto(live.site.url + "admin/photosession/shot/6/change/")
+        admin.fill("#id_username", "demo")
+        admin.fill("#id_password", "pushy-demo")
+        admin.click("input[type=submit]")
+        admin.fill("#id_title", "Laughing, in the admin")
+        admin.click("input[name=_save]")
+        expect(admin.locator(".messagelist")).to_contain_text("was changed")
+    finally:
+        admin.context.close()
+    expect(live.shot(6).locator(".title")).to_have_text("Laughing, in the admin")
+
+
+def test_a_push_by_hand_reaches_the_page(live):
+    out = live.site.manage("pushy_test_broadcast", "photosession.shot", "8")
+    assert "received by 1 gateway process" in out
+    expect(live.page.locator("#last-change")).to_contain_text("shot 8 updated")
+
+
 def test_reconnects_by_itself_after_the_gateway_is_killed(live, gateway):
     gateway.signal(signal.SIGKILL)
     gateway.wait()
