@@ -6,9 +6,11 @@ JSON lines:
 
 - it opens N connections (a bounded number of handshakes at a time, so the
   server's listen backlog never overflows) and prints ``{"event": "ready", ...}``;
-- on ``{"cmd": "measure", "expect": M, "idle": S, "deadline": D}`` it counts
-  updates until every connection has M of them, or none came for S seconds,
-  or D seconds passed, then prints ``{"event": "report", ...}``;
+- on ``{"cmd": "measure", "marker": "\"run7 ", "expect": M, "idle": S,
+  "deadline": D, "drain": L, "titles": bool}`` it counts the updates whose
+  title carries the marker until every connection has M of them, or none came
+  for S seconds, or D seconds passed; waits (at most L s) until the server
+  stops sending; then prints ``{"event": "report", ...}``;
 - on ``{"cmd": "quit"}`` (or end of input) it closes everything and exits.
 
 Pings from the server are answered at all times, so heartbeats never close a
@@ -27,51 +29,16 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 from bench.procs import raise_open_files
-from bench.wsclient import CLOSED, SUBSCRIBED, Connection
+from bench.wsclient import CLOSED, SUBSCRIBED, Connection, Tally
 
-# Handshakes in flight at once: well under a listen backlog of 128.
-MAX_PENDING = 64
-# The title of a latency update: "seq=<n> t=<unix time before save()>".
-TITLE_KEY = b'"title"'
+# Handshakes in flight at once: under the smallest listen backlog here
+# (Twisted's 50, for daphne), so no SYN is dropped and retried a second later.
+MAX_PENDING = 32
 
 
 def cpu_now() -> float:
     times = os.times()
     return times.user + times.system
-
-
-class Tally:
-    """Receive times per update: the first and last delivery of each sequence."""
-
-    def __init__(self, parse_titles: bool) -> None:
-        self.parse_titles = parse_titles
-        self.reset()
-
-    def reset(self) -> None:
-        self.count = 0
-        self.first: float | None = None
-        self.last: float | None = None
-        self.by_seq: dict[int, list[float]] = {}
-
-    def on_update(self, conn: Connection, payload: bytes, now: float) -> None:
-        self.count += 1
-        if self.first is None:
-            self.first = now
-        self.last = now
-        if self.parse_titles:
-            self._by_seq(payload, now)
-
-    def _by_seq(self, payload: bytes, now: float) -> None:
-        title = json.loads(payload).get("data", {}).get("title", "")
-        if not title.startswith("seq="):
-            return
-        seq = int(title.split()[0][4:])
-        entry = self.by_seq.get(seq)
-        if entry is None:
-            self.by_seq[seq] = [now, now, 1]
-        else:
-            entry[1] = now
-            entry[2] += 1
 
 
 class LoadClient:
@@ -84,7 +51,7 @@ class LoadClient:
         self.headers = headers
         self.selector = selectors.DefaultSelector()
         self.conns: list[Connection] = []
-        self.tally = Tally(parse_titles=False)
+        self.tally = Tally()
         self.stdin_buf = b""
 
     # -- event loop -----------------------------------------------------------
@@ -117,7 +84,14 @@ class LoadClient:
                 conn.on_readable(time.time())
             if mask & selectors.EVENT_WRITE and conn.state != CLOSED:
                 conn.on_writable()
-            self._update_interest(conn, key)
+            # The common case, a subscribed reader with nothing to send, needs no
+            # change of interest: skip the bookkeeping.
+            if (
+                conn.outbox
+                or key.events != selectors.EVENT_READ
+                or conn.state == CLOSED
+            ):
+                self._update_interest(conn, key)
         return lines
 
     def _read_stdin(self) -> Iterator[str]:
@@ -143,7 +117,7 @@ class LoadClient:
                     self.path,
                     self.sub_url,
                     self.headers,
-                    self.tally.on_update,
+                    self.tally,
                 )
                 self.conns.append(conn)
                 conn.start()
@@ -164,26 +138,45 @@ class LoadClient:
             "client_cpu": cpu_now() - cpu,
         }
 
-    def measure(self, expect: int, idle: float, deadline: float, titles: bool) -> dict:
-        self.tally.reset()
-        self.tally.parse_titles = titles
+    def measure(self, command: dict) -> dict:
+        """Count the updates that carry ``command["marker"]``; see the module doc."""
+        expect, idle = command["expect"], command["idle"]
+        self.tally.start(command["marker"].encode(), command["titles"])
         for conn in self.conns:
             conn.updates = 0
         live = [c for c in self.conns if c.state == SUBSCRIBED]
         goal = expect * len(live)
         cpu = cpu_now()
-        stop_at = time.monotonic() + deadline
-        quiet_since = time.monotonic()
-        seen = 0
+        stop_at = time.monotonic() + command["deadline"]
+        quiet_since, seen = time.monotonic(), 0
         while self.tally.count < goal and time.monotonic() < stop_at:
             self.poll(0.1)
             if self.tally.count != seen:
                 seen, quiet_since = self.tally.count, time.monotonic()
             elif seen and time.monotonic() - quiet_since > idle:
                 break
-            elif not seen and time.monotonic() - quiet_since > deadline:
-                break
-        return self._report(expect, live, cpu_now() - cpu)
+        report = self._report(expect, live, cpu_now() - cpu)
+        # Complete: anything more would be a duplicate, a short wait shows it.
+        quiet = 0.2 if self.tally.count >= goal else idle
+        report["late"] = self.drain(quiet, command["drain"])
+        return report
+
+    def drain(self, quiet: float, limit: float) -> int:
+        """Wait until no update came for ``quiet`` s (at most ``limit`` s).
+
+        A server that lags keeps sending after a measurement gave up; the next
+        one must not start while it does. The late updates are counted.
+        """
+        before = self.tally.count + self.tally.stale
+        stop_at = time.monotonic() + limit
+        quiet_since, seen = time.monotonic(), before
+        while time.monotonic() < stop_at and time.monotonic() - quiet_since < quiet:
+            self.poll(0.1)
+            now_seen = self.tally.count + self.tally.stale
+            if now_seen != seen:
+                seen, quiet_since = now_seen, time.monotonic()
+        self.tally.marker = None
+        return seen - before
 
     def _report(self, expect: int, live: list[Connection], cpu: float) -> dict:
         short = [c for c in live if c.updates < expect]
@@ -200,6 +193,7 @@ class LoadClient:
             "first": self.tally.first,
             "last": self.tally.last,
             "by_seq": self.tally.by_seq,
+            "stale": self.tally.stale,
             "client_cpu": cpu,
         }
 
@@ -227,11 +221,7 @@ def serve(client: LoadClient, connect_timeout: float) -> None:
                 return
             if cmd["cmd"] == "measure":
                 emit({"event": "measuring"})
-                emit(
-                    client.measure(
-                        cmd["expect"], cmd["idle"], cmd["deadline"], cmd["titles"]
-                    )
-                )
+                emit(client.measure(cmd))
 
 
 def main(argv: list[str] | None = None) -> None:

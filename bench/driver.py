@@ -1,9 +1,9 @@
 """Make the updates: real ``save()`` calls in a Django process of their own.
 
-    python -m bench.driver latency --rate 20 --count 200
-        saves item 1 every 1/rate s; its title holds the sequence number and the
-        time just before save(), which is when the latency clock starts;
-    python -m bench.driver burst --count 200
+    python -m bench.driver latency --run 3 --rate 20 --count 200
+        saves item 1 every 1/rate s; its title holds the run, the sequence
+        number and the time just before save(), when the latency clock starts;
+    python -m bench.driver burst --run 4 --count 200
         saves items 1..count in one transaction: pushy publishes the 200 updates
         in one pipeline when it commits, the way a bulk edit does.
 
@@ -20,7 +20,7 @@ import time
 import django
 
 
-def latency(rate: float, count: int) -> dict:
+def latency(run: int, rate: float, count: int) -> dict:
     from bench.benchapp.models import Item
 
     item = Item.objects.get(pk=1)
@@ -35,13 +35,13 @@ def latency(rate: float, count: int) -> dict:
             time.sleep(delay)
         behind = max(behind, -delay)
         now = time.time()
-        item.title = f"seq={seq} t={now:.6f}"
+        item.title = f"run{run} seq={seq} t={now:.6f}"
         item.save(update_fields=["title"])
         times[seq] = now
     return {"times": times, "behind": behind}
 
 
-def burst(count: int) -> dict:
+def burst(run: int, count: int) -> dict:
     from django.db import transaction
 
     from bench.benchapp.models import Item
@@ -54,7 +54,7 @@ def burst(count: int) -> dict:
         # Runs at commit, just before pushy's hook, which stays the last one.
         transaction.on_commit(lambda: marks.setdefault("committed", time.time()))
         for n, item in enumerate(items):
-            item.title = f"burst={n}"
+            item.title = f"run{run} {n}"
             item.save(update_fields=["title"])
     marks["published"] = time.time()
     return marks
@@ -65,12 +65,13 @@ def main() -> None:
     parser.add_argument("mode", choices=["latency", "burst"])
     parser.add_argument("--rate", type=float, default=20)
     parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--run", type=int, required=True, help="marks the titles")
     args = parser.parse_args()
     django.setup()
     if args.mode == "latency":
-        result = latency(args.rate, args.count)
+        result = latency(args.run, args.rate, args.count)
     else:
-        result = burst(args.count)
+        result = burst(args.run, args.count)
     sys.stdout.write(json.dumps(result) + "\n")
 
 

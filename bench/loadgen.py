@@ -19,6 +19,8 @@ from bench.servers import Context
 from tests.support.servers import stop_process
 
 SUBSCRIBE_URL = "/api/item/"
+# Seconds a client waits, after a measurement, for a lagging server to go quiet.
+DRAIN_LIMIT = 30
 
 
 class LineReader:
@@ -28,8 +30,9 @@ class LineReader:
     it, so the bytes are buffered here instead.
     """
 
-    def __init__(self, proc: subprocess.Popen) -> None:
+    def __init__(self, proc: subprocess.Popen, log_path: str) -> None:
         self.proc = proc
+        self.log_path = log_path
         self.fd = proc.stdout.fileno()
         self.buf = b""
 
@@ -45,7 +48,9 @@ class LineReader:
             if ready:
                 chunk = os.read(self.fd, 1 << 20)
                 if not chunk:
-                    raise RuntimeError(f"load client {self.proc.pid} exited")
+                    with open(self.log_path) as log:
+                        tail = log.read()[-3000:]
+                    raise RuntimeError(f"load client {self.proc.pid} exited:\n{tail}")
                 self.buf += chunk
         line, self.buf = self.buf.split(b"\n", 1)
         return json.loads(line)
@@ -60,8 +65,9 @@ class Clients:
         count = max(1, math.ceil(conns / per_process))
         shares = [conns // count + (i < conns % count) for i in range(count)]
         self.conns = conns
-        self.procs = [self._spawn(ctx, ws_url, share, headers) for share in shares]
-        self.readers = [LineReader(p) for p in self.procs]
+        spawned = [self._spawn(ctx, ws_url, share, headers) for share in shares]
+        self.procs = [proc for proc, _ in spawned]
+        self.readers = [LineReader(proc, log) for proc, log in spawned]
 
     @staticmethod
     def _spawn(
@@ -75,7 +81,7 @@ class Clients:
             "w", dir=ctx.workdir, prefix="client-", suffix=".log", delete=False
         )
         with log:
-            return subprocess.Popen(
+            proc = subprocess.Popen(
                 args,
                 cwd=ctx.root,
                 env=ctx.env,
@@ -83,6 +89,7 @@ class Clients:
                 stdout=subprocess.PIPE,
                 stderr=log,
             )
+        return proc, log.name
 
     def _send(self, command: dict) -> None:
         for proc in self.procs:
@@ -101,12 +108,13 @@ class Clients:
         }
 
     def start_measuring(
-        self, expect: int, idle: float, deadline: float, titles: bool
+        self, run: int, expect: int, deadline: float, titles: bool, plan_idle: float
     ) -> None:
-        """Reset the counters; returns once every process is counting."""
-        self.deadline = deadline
-        command = {"cmd": "measure", "expect": expect, "idle": idle}
-        self._send({**command, "deadline": deadline, "titles": titles})
+        """Count the updates of save run ``run``; returns once every process counts."""
+        self.deadline = deadline + DRAIN_LIMIT
+        command = {"cmd": "measure", "marker": f'"run{run} ', "expect": expect}
+        command.update(idle=plan_idle, deadline=deadline, drain=DRAIN_LIMIT)
+        self._send({**command, "titles": titles})
         for reader in self.readers:
             assert reader.read(30)["event"] == "measuring"
 
@@ -150,4 +158,6 @@ def merge(reports: list[dict]) -> dict:
         "last": max(lasts) if lasts else None,
         "by_seq": by_seq,
         "client_cpu": sum(r["client_cpu"] for r in reports),
+        "stale": sum(r["stale"] for r in reports),
+        "late": sum(r["late"] for r in reports),
     }

@@ -128,7 +128,9 @@ def start_floor(ctx: Context, port: int) -> list[subprocess.Popen]:
 
 def start_channels(ctx: Context, port: int) -> list[subprocess.Popen]:
     settings = "bench.channels_settings"
-    daphne = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+    # -v 0: no access log line per connection (neither other server writes one).
+    daphne = [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1"]
+    daphne += ["-p", str(port)]
     return [
         _spawn(ctx, [*daphne, "bench.channels_app:application"], settings),
         _spawn(ctx, [sys.executable, "-m", "bench.channels_bridge"], settings),

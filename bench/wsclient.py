@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import socket
-from collections.abc import Callable
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_TEXT, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x8, 0x9, 0xA
@@ -45,17 +44,65 @@ def accept_key(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key + GUID).digest())
 
 
-def is_update(payload: bytes) -> bool:
-    # A substring test is far cheaper than parsing JSON for every frame; servers
+def is_update(buf: bytes | bytearray, start: int, end: int) -> bool:
+    # A substring search is far cheaper than parsing JSON for every frame; servers
     # may or may not put a space after the colon.
-    return b'"type":"update"' in payload or b'"type": "update"' in payload
+    return (
+        buf.find(b'"type":"update"', start, end) >= 0
+        or buf.find(b'"type": "update"', start, end) >= 0
+    )
+
+
+class Tally:
+    """Counts the updates of the measurement under way, across all connections.
+
+    Each measurement's saves carry a marker in their title (``"run<id> ``), so
+    an update left over from an earlier measurement (a server that lags) is
+    counted as stale, never as a delivery of this one. ``first``/``last`` are
+    receive times; with ``parse_titles`` the first and last receive time of
+    each save's sequence number is kept too.
+    """
+
+    def __init__(self) -> None:
+        self.start(None, False)
+
+    def start(self, marker: bytes | None, parse_titles: bool) -> None:
+        self.marker = marker
+        self.parse_titles = parse_titles
+        self.count = 0
+        self.stale = 0
+        self.first: float | None = None
+        self.last: float | None = None
+        self.by_seq: dict[int, list] = {}
+
+    def hit(self, buf: bytearray, start: int, end: int, now: float) -> None:
+        self.count += 1
+        if self.first is None:
+            self.first = now
+        self.last = now
+        if self.parse_titles:
+            self._by_seq(json.loads(bytes(buf[start:end])), now)
+
+    def _by_seq(self, update: dict, now: float) -> None:
+        # The title is "run<id> seq=<n> t=<time before save()>".
+        words = update.get("data", {}).get("title", "").split()
+        if len(words) < 2 or not words[1].startswith("seq="):
+            return
+        seq = int(words[1][4:])
+        entry = self.by_seq.get(seq)
+        if entry is None:
+            self.by_seq[seq] = [now, now, 1]
+        else:
+            entry[0] = min(entry[0], now)
+            entry[1] = max(entry[1], now)
+            entry[2] += 1
 
 
 class Connection:
     """One client: connect, handshake, subscribe to one URL, then count updates.
 
-    ``on_update(conn, payload, now)`` is called for each update frame; frames
-    parsed from one ``recv`` share the receive time ``now``.
+    Updates go to the shared ``tally``; frames parsed from one ``recv`` share
+    the receive time ``now``.
     """
 
     def __init__(
@@ -64,13 +111,13 @@ class Connection:
         path: str,
         subscribe_url: str,
         headers: dict[str, str],
-        on_update: Callable[[Connection, bytes, float], None],
+        tally: Tally,
     ) -> None:
         self.address = address
         self.path = path
         self.subscribe_url = subscribe_url
         self.headers = headers
-        self.on_update = on_update
+        self.tally = tally
         self.state = CONNECTING
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setblocking(False)
@@ -135,7 +182,7 @@ class Connection:
 
     def on_readable(self, now: float) -> None:
         try:
-            data = self.sock.recv(262144)
+            data = self.sock.recv(65536)
         except BlockingIOError:
             return
         except OSError as e:
@@ -182,26 +229,33 @@ class Connection:
                 size, start = int.from_bytes(buf[pos + 2 : pos + 10], "big"), pos + 10
             if end - start < size:
                 break
-            payload = bytes(buf[start : start + size])
             pos = start + size
             if not first & 0x80 or second & 0x80:
                 self.fail("fragmented or masked frame from the server")
                 return
-            self._on_frame(first & 0x0F, payload, now)
-            if self.state == CLOSED:
-                return
+            opcode = first & 0x0F
+            if opcode == OP_TEXT:
+                self._on_text(buf, start, pos, now)
+            else:
+                self._on_control(opcode, bytes(buf[start:pos]))
+                if self.state == CLOSED:
+                    return
         del buf[:pos]
 
-    def _on_frame(self, opcode: int, payload: bytes, now: float) -> None:
-        if opcode == OP_TEXT:
-            if is_update(payload):
-                self.updates += 1
-                self.on_update(self, payload, now)
-            elif self.state == SUBSCRIBING and b'"subscribed"' in payload:
-                self.state = SUBSCRIBED
-            else:
-                self.other_frames += 1
-        elif opcode == OP_PING:
+    def _on_text(self, buf: bytearray, start: int, end: int, now: float) -> None:
+        marker = self.tally.marker
+        if marker is not None and buf.find(marker, start, end) >= 0:
+            self.updates += 1
+            self.tally.hit(buf, start, end, now)
+        elif is_update(buf, start, end):
+            self.tally.stale += 1
+        elif self.state == SUBSCRIBING and buf.find(b'"subscribed"', start, end) >= 0:
+            self.state = SUBSCRIBED
+        else:
+            self.other_frames += 1
+
+    def _on_control(self, opcode: int, payload: bytes) -> None:
+        if opcode == OP_PING:
             self.send(OP_PONG, payload)
         elif opcode == OP_CLOSE:
             self.close_code = int.from_bytes(payload[:2], "big") if payload else 1005
