@@ -82,8 +82,9 @@ class Hub:
         if not targets:
             return 0
         frame = message_frame(update.as_message())
-        # A copy: a send() may close its connection, which edits these sets.
-        for connection in list(targets):
+        # No copy needed: send() never blocks, so no greenlet can edit the
+        # registry during this loop (a closed client unregisters later).
+        for connection in targets:
             connection.send(frame)
         return len(targets)
 
