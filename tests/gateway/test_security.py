@@ -119,3 +119,16 @@ def test_debug_adds_localhost(pushy_redis):
         head = raw.upgrade(Origin="http://localhost:5173")
         raw.close()
         assert head.startswith("HTTP/1.1 101 "), head
+
+
+def test_an_authorize_that_raises_refuses_and_is_logged(redis_server, django_db_setup):
+    failing = {"AUTHORIZE": "tests.gateway.authorizers.explode"}
+    with Gateway(redis_server.url, pushy_settings=failing) as gw:
+        client = Client(gw.ws_url)
+        try:
+            answer = client.request(action="subscribe", url="/api/boom/")
+            assert answer["code"] == "forbidden"
+            client.subscribe("/api/fine/")
+        finally:
+            client.close()
+        assert "AUTHORIZE failed for /api/boom/" in gw.wait_for_log("RuntimeError")
