@@ -70,7 +70,6 @@
       this._socket = null;
       this._failures = 0; // attempts since the last stable connection
       this._everOpened = false;
-      this._missed = false; // whether updates may have been missed before open
       this._resyncDue = new Set(); // urls to resync once re-subscribed
       this._timers = { retry: null, stable: null, ping: null, pong: null };
       this._stopped = true;
