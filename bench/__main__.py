@@ -39,6 +39,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--redis-url", help="use this Redis instead of a private one")
     parser.add_argument("--out", default=str(ROOT / "bench"), help="where results go")
     parser.add_argument("--note", default="", help="a line for RESULTS.md")
+    parser.add_argument(
+        "--profile",
+        default="",
+        help="comma-separated servers to sample with py-spy during latency and "
+        "bursts (collapsed stacks in --out/profiles/)",
+    )
     return parser.parse_args(argv)
 
 
@@ -53,6 +59,10 @@ def make_plan(args: argparse.Namespace) -> Plan:
         plan.latency_sizes = ints(args.latency_sizes)
     if args.hold is not None:
         plan.hold = args.hold
+    if args.profile:
+        plan.profile = args.profile.split(",")
+        plan.profile_dir = str(Path(args.out) / "profiles")
+        Path(plan.profile_dir).mkdir(parents=True, exist_ok=True)
     return plan
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -41,6 +42,8 @@ class Plan:
     per_process: int = 2500  # connections per load-client process
     idle: float = 3.0  # seconds without a delivery that end a measurement
     warm_up: bool = True  # one save through a fresh server before RSS is taken
+    profile: list[str] = field(default_factory=list)  # servers to sample with py-spy
+    profile_dir: str = ""
 
     @classmethod
     def smoke(cls) -> Plan:
@@ -242,6 +245,8 @@ def measure_size(name: str, n: int, ctx: Context, headers: dict, plan: Plan) -> 
         if plan.warm_up:
             warm_up(server, ctx, headers)
         clients, figures = connect(server, ctx, n, headers, plan)
+        if name in plan.profile:
+            server.profile(os.path.join(plan.profile_dir, f"{name}-{n}"))
         row: dict = {"n": n, "connect": figures}
         try:
             if n in plan.latency_sizes:

@@ -7,6 +7,8 @@ published after ``start()`` returns can be missed.
 
 from __future__ import annotations
 
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import redis
 
@@ -41,6 +44,7 @@ class Running:
     port: int
     procs: list[subprocess.Popen] = field(default_factory=list)
     logs: list[str] = field(default_factory=list)
+    profilers: list[subprocess.Popen] = field(default_factory=list)
 
     @property
     def ws_url(self) -> str:
@@ -66,7 +70,32 @@ class Running:
                 text += f.read()[-chars:]
         return text
 
+    def profile(self, path: str) -> None:
+        """Sample the server with py-spy into ``path``.* (collapsed stacks)."""
+        args = [
+            shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "--format",
+            "raw",
+            "--rate",
+            "250",
+            "--subprocesses",
+        ]
+        for proc in self.procs:
+            out = f"{path}.{proc.pid}.txt"
+            self.profilers.append(
+                subprocess.Popen(
+                    [*args, "--output", out, "--pid", str(proc.pid)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+
     def stop(self) -> None:
+        for profiler in self.profilers:
+            # SIGINT makes py-spy write what it sampled and exit.
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(30)
         for proc in reversed(self.procs):
             stop_process(proc)
 
