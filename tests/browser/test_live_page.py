@@ -197,6 +197,20 @@ def test_reconnects_by_itself_after_the_gateway_is_killed(live, gateway):
     expect(live.shot(7).locator(".title")).to_have_text("Summit cross, later")
 
 
+def test_reloads_when_the_gateway_lost_redis(live, redis_server):
+    # Updates published while the gateway's subscription is down are lost to it;
+    # it says so with a resync frame, and the page reloads what it shows.
+    redis_server.stop()
+    redis_server.start()
+    live.wait_for_frames("resync", 1, timeout=30)
+    expect(live.page.locator("#sessions")).not_to_have_attribute("data-resyncs", "0")
+    expect(live.status()).to_have_attribute("data-state", "open")
+    save_shot(live.site, 1, title="Fog over the cranes, after Redis")
+    expect(live.shot(1).locator(".title")).to_have_text(
+        "Fog over the cranes, after Redis"
+    )
+
+
 def test_unsubscribe_stops_callbacks(live):
     live.page.evaluate(
         """() => {
