@@ -19,7 +19,7 @@ format: $(VENV)/.installed
 $(VENV)/.installed: setup.py requirements-test.txt sample_site/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e . -r requirements-test.txt -r sample_site/requirements.txt
+	$(PY) -m pip install --quiet -e . -r requirements-test.txt
 	touch $@
 
 # The benchmark (issue 6): pushy's gateway vs Django Channels vs a minimal floor.
