@@ -76,17 +76,21 @@ class Hub:
         Returns how many connections it was queued to.
         """
         self.stats.updates_in += 1
-        targets = self.by_url.get(update.url, ())
-        if update.collection is not None and update.collection in self.by_url:
-            targets = set(targets) | self.by_url[update.collection]
-        if not targets:
+        object_subscribers = self.by_url.get(update.url, ())
+        collection = self.by_url.get(update.collection, ()) if update.collection else ()
+        if not object_subscribers and not collection:
             return 0
         frame = message_frame(update.as_message())
-        # No copy needed: send() never blocks, so no greenlet can edit the
-        # registry during this loop (a closed client unregisters later).
-        for connection in targets:
+        # No copies: send() never blocks, so no greenlet can edit the registry
+        # during these loops (a closed client unregisters later, from its reader).
+        for connection in collection:
             connection.send(frame)
-        return len(targets)
+        sent = len(collection)
+        for connection in object_subscribers:
+            if connection not in collection:  # subscribed to both: once is enough
+                connection.send(frame)
+                sent += 1
+        return sent
 
     def broadcast(self, frame: bytes, connections: Iterable[Subscriber] = ()) -> None:
         """Queue ``frame`` to ``connections``, by default to every connection."""
