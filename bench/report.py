@@ -83,8 +83,8 @@ def _size(n: int, part: str) -> Callable[[dict], dict | None]:
 def _latency_text(which: str) -> Callable[[dict], str]:
     def show(f: dict) -> str:
         text = f"{_ms(f[which]['p50_ms'])} / {_ms(f[which]['p99_ms'])} ms"
-        if f["lost"]:
-            text += f", {f['lost']:,} lost"
+        if f["lost"] or f.get("late"):
+            text += ", " + _lost(f)
         if f["updates_reaching_all"] < f["saves"]:
             text += f" ({f['saves'] - f['updates_reaching_all']} saves missed someone)"
         return text
@@ -93,9 +93,12 @@ def _latency_text(which: str) -> Callable[[dict], str]:
 
 
 def _lost(f: dict) -> str:
-    if not f["lost"]:
-        return "none lost"
-    return f"{f['lost']:,} lost ({f['lost'] / f['expected']:.0%})"
+    text = "none lost"
+    if f["lost"]:
+        text = f"{f['lost']:,} lost ({f['lost'] / f['expected']:.0%})"
+    if f.get("late"):
+        text += f", {f['late']:,} late"
+    return text
 
 
 def summary_rows(results: dict) -> list[Row]:
@@ -135,7 +138,10 @@ def summary_rows(results: dict) -> list[Row]:
             Row(
                 f"memory per idle connection ({n:,} open)",
                 _size(n, "connect"),
-                lambda f: f"{f['bytes_per_connection'] / 1024:.1f} KiB",
+                lambda f: (
+                    f"{f['bytes_per_connection'] / 1024:.1f} KiB"
+                    + (f" ({f['failed']:,} failed to connect)" if f["failed"] else "")
+                ),
                 lambda f: f["bytes_per_connection"],
             )
         )

@@ -40,7 +40,7 @@ class Plan:
     hold: int = 10000  # 0 skips the hold test
     hold_servers: list[str] = field(default_factory=lambda: ["floor", "pushy"])
     per_process: int = 2500  # connections per load-client process
-    idle: float = 3.0  # seconds without a delivery that end a measurement
+    idle: float = 5.0  # seconds without a delivery that end a measurement
     warm_up: bool = True  # one save through a fresh server before RSS is taken
     profile: list[str] = field(default_factory=list)  # servers to sample with py-spy
     profile_dir: str = ""
@@ -142,7 +142,9 @@ def latency(server: Running, clients: Clients, ctx: Context, plan: Plan) -> dict
         "driver_behind_s": round(driven["behind"], 3),
         "delivered": got["delivered"],
         "expected": got["expected"],
-        "lost": got["expected"] - got["delivered"] + got["extra"],
+        # Late: arrived after the measurement gave up, while the client drained.
+        "lost": max(0, got["expected"] - got["delivered"] - got["late"]),
+        "extra": got["extra"],
         "updates_reaching_all": len(complete),
         "first": summarise([e[0] - times[s] for s, e in complete.items()]),
         "last": summarise([e[1] - times[s] for s, e in complete.items()]),
@@ -168,7 +170,7 @@ def burst(server: Running, clients: Clients, ctx: Context, plan: Plan) -> dict:
         "updates": plan.burst,
         "delivered": delivered,
         "expected": got["expected"],
-        "lost": got["expected"] - delivered + got["extra"],
+        "lost": max(0, got["expected"] - delivered - got["late"]),
         "extra": got["extra"],
         "seconds": round(span, 4) if span else None,
         "per_second": round(delivered / span) if span else 0,
