@@ -11,6 +11,7 @@ logger = logging.getLogger(__name__)
 
 NAMES = {"channels": "Channels", "floor": "floor", "pushy": "pushy"}
 COLUMNS = ("channels", "floor", "pushy")
+COLORS = {"channels": "tab:red", "floor": "tab:gray", "pushy": "tab:blue"}
 NOTES_FILE = "PROFILE.md"  # hand-written findings, appended to RESULTS.md
 
 
@@ -310,30 +311,37 @@ def plot(results: dict, path: Path) -> None:
     for name in COLUMNS:
         rows = _rows(results, name)
         bursts = sorted(
-            (n, r["burst"]["per_second"]) for n, r in rows.items() if "burst" in r
+            (n, r["burst"]["per_second"])
+            for n, r in rows.items()
+            if "burst" in r and r["burst"]["per_second"] > 0
         )
         if bursts:
-            left.plot(*zip(*bursts, strict=True), marker="o", label=NAMES[name])
+            xs, ys = zip(*bursts, strict=True)
+            left.plot(xs, ys, marker="o", color=COLORS[name], label=NAMES[name])
         lat = sorted(
             (n, r["latency"]["last"]) for n, r in rows.items() if "latency" in r
         )
         lat = [(n, s) for n, s in lat if s["p50_ms"] is not None]
         if lat:
             xs = [n for n, _ in lat]
-            line = right.plot(xs, [s["p50_ms"] for _, s in lat], marker="o")[0]
+            line = right.plot(
+                xs, [s["p50_ms"] for _, s in lat], marker="o", color=COLORS[name]
+            )[0]
             right.plot(
                 xs, [s["p99_ms"] for _, s in lat], marker="x", linestyle="--",
                 color=line.get_color(),
             )  # fmt: skip
             line.set_label(f"{NAMES[name]} (p50 solid, p99 dashed)")
-    left.set(xscale="log", xlabel="subscribers (N)", ylabel="deliveries/s",
+    left.set(xscale="log", yscale="log", xlabel="subscribers (N)",
+             ylabel="deliveries/s",
              title=f"burst of {results['meta']['plan']['burst']} updates")  # fmt: skip
     right.set(xscale="log", yscale="log", xlabel="subscribers (N)",
               ylabel="save → last delivery (ms)",
               title=f"{results['meta']['plan']['latency_rate']:g} saves/s")  # fmt: skip
     for ax in (left, right):
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
