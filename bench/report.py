@@ -96,7 +96,7 @@ def _latency_text(which: str) -> Callable[[dict], str]:
 def _lost(f: dict) -> str:
     text = "none lost"
     if f["lost"]:
-        text = f"{f['lost']:,} lost ({f['lost'] / f['expected']:.0%})"
+        text = f"{f['lost']:,} lost ({f['lost'] / f['expected']:.1%})"
     if f.get("late"):
         text += f", {f['late']:,} late"
     return text
@@ -130,7 +130,7 @@ def summary_rows(results: dict) -> list[Row]:
             Row(
                 f"{n:,} subscribers, burst: server CPU per delivery",
                 _size(n, "burst"),
-                lambda f: f"{f['server_cpu_per_delivery_us']} µs",
+                lambda f: f"{f['server_cpu_per_delivery_us']:,.1f} µs",
                 lambda f: f["server_cpu_per_delivery_us"],
             )
         )
