@@ -39,6 +39,10 @@ def _ms(value: float | None) -> str:
     return "–" if value is None else f"{value:,.0f}"
 
 
+def _us(value: float | None) -> str:
+    return "– (nothing delivered)" if value is None else f"{value:,.1f} µs"
+
+
 def _ratio(mine: float | None, theirs: float | None) -> str:
     if not mine or not theirs:
         return "–"
@@ -130,7 +134,7 @@ def summary_rows(results: dict) -> list[Row]:
             Row(
                 f"{n:,} subscribers, burst: server CPU per delivery",
                 _size(n, "burst"),
-                lambda f: f"{f['server_cpu_per_delivery_us']:,.1f} µs",
+                lambda f: _us(f["server_cpu_per_delivery_us"]),
                 lambda f: f["server_cpu_per_delivery_us"],
             )
         )
