@@ -28,6 +28,9 @@ MAX_BACKOFF = 5.0
 POLL_TIMEOUT = 1.0
 HEALTH_CHECK_INTERVAL = 10
 CONNECT_TIMEOUT = 2.0
+# In a burst, the writers get the loop after this many updates: often enough that
+# queues do not fill, rarely enough that each write carries several frames.
+YIELD_EVERY = 32
 
 
 class Listener:
@@ -113,13 +116,15 @@ class Listener:
         )
 
     def _pump(self, pubsub: redis.client.PubSub) -> None:
+        handled = 0
         while True:
             message = pubsub.get_message(timeout=POLL_TIMEOUT)
             if message is not None and message["type"] == "pmessage":
                 self._handle(message["data"])
-                # redis-py hands out buffered messages without yielding: let the
-                # writers run between updates, or a burst would fill every queue.
-                gevent.sleep(0)
+                handled += 1
+                if handled % YIELD_EVERY == 0:
+                    # redis-py hands out buffered messages without yielding.
+                    gevent.sleep(0)
 
     def _handle(self, body: bytes) -> None:
         try:
