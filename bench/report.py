@@ -155,7 +155,7 @@ def summary_rows(results: dict) -> list[Row]:
             Row(
                 f"hold {plan['hold']:,} connections on one process: "
                 "subscribed, update delivered, last delivery",
-                lambda entry: entry.get("hold"),
+                _held,
                 lambda f: (
                     f"{f['connect']['subscribed']:,} subscribed in "
                     f"{f['connect']['seconds']:.1f} s, {f['delivered']:,} delivered, "
@@ -166,6 +166,11 @@ def summary_rows(results: dict) -> list[Row]:
             )
         )
     return rows
+
+
+def _held(entry: dict) -> dict | None:
+    held = entry.get("hold")
+    return None if not held or "error" in held else held
 
 
 def _get(results: dict, name: str, n: int, part: str) -> dict | None:
@@ -215,7 +220,7 @@ def targets(results: dict) -> list[str]:
                 f"{mine['bytes_per_connection'] / 1024:.1f} KiB = {ratio:.2f}× the "
                 "floor's (≤ 1.3×)",
             )
-    held = results["servers"].get("pushy", {}).get("hold")
+    held = _held(results["servers"].get("pushy", {}))
     if held:
         check(
             held["connect"]["subscribed"] == held["n"] == held["delivered"],
@@ -224,6 +229,17 @@ def targets(results: dict) -> list[str]:
             f"{held['delivered']:,} got the update",
         )
     return lines
+
+
+def failures(results: dict) -> list[tuple[str, str, str]]:
+    found = []
+    for name, entry in results["servers"].items():
+        for n, row in entry.get("sizes", {}).items():
+            if "error" in row:
+                found.append((name, f"N={int(n):,}", row["error"]))
+        if "error" in entry.get("hold", {}):
+            found.append((name, "hold test", entry["hold"]["error"]))
+    return found
 
 
 def markdown(results: dict, notes: str = "") -> str:
@@ -243,6 +259,8 @@ def markdown(results: dict, notes: str = "") -> str:
     skipped = {n: e["skipped"] for n, e in results["servers"].items() if "skipped" in e}
     for name, why in skipped.items():
         head += ["", f"{NAMES[name]} was not run: {why}."]
+    for name, where, error in failures(results):
+        head += ["", f"**{NAMES[name]}, {where}, failed**: `{error}`"]
     table = [
         "",
         "![deliveries/s and latency against N](results.png)",

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bench import servers
@@ -296,6 +297,15 @@ def hold(name: str, ctx: Context, headers: dict, plan: Plan) -> dict:
         server.stop()
 
 
+def attempt(measure: Callable[..., dict], *args: object) -> dict:
+    """``measure(*args)``, or ``{"error": ...}``: one failure must not lose a run."""
+    try:
+        return measure(*args)
+    except (RuntimeError, TimeoutError, OSError, KeyError) as e:
+        logger.exception("%s%r failed", measure.__name__, args[:2])
+        return {"error": f"{type(e).__name__}: {str(e)[:500]}"}
+
+
 def run(plan: Plan, ctx: Context, headers: dict, skip: dict[str, str]) -> dict:
     """Every measurement of ``plan``; servers named in ``skip`` get only the reason."""
     results: dict = {"servers": {}}
@@ -307,9 +317,9 @@ def run(plan: Plan, ctx: Context, headers: dict, skip: dict[str, str]) -> dict:
         entry: dict = {"sizes": {}}
         for n in plan.sizes:
             logger.info("%s: N=%d", name, n)
-            entry["sizes"][str(n)] = measure_size(name, n, ctx, headers, plan)
+            entry["sizes"][str(n)] = attempt(measure_size, name, n, ctx, headers, plan)
         if plan.hold and name in plan.hold_servers:
             logger.info("%s: hold %d", name, plan.hold)
-            entry["hold"] = hold(name, ctx, headers, plan)
+            entry["hold"] = attempt(hold, name, ctx, headers, plan)
         results["servers"][name] = entry
     return results

@@ -23,6 +23,7 @@ def run_small(server: str, redis_url: str, workdir: str) -> dict:
 
 def assert_all_delivered(entry: dict, hold: bool) -> None:
     row = entry["sizes"][str(N)]
+    assert "error" not in row, row["error"]
     assert row["connect"]["subscribed"] == N, row["connect"]
 
     latency = row["latency"]
@@ -38,6 +39,7 @@ def assert_all_delivered(entry: dict, hold: bool) -> None:
 
     if hold:
         held = entry["hold"]
+        assert "error" not in held, held["error"]
         assert held["connect"]["subscribed"] == held["n"]
         assert held["delivered"] == held["expected"] == held["n"], held
 
