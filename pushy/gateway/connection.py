@@ -225,7 +225,7 @@ class Protocol:
     def handle(self, connection: Connection, payload: bytes) -> None:
         try:
             request = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting too deep
             self.error(connection, "invalid", "not JSON")
             return
         action = request.get("action") if isinstance(request, dict) else None

@@ -170,6 +170,8 @@ def _http(port: int, request: bytes) -> str:
         ({"Sec-WebSocket-Key": "c2hvcnQ="}, "400"),
         ({"Origin": "http://evil.test"}, "403"),
         ({"Origin": "null"}, "403"),
+        ({"Origin": "http://[::1"}, "403"),
+        ({"Origin": "http://example.com\x7f.evil"}, "403"),
     ],
 )
 def test_bad_handshakes_get_a_4xx(shared_gateway, headers, status):

@@ -84,6 +84,9 @@ def test_update_without_collection_and_with_string_pk(shared_gateway, client):
         ('{"action": "subscribe", "url": 5}', None),
         ('{"action": "subscribe", "url": ""}', ""),
         ('{"action": "unsubscribe", "url": "/a\\n/"}', "/a\n/"),
+        ('{"action": "subscribe", "url": "/\\ud800/"}', "/\ud800/"),
+        ("[" * 30000 + "]" * 30000, None),
+        ('{"action": "ping", "x": ' + "[" * 30000 + "]" * 30000 + "}", None),
     ],
 )
 def test_malformed_requests_get_invalid_and_connection_stays_usable(client, raw, url):
