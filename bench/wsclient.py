@@ -75,20 +75,20 @@ class Tally:
         self.last: float | None = None
         self.by_seq: dict[int, list] = {}
 
-    def hit(self, buf: bytearray, start: int, end: int, now: float) -> None:
+    def hit(self, buf: bytearray, at: int, now: float) -> None:
+        """An update whose title starts at ``at`` (the marker's opening quote)."""
         self.count += 1
         if self.first is None:
             self.first = now
         self.last = now
         if self.parse_titles:
-            self._by_seq(json.loads(bytes(buf[start:end])), now)
+            self._by_seq(buf, at + len(self.marker), now)
 
-    def _by_seq(self, update: dict, now: float) -> None:
-        # The title is "run<id> seq=<n> t=<time before save()>".
-        words = update.get("data", {}).get("title", "").split()
-        if len(words) < 2 or not words[1].startswith("seq="):
+    def _by_seq(self, buf: bytearray, rest: int, now: float) -> None:
+        # The title goes on "seq=<n> t=<time>": read <n> in place, no JSON parse.
+        if buf[rest : rest + 4] != b"seq=":
             return
-        seq = int(words[1][4:])
+        seq = int(buf[rest + 4 : buf.index(b" ", rest + 4)])
         entry = self.by_seq.get(seq)
         if entry is None:
             self.by_seq[seq] = [now, now, 1]
@@ -244,9 +244,10 @@ class Connection:
 
     def _on_text(self, buf: bytearray, start: int, end: int, now: float) -> None:
         marker = self.tally.marker
-        if marker is not None and buf.find(marker, start, end) >= 0:
+        at = buf.find(marker, start, end) if marker is not None else -1
+        if at >= 0:
             self.updates += 1
-            self.tally.hit(buf, start, end, now)
+            self.tally.hit(buf, at, now)
         elif is_update(buf, start, end):
             self.tally.stale += 1
         elif self.state == SUBSCRIBING and buf.find(b'"subscribed"', start, end) >= 0:
