@@ -24,8 +24,9 @@ $(VENV)/.installed: setup.py requirements-test.txt sample_site/requirements.txt
 
 # The benchmark (issue 6): pushy's gateway vs Django Channels vs a minimal floor.
 # Writes bench/RESULTS.md, bench/results.json and bench/results.png.
+# Options go in BENCH_ARGS, e.g. make bench BENCH_ARGS="--servers floor,pushy".
 bench: $(VENV)/.installed $(VENV)/.bench-installed
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 $(VENV)/.bench-installed: bench/requirements.txt
 	$(PY) -m pip install --quiet -r bench/requirements.txt
