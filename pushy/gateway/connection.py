@@ -67,6 +67,11 @@ class Connection:
         hub.add(self)
         try:
             self._read_loop()
+        except Exception:
+            # The boundary of one connection: a bug here must not go unseen,
+            # and must cost this client only (1011), never the process.
+            logger.exception("closing a connection after an unexpected error")
+            self.close(frames.CLOSE_INTERNAL_ERROR, "internal error")
         finally:
             hub.remove(self)
             self._finish_writing()

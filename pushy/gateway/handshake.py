@@ -132,6 +132,10 @@ class GatewayHandler(WSGIHandler):
         self.close_connection = True
         self.socket.settimeout(None)
         self.socket.sendall(response.encode("ascii"))
+        # Tells pywsgi a response went out, so an error later never makes it
+        # write an HTTP 500 into the WebSocket stream.
+        self.headers_sent = True
+        self.response_length = len(response)
 
 
 class GatewayServer(WSGIServer):
