@@ -7,7 +7,7 @@ import psutil
 import pytest
 import redis
 
-from tests.gateway.clients import Client, RawClient, frame, shot_update
+from tests.gateway.clients import Client, RawClient, frame, publish, shot_update
 from tests.support.gateway import Gateway
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
@@ -95,3 +95,28 @@ def test_queue_overflow_closes_with_4008(pushy_redis, limit):
         stats = wait_for(lambda: (s := gw.get_json("/stats"))["connections"] == 0 and s)
         assert stats["subscriptions"] == 0
         assert stats["slow_closes"] == 1
+
+
+def test_a_stalled_write_past_write_timeout_drops_the_client(pushy_redis):
+    # Queues big enough never to overflow here: only the write deadline can act.
+    roomy = {"SEND_QUEUE_SIZE": 100_000, "SEND_QUEUE_BYTES": 1 << 30}
+    with Gateway(pushy_redis.url, pushy_settings={**roomy, "WRITE_TIMEOUT": 1}) as gw:
+        stuck = stuck_client(gw)
+        first = 1
+        while not gw.get_json("/stats")["slow_closes"]:
+            assert first < 5000, "the stalled client was never dropped"
+            first = publish_many(pushy_redis.url, first, 100) + 1
+        stats = wait_for(lambda: (s := gw.get_json("/stats"))["connections"] == 0 and s)
+        assert stats["slow_closes"] == 1
+        assert stuck.at_eof()
+        stuck.close()
+
+
+def test_an_update_bigger_than_64_kib_is_delivered(pushy_redis, shared_gateway):
+    client = Client(shared_gateway.ws_url)
+    client.subscribe("/api/shot/77/")
+    big = "b" * 100_000
+    update = shot_update(77, text=big)
+    publish(pushy_redis.url, update)
+    assert client.recv()["data"] == {"text": big}
+    client.close()
