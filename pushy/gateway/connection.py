@@ -4,8 +4,9 @@ Reading happens in the greenlet that accepted the connection. Writing happens
 in at most one writer greenlet per connection, started when the queue gets a
 frame and ending when it is empty, so an idle connection costs no greenlet
 beyond its reader. ``send()`` never blocks: a client whose queue overflows (in
-messages or bytes) or whose write stalls past ``WRITE_TIMEOUT`` is closed with
-4008 and counted.
+messages or bytes) is closed with 4008, and one whose write stalls past
+``WRITE_TIMEOUT`` is dropped (a half-written frame leaves no room for a close
+frame); both count as slow closes.
 """
 
 from __future__ import annotations

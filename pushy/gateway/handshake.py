@@ -55,14 +55,15 @@ def check_upgrade(environ: dict) -> str:
     """The client's key if ``environ`` is a valid upgrade request; else Refusal."""
     if environ["REQUEST_METHOD"] != "GET":
         raise Refusal("405 Method Not Allowed", "use GET", [("Allow", "GET")])
-    upgrade = _tokens(environ.get("HTTP_UPGRADE", ""))
-    connection = _tokens(environ.get("HTTP_CONNECTION", ""))
-    if "websocket" not in upgrade or "upgrade" not in connection:
+    if "websocket" not in _tokens(environ.get("HTTP_UPGRADE", "")):
+        # Not an upgrade request at all (a plain GET): say what this URL wants.
         raise Refusal(
             "426 Upgrade Required",
             "this is a WebSocket endpoint",
             [("Upgrade", "websocket"), ("Connection", "Upgrade")],
         )
+    if "upgrade" not in _tokens(environ.get("HTTP_CONNECTION", "")):
+        raise Refusal("400 Bad Request", "Connection: Upgrade missing")
     if environ.get("HTTP_SEC_WEBSOCKET_VERSION") != VERSION:
         raise Refusal(
             "426 Upgrade Required",

@@ -163,7 +163,8 @@ def _http(port: int, request: bytes) -> str:
     [
         ({"Method": "POST"}, "405"),
         ({"Upgrade": None}, "426"),
-        ({"Connection": "keep-alive"}, "426"),
+        ({"Connection": "keep-alive"}, "400"),
+        ({"Upgrade": "h2c"}, "426"),
         ({"Sec-WebSocket-Version": "8"}, "426"),
         ({"Sec-WebSocket-Key": None}, "400"),
         ({"Sec-WebSocket-Key": "not base64!"}, "400"),
