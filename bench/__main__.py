@@ -91,6 +91,17 @@ def prepare_db(ctx: servers.Context, items: int) -> str:
     return json.loads(done.stdout.strip().splitlines()[-1])["session_key"]
 
 
+def commit() -> str:
+    """The commit measured (``-dirty`` when the work tree had changes)."""
+    done = subprocess.run(
+        ["git", "describe", "--always", "--dirty"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout.strip() or "unknown"
+
+
 def context(workdir: str, redis_url: str, redis_pid: int | None) -> servers.Context:
     env = dict(os.environ)
     env.update(
@@ -115,6 +126,7 @@ def benchmark(plan: Plan, redis_url: str | None, workdir: str) -> dict:
         started = time.time()
         results = run(plan, ctx, headers, unavailable())
         results["meta"] = {
+            "commit": commit(),
             "started": started,
             "seconds": round(time.time() - started, 1),
             "cpus": os.cpu_count(),

@@ -249,7 +249,8 @@ def markdown(results: dict, notes: str = "") -> str:
     head = [
         "# Benchmark results",
         "",
-        f"Written by `make bench` (`python -m bench`) on {when}: {meta['cpus']} cores, "
+        f"Written by `make bench` (`python -m bench`) on {when} at commit "
+        f"{meta.get('commit', '?')}: {meta['cpus']} cores, "
         f"the load client on the same machine, all servers on one private Redis, one "
         f"after the other in one run of {meta['seconds'] / 60:.1f} minutes. "
         f"Load average before the run: {meta['load_before'][0]:.2f}.",
