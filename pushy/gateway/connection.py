@@ -1,10 +1,14 @@
 """One WebSocket client: its read loop, its bounded send queue and its writer.
 
-Reading happens in the greenlet that accepted the connection. Writing happens
-in at most one writer greenlet per connection, started when the queue gets a
-frame and ending when it is empty, so an idle connection costs no greenlet
-beyond its reader. ``send()`` never blocks: a client whose queue overflows (in
-messages or bytes) is closed with 4008, and one whose write stalls past
+Reading happens in the greenlet that accepted the connection. Writing has one
+writer at a time per connection: an event-loop callback, scheduled when the
+queue gets a frame, that writes what the kernel takes without waiting; only
+when the kernel refuses bytes does a writer greenlet take over, waiting with a
+deadline, until the queue is empty. So an idle connection costs no greenlet
+beyond its reader, and a fast one no greenlet or timer per update.
+
+``send()`` never blocks: a client whose queue overflows (in messages or bytes)
+is closed with 4008, and one whose write stalls past
 ``WRITE_TIMEOUT`` is dropped (a half-written frame leaves no room for a close
 frame); both count as slow closes.
 """
@@ -54,7 +58,8 @@ class Connection:
         self.urls: set[str] = set()
         self.queue: collections.deque[bytes] = collections.deque()
         self.queued_bytes = 0
-        self.writer: gevent.Greenlet | None = None
+        # None, a scheduled _flush callback, or the writer greenlet: never two.
+        self.writer: Any = None
         self.closing = False
         self.last_seen = time.monotonic()
         self.tokens = float(gateway.limits.burst)
@@ -150,18 +155,49 @@ class Connection:
         self.queue.append(frame)
         self.queued_bytes += len(frame)
         if self.writer is None:
-            self.writer = gevent.spawn(self._write_loop)
+            # The writer is first a loop callback: it runs after the current
+            # dispatch, never inside it, and costs no greenlet and no timer.
+            self.writer = self.gateway.loop.run_callback(self._flush)
 
-    def _write_loop(self) -> None:
+    def _flush(self) -> None:
+        """Write without waiting; hand what the kernel refuses to a writer greenlet.
+
+        Runs as an event-loop callback, so it must never block or raise.
+        """
+        self.writer = None
+        queue, stats = self.queue, self.gateway.stats
+        while queue:
+            data, count = _take_batch(queue)
+            self.queued_bytes -= len(data)
+            try:
+                sent = self.sock.send(data, 0, 0.0)  # timeout 0: never waits
+            except (BlockingIOError, TimeoutError):
+                sent = 0
+            except OSError:
+                self.abort()
+                return
+            if sent < len(data):
+                # The rest stays with the writer, out of the queue, so dropping
+                # the queue (4008) can never cut a frame in two.
+                self.writer = gevent.spawn(self._write_loop, data[sent:], count)
+                return
+            stats.frames_out += count
+        if self.closing:
+            self._after_close_sent()
+
+    def _write_loop(self, data: bytes, count: int) -> None:
+        """Send ``data`` (the unsent end of ``count`` frames), then the queue."""
         queue, stats = self.queue, self.gateway.stats
         timeout = self.gateway.limits.write_timeout
         try:
-            while queue:
-                data, count = _take_batch(queue)
-                self.queued_bytes -= len(data)
+            while True:
                 with gevent.Timeout(timeout):
                     self.sock.sendall(data)
                 stats.frames_out += count
+                if not queue:
+                    break
+                data, count = _take_batch(queue)
+                self.queued_bytes -= len(data)
         except gevent.Timeout:
             if not self.closing:
                 stats.slow_closes += 1
@@ -204,6 +240,10 @@ class Connection:
             pass
 
     def _finish_writing(self) -> None:
+        """Before the socket closes: send what is queued (a close frame, often)."""
+        if self.writer is not None and not isinstance(self.writer, gevent.Greenlet):
+            self.writer.stop()  # a pending _flush: run it now instead
+            self._flush()
         writer = self.writer
         if writer is not None:
             writer.join(self.gateway.limits.write_timeout)

@@ -91,6 +91,7 @@ class Gateway:
 
     def __init__(self, listen_socket: socket.socket) -> None:
         self.limits = Limits.from_settings()
+        self.loop = gevent.get_hub().loop
         self.stats = Stats()
         self.hub = Hub(self.stats)
         self.protocol = Protocol(self)
