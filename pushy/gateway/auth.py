@@ -2,7 +2,8 @@
 
 ORM work (loading a session and its user, a project's ``AUTHORIZE`` function)
 runs in a small pool of real threads, ``DB_POOL_SIZE`` of them, so the event
-loop never waits on the database; each job closes the DB connections it opened.
+loop never waits on the database; after each job its DB connections are closed
+as after a request (``CONN_MAX_AGE`` is honoured).
 """
 
 from __future__ import annotations
@@ -54,9 +55,12 @@ def session_key(cookie_header: str | None) -> str | None:
 
 
 def _close_db_connections() -> None:
-    from django.db import connections
+    # As Django does after each request: with CONN_MAX_AGE = 0 (the default) the
+    # connection closes; with more, each pool thread keeps one, so at most
+    # DB_POOL_SIZE stay open.
+    from django.db import close_old_connections
 
-    connections.close_all()
+    close_old_connections()
 
 
 def _load_user(key: str | None) -> Any:
