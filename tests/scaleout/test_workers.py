@@ -53,18 +53,23 @@ def workers(pushy_redis):
         yield supervisor
 
 
-def test_workers_share_the_port_and_all_deliver(pushy_redis, workers):
-    clients = [Client(workers.ws_url) for _ in range(8)]
+def assert_every_client_gets_an_update(redis_url, ws_url, pk, clients=8):
+    """New clients land on every worker; all of them get one update."""
+    connected = [Client(ws_url) for _ in range(clients)]
     try:
-        for client in clients:
-            client.subscribe("/api/shot/1/")
+        for client in connected:
+            client.subscribe(f"/api/shot/{pk}/")
         # Each worker has its own Redis subscription.
-        assert publish(pushy_redis.url, shot_update(1)) == 2
-        for client in clients:
-            assert client.recv_until(lambda m: m.get("type") == "update")["pk"] == 1
+        assert publish(redis_url, shot_update(pk)) == 2
+        for client in connected:
+            assert client.recv_until(lambda m: m.get("type") == "update")["pk"] == pk
     finally:
-        for client in clients:
+        for client in connected:
             client.close()
+
+
+def test_workers_share_the_port_and_all_deliver(pushy_redis, workers):
+    assert_every_client_gets_an_update(pushy_redis.url, workers.ws_url, pk=1)
 
 
 def test_a_killed_worker_is_replaced(pushy_redis, workers):
@@ -73,17 +78,8 @@ def test_a_killed_worker_is_replaced(pushy_redis, workers):
     workers.wait_for_log(f"(pid {first}) exited")
     workers.wait_ready(serving=3)
     assert alive(second)
-    # Both worker slots serve again: every new client gets the update.
-    clients = [Client(workers.ws_url) for _ in range(6)]
-    try:
-        for client in clients:
-            client.subscribe("/api/shot/2/")
-        assert publish(pushy_redis.url, shot_update(2)) == 2
-        for client in clients:
-            assert client.recv_until(lambda m: m.get("type") == "update")["pk"] == 2
-    finally:
-        for client in clients:
-            client.close()
+    # Both worker slots serve again.
+    assert_every_client_gets_an_update(pushy_redis.url, workers.ws_url, pk=2)
 
 
 def test_sigterm_stops_every_worker(workers):
