@@ -78,8 +78,10 @@ def test_docs_list_every_setting_and_check():
 
     root = Path(__file__).resolve().parent.parent
     docs = (root / "docs" / "settings.md").read_text()
+    readme = (root / "README.md").read_text()
     for key in conf.DEFAULTS:
         assert f"| `{key}` |" in docs, key
+        assert f"| `{key}` |" in readme, key
     source = Path(pushy.checks.__file__).read_text()
     for number in set(re.findall(r"_error\(\s*(\d+)", source)):
         assert f"`pushy.E{int(number):03d}`" in docs, number
