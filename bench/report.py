@@ -46,7 +46,8 @@ def _us(value: float | None) -> str:
 def _ratio(mine: float | None, theirs: float | None) -> str:
     if not mine or not theirs:
         return "–"
-    return f"{mine / theirs:.2f}×"
+    ratio = mine / theirs
+    return f"{ratio:.2f}×" if ratio >= 0.1 else f"{ratio:.2g}×"
 
 
 class Row:
