@@ -12,7 +12,7 @@ import pytest
 from bench import report
 from bench.__main__ import benchmark
 from bench.run import Plan
-from bench.servers import channels_installed, pushy_gateway_installed
+from bench.servers import channels_installed
 
 N = 20
 
@@ -62,9 +62,6 @@ def test_floor_delivers_everything(redis_server, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(60)
-@pytest.mark.skipif(
-    not pushy_gateway_installed(), reason="pushy's gateway is not on this branch yet"
-)
 def test_pushy_gateway_delivers_everything(redis_server, tmp_path):
     assert_all_delivered(run_small("pushy", redis_server.url, str(tmp_path)), False)
 
