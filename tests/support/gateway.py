@@ -171,13 +171,7 @@ class Gateway:
         if self.proc is None:
             return None
         proc = self.proc
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
+        stop_process(proc, timeout, close_streams=False)
         if self._reader is not None:
             self._reader.join(timeout)
         stop_process(proc)

@@ -57,8 +57,13 @@ def wait_for_output(proc: subprocess.Popen, marker: str, timeout: float) -> str:
     raise TimeoutError(f"no {marker!r} within {timeout}s:\n{''.join(seen)}")
 
 
-def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
-    """SIGTERM, then SIGKILL if it lingers; reaps the process."""
+def stop_process(
+    proc: subprocess.Popen, timeout: float = 10, close_streams: bool = True
+) -> None:
+    """SIGTERM, then SIGKILL if it lingers; reaps the process.
+
+    ``close_streams=False`` leaves its pipes open for a reader to finish draining.
+    """
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -66,6 +71,8 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout)
+    if not close_streams:
+        return
     for stream in (proc.stdout, proc.stderr):
         if stream:
             stream.close()
