@@ -78,17 +78,7 @@ def unavailable() -> dict[str, str]:
 
 def prepare_db(ctx: servers.Context, items: int) -> str:
     """Create the database; the session key the load client signs in with."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.prepare", str(items)],
-        cwd=ctx.root,
-        env=ctx.env_for("bench.settings"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if done.returncode:
-        raise RuntimeError(f"bench.prepare failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])["session_key"]
+    return ctx.run_json("bench.prepare", str(items), timeout=120)["session_key"]
 
 
 def commit() -> str:

@@ -9,11 +9,8 @@ Redis used meanwhile, because they all share the machine's cores.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -89,17 +86,7 @@ RUNS = itertools.count(1)  # numbers the save runs; their titles carry it
 
 def drive(ctx: Context, mode: str, run: int, *args: str) -> dict:
     """Run the saving process (bench.driver) to its end; its JSON result."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.driver", mode, "--run", str(run), *args],
-        cwd=ctx.root,
-        env=ctx.env_for("bench.settings"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if done.returncode:
-        raise RuntimeError(f"bench.driver {args} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return ctx.run_json("bench.driver", mode, "--run", str(run), *args, timeout=300)
 
 
 def percentile(values: list[float], q: float) -> float | None:

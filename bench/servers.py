@@ -7,6 +7,7 @@ published after ``start()`` returns can be missed.
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import socket
@@ -36,6 +37,20 @@ class Context:
 
     def env_for(self, settings: str) -> dict[str, str]:
         return {**self.env, "DJANGO_SETTINGS_MODULE": settings}
+
+    def run_json(self, module: str, *args: str, timeout: float) -> dict:
+        """Run ``python -m module args`` to its end; the JSON of its last line."""
+        done = subprocess.run(
+            [sys.executable, "-m", module, *args],
+            cwd=self.root,
+            env=self.env_for("bench.settings"),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if done.returncode:
+            raise RuntimeError(f"{module} {args} failed:\n{done.stderr[-3000:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 @dataclass
