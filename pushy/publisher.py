@@ -9,6 +9,7 @@ Publishing never raises into the caller's save: a Redis failure is logged.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -127,11 +128,14 @@ def coalesce(previous: Update | None, new: Update) -> Update | None:
 class _Entry:
     """Queued updates; alive once their on_commit hook ran (no savepoint dropped it)."""
 
-    __slots__ = ("updates", "alive")
+    __slots__ = ("updates", "alive", "hook")
 
     def __init__(self, updates: list[Update]) -> None:
         self.updates = updates
         self.alive = False
+        # One bound method, kept, so it can be found again in run_on_commit by
+        # identity (each attribute access would make a new one).
+        self.hook = self.survive
 
     def survive(self) -> None:
         self.alive = True
@@ -143,46 +147,64 @@ class _Batch:
     def __init__(self, connection: Any) -> None:
         self.connection = connection
         self.entries: list[_Entry] = []
-        self.hook = (set(), self.flush, False)
+        self.adds = 0
+        # The newest flush hook's function; only it flushes (see add()).
+        self.hook: Callable[[], None] | None = None
 
     def is_pending(self) -> bool:
         # A rollback of the whole transaction clears run_on_commit, our hook too.
+        # Functions are compared: a savepoint rollback rebuilds the tuples.
         hooks = self.connection.run_on_commit
-        if hooks and hooks[-1] is self.hook:  # the usual case, in O(1)
+        if hooks and hooks[-1][1] is self.hook:  # the usual case, in O(1)
             return True
-        return any(hook is self.hook for hook in hooks)
+        return any(hook[1] is self.hook for hook in hooks)
 
     def add(self, updates: list[Update]) -> None:
         entry = _Entry(updates)
         self.entries.append(entry)
+        self.adds += 1
         # Django drops this hook if a savepoint around this point is rolled back.
-        self.connection.on_commit(entry.survive)
-        self._move_flush_last()
+        self.connection.on_commit(entry.hook)
+        # Then a flush hook after it, appended by hand with no savepoint ids so
+        # that no rollback drops it; only the newest one flushes, so the flush
+        # runs once, after every survive() hook. The list only grows at its end,
+        # as captureOnCommitCallbacks expects (it runs the hooks past the length
+        # it saw). run_on_commit holds (sids, func, robust) since Django 4.2;
+        # tests/test_publishing.py covers savepoints to catch a change.
+        self.hook = functools.partial(self._flush_if_newest, self.adds)
+        self.connection.run_on_commit.append((set(), self.hook, False))
 
-    def _move_flush_last(self) -> None:
-        # The flush must run after every entry's survive() hook, and must not be
-        # dropped by a savepoint rollback (its sids are empty), so it is kept at the
-        # end of Django's hook list. run_on_commit holds (sids, func, robust) since
-        # Django 4.2; tests/test_publishing.py covers savepoints to catch changes.
-        hooks = self.connection.run_on_commit
-        if len(hooks) >= 2 and hooks[-2] is self.hook:
-            # Only the hook just added follows the flush: swap, so a transaction
-            # of many saves stays linear.
-            hooks[-2], hooks[-1] = hooks[-1], hooks[-2]
-            return
-        hooks[:] = [hook for hook in hooks if hook is not self.hook]
-        hooks.append(self.hook)
+    def _flush_if_newest(self, serial: int) -> None:
+        if serial == self.adds:
+            self.flush()
 
     def flush(self) -> None:
         _batches.by_alias.pop(self.connection.alias, None)
-        merged: dict[tuple[str, Any], Update | None] = {}
-        for entry in self.entries:
-            if not entry.alive:
-                continue
-            for update in entry.updates:
-                key = (update.model, update.pk)
-                merged[key] = coalesce(merged.pop(key, None), update)
-        publish_quietly(u for u in merged.values() if u is not None)
+        self.adds = -1  # flushed: older flush hooks stay no-ops
+        publish_quietly(_coalesced([e for e in self.entries if e.alive]))
+
+    def _listed_hooks(self) -> set[int]:
+        return {id(hook[1]) for hook in self.connection.run_on_commit}
+
+    def take_since(self, start: int) -> list[Update]:
+        """Remove and return what entries ``start``... would publish at commit.
+
+        For pushy.testing: the enclosing transaction (a TestCase's) may never
+        commit. Entries a savepoint rollback dropped are left out.
+        """
+        listed = self._listed_hooks()
+        taken = [e for e in self.entries[start:] if id(e.hook) in listed]
+        del self.entries[start:]
+        return _coalesced(taken)
+
+
+def _coalesced(entries: list[_Entry]) -> list[Update]:
+    merged: dict[tuple[str, Any], Update | None] = {}
+    for entry in entries:
+        for update in entry.updates:
+            key = (update.model, update.pk)
+            merged[key] = coalesce(merged.pop(key, None), update)
+    return [u for u in merged.values() if u is not None]
 
 
 class _Batches(threading.local):
@@ -197,6 +219,29 @@ class _Batches(threading.local):
 
 
 _batches = _Batches()
+
+
+def pending_marks() -> dict[_Batch, int]:
+    """This thread's open batches, with how many entries each holds so far."""
+    return {
+        batch: len(batch.entries)
+        for batch in _batches.by_alias.values()
+        if batch.is_pending()
+    }
+
+
+def take_pending(marks: dict[_Batch, int]) -> list[Update]:
+    """What this thread queued since ``marks`` in transactions still open.
+
+    The updates are removed from their batches, so a later commit does not
+    publish them again, and ``marks`` is moved past them.
+    """
+    taken: list[Update] = []
+    for batch in list(_batches.by_alias.values()):
+        if batch.is_pending():
+            taken += batch.take_since(marks.get(batch, 0))
+            marks[batch] = len(batch.entries)
+    return taken
 
 
 def publish_on_commit(updates: Iterable[Update], using: str | None = None) -> None:
