@@ -7,7 +7,7 @@ listed in docs/settings.md. ``runpushy`` runs these before it serves.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
@@ -25,6 +25,19 @@ GLOB_CHARACTERS = "*?[]\\"
 
 def _error(number: int, msg: str, hint: str | None = None) -> Error:
     return Error(msg, hint=hint, id=ID.format(number))
+
+
+def check_setting_name(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """A Django setting that looks like a misspelled PUSHY_SETTINGS (E020)."""
+    return [
+        _error(
+            20,
+            f"The setting {name} is not read by pushy.",
+            hint=f"pushy reads only {conf.SETTING_NAME}: rename {name} to "
+            f"{conf.SETTING_NAME}.",
+        )
+        for name in conf.lookalike_setting_names()
+    ]
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
@@ -45,12 +58,21 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     return errors
 
 
+def closest(name: str, choices: Iterable[str]) -> str | None:
+    """The choice ``name`` most likely meant, ignoring case; None if none is close."""
+    by_lower = {choice.lower(): choice for choice in choices}
+    if name.lower() in by_lower:
+        return by_lower[name.lower()]
+    close = difflib.get_close_matches(name.lower(), by_lower, n=1, cutoff=0.7)
+    return by_lower[close[0]] if close else None
+
+
 def _unknown_keys(raw: dict) -> Iterator[Error]:
     for key in raw:
         if key in conf.DEFAULTS:
             continue
-        close = difflib.get_close_matches(str(key), conf.DEFAULTS, n=1)
-        hint = f"Did you mean {close[0]!r}?" if close else None
+        close = closest(str(key), conf.DEFAULTS)
+        hint = f"Did you mean {close!r}?" if close else None
         known = ", ".join(conf.DEFAULTS)
         yield _error(
             2,
@@ -84,11 +106,15 @@ def _model_label(label: Any) -> Iterator[Error]:
     try:
         model = apps.get_model(label)
     except LookupError:
+        labels = [m._meta.label_lower for m in apps.get_models()]
+        close = closest(label, labels)
         yield _error(
             4,
             f"PUSHY_SETTINGS['MODELS'] names {label!r}, "
             "which is not an installed model.",
-            hint="Check the app label and model name, and that the app is in "
+            hint=f"Did you mean {close!r}?"
+            if close
+            else "Check the app label and model name, and that the app is in "
             "INSTALLED_APPS.",
         )
         return
@@ -237,3 +263,4 @@ _VALUE_CHECKS = {
 
 def register() -> None:
     register_check(check_settings, "pushy")
+    register_check(check_setting_name, "pushy")

@@ -9,6 +9,7 @@ values from settings that the checks accept.
 
 from __future__ import annotations
 
+import difflib
 import functools
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -77,6 +78,18 @@ NUMBER_LIMITS = (
 def user_settings() -> Any:
     """The raw ``PUSHY_SETTINGS`` value, for the system checks."""
     return getattr(django_settings, SETTING_NAME, {})
+
+
+def lookalike_setting_names() -> list[str]:
+    """Django settings named like ``PUSHY_SETTINGS`` that are not it (typos)."""
+    found = []
+    for name in dir(django_settings):
+        if not name.isupper() or name == SETTING_NAME:
+            continue
+        similar = difflib.SequenceMatcher(None, name, SETTING_NAME).ratio() >= 0.8
+        if name.startswith("PUSHY") or similar:
+            found.append(name)
+    return found
 
 
 @functools.cache

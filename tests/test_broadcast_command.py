@@ -52,6 +52,16 @@ def test_says_when_nobody_listens(manage):
 def test_unknown_model(manage):
     result = manage("pushy_test_broadcast", "testapp.nothing", "1")
     assert_one_line_error(result, "unknown model 'testapp.nothing'")
+    assert "expected app_label.model_name" in result.stderr
+
+
+def test_a_bare_model_name_says_the_expected_form(manage):
+    result = manage("pushy_test_broadcast", "Shot", "1")
+    assert_one_line_error(
+        result,
+        "unknown model 'Shot': expected app_label.model_name; "
+        "did you mean 'testapp.shot'?",
+    )
 
 
 def test_model_not_in_models(manage):

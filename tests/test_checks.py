@@ -51,7 +51,32 @@ def test_unknown_model_label():
     (error,) = pushy_errors(MODELS=["testapp.shoot"])
     assert error.id == "pushy.E004"
     assert "'testapp.shoot'" in error.msg
-    assert error.hint
+    assert error.hint == "Did you mean 'testapp.shot'?"
+
+
+def test_unknown_model_label_without_a_close_one():
+    (error,) = pushy_errors(MODELS=["zzz.qqqqqq"])
+    assert error.id == "pushy.E004"
+    assert "INSTALLED_APPS" in error.hint
+
+
+def test_key_in_the_wrong_case_gets_a_suggestion():
+    (error,) = pushy_errors(models=["testapp.shot"])
+    assert error.id == "pushy.E002"
+    assert error.hint == "Did you mean 'MODELS'?"
+
+
+@pytest.mark.parametrize("name", ["PUSHY_SETTING", "PUSHY", "PUSY_SETTINGS"])
+def test_a_misspelled_setting_name_is_reported(name):
+    with override_settings(**{name: {"MODELS": ["testapp.shot"]}}):
+        found = [m for m in run_checks() if m.id == "pushy.E020"]
+    assert len(found) == 1
+    assert name in found[0].msg
+    assert "PUSHY_SETTINGS" in found[0].hint
+
+
+def test_no_lookalike_setting_no_error():
+    assert not [m for m in run_checks() if m.id == "pushy.E020"]
 
 
 def test_model_without_get_api_url():
