@@ -246,3 +246,79 @@ def test_close_stops_reconnecting(app):
     app.evaluate("new Promise(r => setTimeout(r, 100))")
     assert app.evaluate("sockets.length") == 1
     assert app.evaluate("app.state") == "closed"
+
+
+def test_a_refused_subscription_reaches_on_error_the_callback_and_the_console(app):
+    app.evaluate(
+        """() => {
+        window.errors = []; window.events = [];
+        app.on_error(e => errors.push([e.code, e.url]));
+        window.addEventListener("pushy:error", e => events.push(e.detail.code));
+        app.subscribe("/x/1/", a);
+        app.init(); last().open();
+        last().receive({type: "error", code: "forbidden", url: "/x/1/",
+                        message: "not allowed"});
+    }"""
+    )
+    assert app.evaluate("errors") == [["forbidden", "/x/1/"]]
+    assert app.evaluate("events") == ["forbidden"]
+    assert app.evaluate("got") == [["a", "error", "/x/1/"]]
+    assert any("not allowed" in line for line in app.log.console)
+
+
+def test_repeated_refusals_are_reported_and_back_off_near_the_cap(app):
+    app.evaluate(
+        """() => {
+        window.errors = [];
+        const stop = app.on_error(e => errors.push([e.code, e.attempts]));
+        app.reconnect_base = 0.001; app.reconnect_cap = 4;
+        app.init();
+    }"""
+    )
+    for attempt in range(1, 4):
+        app.wait_for_function(f"sockets.length === {attempt}")
+        app.evaluate("last().drop(1006)")  # closed before it ever opened
+    assert app.evaluate("errors") == [["refused", 1], ["refused", 2], ["refused", 3]]
+    # The console heard of the first refusal only, not of each.
+    warnings = [line for line in app.log.console if "cannot connect" in line]
+    assert len(warnings) == 1 and "attempt" in warnings[0]
+    delays = app.evaluate(
+        """() => {
+        app.close();
+        Math.random = () => 0;
+        const low = app._nextDelay();
+        Math.random = () => 0.999999;
+        return [low, app._nextDelay()];
+    }"""
+    )
+    assert delays[0] == 2 and 3.99 < delays[1] <= 4
+
+
+def test_an_open_connection_resets_the_refusal_count(app):
+    app.evaluate(
+        """() => {
+        window.errors = [];
+        app.on_error(e => errors.push(e.code));
+        app.reconnect_base = 0.001;
+        app.init(); last().drop(1006);
+    }"""
+    )
+    app.wait_for_function("sockets.length === 2")
+    app.evaluate("last().open()")
+    assert app.evaluate("app._refused") == 0
+    app.evaluate("last().drop(1008)")  # the gateway closed it (policy)
+    assert app.evaluate("errors") == ["refused", "closed"]
+
+
+def test_on_error_returns_a_function_that_stops_it(app):
+    app.evaluate(
+        """() => {
+        window.errors = [];
+        const stop = app.on_error(e => errors.push(e.code));
+        app.init(); last().open();
+        last().receive({type: "error", code: "invalid", message: "x"});
+        stop();
+        last().receive({type: "error", code: "invalid", message: "y"});
+    }"""
+    )
+    assert app.evaluate("errors") == ["invalid"]

@@ -18,6 +18,11 @@
   const OPEN = "open";
   const RECONNECTING = "reconnecting";
   const CLOSED = "closed";
+  // Attempts in a row that never opened before the client waits near its cap.
+  const REFUSALS_BEFORE_CAP = 3;
+  // Close codes that mean the gateway ended the connection for a reason a
+  // developer should see (protocol, policy, size, internal error, too slow).
+  const ERROR_CLOSES = new Set([1002, 1003, 1007, 1008, 1009, 1011]);
 
   /* SOCKET_SERVER (http[s]://host/prefix/) -> the endpoint ws[s]://host/prefix/ws.
    * A ws:// or wss:// URL is taken to be the endpoint already. */
@@ -67,6 +72,9 @@
       this.state = CLOSED;
       this._subscriptions = new Map(); // url -> Set of callbacks
       this._stateWatchers = new Set();
+      this._errorWatchers = new Set();
+      this._refused = 0; // attempts in a row whose socket never opened
+      this._opened = false; // whether the current socket has opened
       this._socket = null;
       this._failures = 0; // attempts since the last stable connection
       this._everOpened = false;
@@ -148,6 +156,32 @@
       };
     }
 
+    /* Hear of refusals: handler(error) for each {type: "error", code, message,
+     * url?} -- a subscription the gateway refused ("forbidden", "limit",
+     * "invalid"), a connection that could not be made ("refused": the
+     * handshake was refused or the gateway is unreachable; browsers do not say
+     * which) or that the gateway ended ("closed", with closeCode). Returns a
+     * function that stops it. A "pushy:error" event also goes to window. */
+    on_error(handler) {
+      this._errorWatchers.add(handler);
+      const watchers = this._errorWatchers;
+      return function () {
+        watchers.delete(handler);
+      };
+    }
+
+    _error(error, warn) {
+      if (warn !== false) {
+        console.warn("pushy:", error.message, error.url === undefined ? "" : error.url);
+      }
+      for (const handler of Array.from(this._errorWatchers)) {
+        safeCall(handler, error);
+      }
+      if (typeof global.dispatchEvent === "function" && typeof CustomEvent === "function") {
+        global.dispatchEvent(new CustomEvent("pushy:error", { detail: error }));
+      }
+    }
+
     _log(...args) {
       if (this.debug) {
         console.log("pushy:", ...args);
@@ -182,6 +216,7 @@
         return;
       }
       this._socket = socket;
+      this._opened = false;
       socket.onopen = () => this._onOpen(socket);
       socket.onmessage = (event) => this._onMessage(socket, event);
       socket.onclose = (event) => this._onClose(socket, event);
@@ -194,6 +229,8 @@
       // Changes made while we were away are lost: have the page reload them.
       const resync = this._everOpened || this._failures > 0;
       this._everOpened = true;
+      this._opened = true;
+      this._refused = 0;
       this._resyncDue = resync ? new Set(this._subscriptions.keys()) : new Set();
       for (const url of this._subscriptions.keys()) {
         this._send({ action: "subscribe", url: url });
@@ -243,6 +280,7 @@
           if (message.url !== undefined) {
             this._deliver(message.url, message);
           }
+          this._error(message);
           break;
         default:
           break; // "pong", "unsubscribed", and types a later version may add
@@ -274,6 +312,18 @@
         return;
       }
       this._log("closed", event.code, event.reason);
+      if (!this._opened) {
+        this._refused += 1;
+        this._reportRefused();
+      } else if (ERROR_CLOSES.has(event.code) || (event.code >= 4000 && event.code < 5000)) {
+        const reason = event.reason ? " (" + event.reason + ")" : "";
+        this._error({
+          type: "error",
+          code: "closed",
+          closeCode: event.code,
+          message: "the gateway closed the connection with " + event.code + reason,
+        });
+      }
       this._lost();
     }
 
@@ -290,10 +340,33 @@
       this._timers.retry = setTimeout(() => this._connect(), delay * 1000);
     }
 
+    /* A connection attempt failed before opening. The console hears of the
+     * first one and of every tenth after that; on_error handlers of each. */
+    _reportRefused() {
+      const count = this._refused;
+      const error = {
+        type: "error",
+        code: "refused",
+        attempts: count,
+        message:
+          "cannot connect to " + websocketUrl(this.socket_url) + " (" + count +
+          " attempt" + (count === 1 ? "" : "s") + " in a row): the gateway refused " +
+          "the handshake (an Origin not in ALLOWED_ORIGINS, a connection limit) " +
+          "or is not reachable; its log says which",
+      };
+      this._error(error, count === 1 || count % 10 === 0);
+    }
+
     /* Seconds to wait before the next attempt: full jitter, uniform between 0
      * and base * 2^failures capped, so that clients dropped together by one
-     * gateway do not all come back at once. */
+     * gateway do not all come back at once. Once attempts keep failing before
+     * they open (a refusal will not go away by itself), between half the cap
+     * and the cap. */
     _nextDelay() {
+      if (this._refused >= REFUSALS_BEFORE_CAP) {
+        this._failures += 1;
+        return this.reconnect_cap * (0.5 + Math.random() / 2);
+      }
       const ceiling = Math.min(this.reconnect_cap, this.reconnect_base * 2 ** this._failures);
       this._failures += 1;
       return Math.random() * ceiling;

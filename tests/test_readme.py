@@ -1,0 +1,58 @@
+"""The README's snippets work as pasted: the template renders, the settings pass."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.template import engines
+
+from tests.conftest import ROOT, subprocess_env
+
+pytestmark = pytest.mark.timeout(60)
+
+README = (ROOT / "README.md").read_text()
+
+
+def blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README, re.S)
+
+
+def block_with(language: str, marker: str) -> str:
+    (found,) = [block for block in blocks(language) if marker in block]
+    return found
+
+
+def test_the_template_snippet_renders_as_pasted(settings):
+    settings.STATIC_URL = "/static/"
+    snippet = block_with("html", "pushy_scripts")
+    html = engines["django"].from_string(snippet).render({})
+    assert 'src="/static/pushy/js/pushy.js"' in html
+    assert 'src="/static/myapp/page.js"' in html
+
+
+def test_the_settings_snippet_passes_the_checks(tmp_path: Path, redis_server):
+    snippet = block_with("python", "PUSHY_SETTINGS")
+    namespace: dict = {}
+    exec(snippet, namespace)  # the README's own lines, as a user pastes them
+    settings_module = tmp_path / "readme_settings.py"
+    # The README's MODELS name the sample site's app: its settings are the project.
+    settings_module.write_text(
+        "from sample_site.settings import *  # noqa: F403\n"
+        f"PUSHY_SETTINGS = {namespace['PUSHY_SETTINGS']!r}\n"
+    )
+    env = subprocess_env(redis_server.url, DJANGO_SETTINGS_MODULE="readme_settings")
+    env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
+    result = subprocess.run(
+        [sys.executable, "-m", "django", "check", "--fail-level", "WARNING"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
