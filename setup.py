@@ -22,7 +22,6 @@ setup(
     install_requires=[
         "Django>=4.2",
         "gevent>=23.9",
-        "gevent-websocket>=0.10.1",
         "redis>=5.0",
     ],
     entry_points={"pytest11": ["pushy = pushy.testing"]},
