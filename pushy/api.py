@@ -45,7 +45,9 @@ def notify_many(
     """Push ``event`` for each object (a queryset or any iterable) after commit.
 
     The updates are built now, so the URLs are those the objects have now.
-    Raises ModelNotConfigured for an object whose model is not in ``MODELS``.
+    Raises ModelNotConfigured for an object whose model is not in ``MODELS``,
+    and InvalidUpdate (nothing of the batch is queued) for an object whose
+    methods return something pushy cannot publish, or too much data.
     """
     updates = []
     for instance in instances:
@@ -61,8 +63,9 @@ def broadcast(instance: models.Model, event: str = UPDATE) -> tuple[Update, int]
     """Publish ``event`` for ``instance`` at once, ignoring transactions.
 
     Returns the update and how many gateway processes received it. Raises
-    ModelNotConfigured for a model not in ``MODELS`` and PublishError when Redis
-    cannot be reached. This is what ``manage.py pushy_test_broadcast`` does.
+    ModelNotConfigured for a model not in ``MODELS``, InvalidUpdate for an update
+    that cannot be published, and PublishError when Redis cannot be reached.
+    This is what ``manage.py pushy_test_broadcast`` does.
     """
     _require_pushed(instance)
     update = build_update(instance, event)

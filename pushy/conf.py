@@ -32,6 +32,11 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         # Makes the browser client log to the console.
         "DEBUG": False,
         "REDIS_URL": "redis://localhost:6379/0",
+        # Largest encoded update, in bytes; a larger one is refused at publish.
+        "MAX_UPDATE_BYTES": 1024 * 1024,
+        # Seconds between the gateway's PINGs on its Redis subscription; no answer
+        # (or other traffic) within as long again drops and renews it.
+        "REDIS_HEALTH_INTERVAL": 5,
         # Host patterns (as in ALLOWED_HOSTS) a WebSocket Origin may have.
         # None: ALLOWED_HOSTS, plus localhost when DEBUG.
         "ALLOWED_ORIGINS": None,
@@ -59,6 +64,7 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
 
 # Keys whose value must be a positive int (not bool).
 INT_LIMITS = (
+    "MAX_UPDATE_BYTES",
     "MAX_SUBSCRIPTIONS",
     "MAX_MESSAGE_BYTES",
     "SEND_QUEUE_SIZE",
@@ -67,6 +73,7 @@ INT_LIMITS = (
 )
 # Keys whose value must be a positive number of seconds (or per second).
 NUMBER_LIMITS = (
+    "REDIS_HEALTH_INTERVAL",
     "PING_INTERVAL",
     "RATE_LIMIT",
     "WRITE_TIMEOUT",

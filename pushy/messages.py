@@ -16,11 +16,15 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
 from pushy import conf
+from pushy.exceptions import InvalidUpdate
 
 CREATE = "create"
 UPDATE = "update"
 DELETE = "delete"
 EVENTS = (CREATE, UPDATE, DELETE)
+# The body's keys; others (from a later version) are ignored by decode().
+FIELDS = ("url", "event", "model", "pk", "collection", "data")
+REQUIRED = frozenset(("url", "event", "model", "pk"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,8 +39,11 @@ class Update:
     data: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        if self.event not in EVENTS:
-            raise ValueError(f"event must be one of {EVENTS}, not {self.event!r}")
+        # Checked on both sides: what the publisher builds and what the gateway
+        # reads from Redis must never hold a type that could break a receiver.
+        problem = _field_problem(self)
+        if problem:
+            raise InvalidUpdate(problem)
 
     @property
     def channel(self) -> str:
@@ -61,30 +68,78 @@ class Update:
         return {"type": "update", **self.as_dict()}
 
     def encode(self) -> bytes:
-        """The Redis body."""
-        return json.dumps(
-            self.as_dict(), cls=DjangoJSONEncoder, separators=(",", ":")
-        ).encode()
+        """The Redis body; InvalidUpdate if a value is not JSON (NaN included).
+
+        Computed once: building, checking and publishing an update all need it.
+        """
+        body = self.__dict__.get("_body")
+        if body is None:
+            body = self._encode()
+            object.__setattr__(self, "_body", body)  # a cache, not a field
+        return body
+
+    def _encode(self) -> bytes:
+        try:
+            text = json.dumps(
+                self.as_dict(),
+                cls=DjangoJSONEncoder,
+                separators=(",", ":"),
+                allow_nan=False,
+            )
+        except (TypeError, ValueError, RecursionError) as e:
+            raise InvalidUpdate(f"update of {self.model}: not JSON: {e}") from e
+        return text.encode()
 
     def replace(self, **changes: Any) -> Update:
         return dataclasses.replace(self, **changes)
 
     @classmethod
     def decode(cls, body: bytes | str) -> Update:
-        """Parse a Redis body; raises ValueError for anything that is not an update."""
+        """Parse a Redis body; ValueError, and only that, for anything else.
+
+        Whatever the bytes, nothing but ValueError escapes: deep nesting
+        (RecursionError), NaN and Infinity (refused: browsers' JSON.parse rejects
+        them), fields of the wrong type. The gateway relies on this.
+        """
         try:
-            fields = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            fields = json.loads(body, parse_constant=_refuse_constant)
+        except RecursionError as e:
+            raise ValueError("not JSON: nested too deeply") from e
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, huge ints
             raise ValueError(f"not JSON: {e}") from e
         if not isinstance(fields, dict):
-            raise ValueError("an update must be a JSON object")
-        missing = {"url", "event", "model", "pk"} - fields.keys()
+            raise ValueError("not a JSON object")
+        missing = REQUIRED - fields.keys()
         if missing:
-            raise ValueError(f"update lacks {sorted(missing)}")
-        if not isinstance(fields["url"], str) or not isinstance(fields["model"], str):
-            raise ValueError("url and model must be strings")
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in fields.items() if k in known})
+            raise ValueError(f"lacks {', '.join(sorted(missing))}")
+        return cls(**{k: fields[k] for k in FIELDS if k in fields})
+
+
+def _type_name(value: Any) -> str:
+    return "None" if value is None else type(value).__name__
+
+
+def _field_problem(update: Update) -> str | None:
+    """What is wrong with the fields' types, or None."""
+    for name in ("url", "model"):
+        value = getattr(update, name)
+        if not isinstance(value, str):
+            return f"{name} must be a str, not {_type_name(value)}"
+    if update.event not in EVENTS:
+        return f"event must be one of {', '.join(EVENTS)}, not {update.event!r}"
+    pk = update.pk
+    if isinstance(pk, bool) or not isinstance(pk, (int, str)):
+        return f"pk must be an int or a str, not {_type_name(pk)}"
+    collection, data = update.collection, update.data
+    if collection is not None and not isinstance(collection, str):
+        return f"collection must be a str or absent, not {_type_name(collection)}"
+    if data is not None and not isinstance(data, dict):
+        return f"data must be an object or absent, not {_type_name(data)}"
+    return None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def model_label(model: type[models.Model] | models.Model) -> str:
@@ -110,10 +165,28 @@ def parent_url(url: str) -> str | None:
 
 
 def collection_url(instance: models.Model, url: str) -> str | None:
+    """The collection ``instance`` belongs to: ``get_api_list_url()`` or the parent."""
     get_list_url = getattr(instance, "get_api_list_url", None)
     if callable(get_list_url):
-        return get_list_url()
+        return _returned(instance, "get_api_list_url", get_list_url(), optional=True)
     return parent_url(url)
+
+
+def _returned(
+    instance: models.Model, method: str, value: Any, optional: bool = False
+) -> str | None:
+    """``value`` if it is a str (or None when ``optional``); else InvalidUpdate."""
+    if isinstance(value, str) or (optional and value is None):
+        return value
+    expected = "a str or None" if optional else "a str"
+    raise InvalidUpdate(
+        f"{model_label(instance)}.{method}() returned {_a(value)}, not {expected}"
+    )
+
+
+def _a(value: Any) -> str:
+    name = _type_name(value)
+    return name if name == "None" else f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 def _json_pk(pk: Any) -> Any:
@@ -127,14 +200,44 @@ def _data(instance: models.Model) -> dict[str, Any] | None:
     get_data = getattr(instance, "get_pushy_data", None)
     if not callable(get_data):
         return None
+    value = get_data()
+    if value is None:
+        return None
+    where = f"{model_label(instance)}.get_pushy_data()"
+    if not isinstance(value, dict):
+        raise InvalidUpdate(f"{where} returned {_a(value)}, not a dict")
     # Round trip now, so dates and decimals are fixed as they were at save time.
-    return json.loads(json.dumps(get_data(), cls=DjangoJSONEncoder))
+    try:
+        text = json.dumps(value, cls=DjangoJSONEncoder, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as e:
+        raise InvalidUpdate(f"{where} returned a dict that is not JSON: {e}") from e
+    return json.loads(text)
+
+
+def checked_body(update: Update) -> bytes:
+    """The Redis body of ``update``; InvalidUpdate if it is not JSON or too large.
+
+    The bound is ``MAX_UPDATE_BYTES``: a larger update is never published, since
+    gateways would drop it and no browser should receive it.
+    """
+    body = update.encode()
+    limit = conf.get("MAX_UPDATE_BYTES")
+    if len(body) > limit:
+        raise InvalidUpdate(
+            f"update of {update.model} pk={update.pk} is {len(body):,} bytes, over "
+            f"MAX_UPDATE_BYTES ({limit:,}); send less in get_pushy_data()"
+        )
+    return body
 
 
 def build_update(instance: models.Model, event: str) -> Update:
-    """The update for ``instance`` now (call before a delete clears its pk)."""
-    url = instance.get_api_url()
-    return Update(
+    """The update for ``instance`` now (call before a delete clears its pk).
+
+    Raises InvalidUpdate, naming the model and the method, when a method returns
+    something that cannot be published.
+    """
+    url = _returned(instance, "get_api_url", instance.get_api_url())
+    update = Update(
         url=url,
         event=event,
         model=model_label(instance),
@@ -142,3 +245,5 @@ def build_update(instance: models.Model, event: str) -> Update:
         collection=collection_url(instance, url),
         data=_data(instance),
     )
+    checked_body(update)
+    return update

@@ -5,6 +5,9 @@ transaction it collects the updates of that transaction, coalescing several
 changes of one object into one, and sends them in one pipeline after the commit.
 A rolled-back transaction or savepoint publishes nothing of what it did.
 Publishing never raises into the caller's save: a Redis failure is logged.
+Every update is checked before it is sent (``checked_body``: JSON without
+NaN/Infinity, at most ``MAX_UPDATE_BYTES``), so nothing a gateway would have to
+drop ever reaches Redis.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from redis.retry import Retry
 
 from pushy import conf
 from pushy.connections import client_from_url, redacted
-from pushy.exceptions import PublishError
-from pushy.messages import CREATE, DELETE, UPDATE, Update
+from pushy.exceptions import InvalidUpdate, PublishError
+from pushy.messages import CREATE, DELETE, UPDATE, Update, checked_body
 
 logger = logging.getLogger(__name__)
 
@@ -88,10 +91,16 @@ _sender: Callable[[list[Update]], list[int]] = _send
 
 
 def publish(updates: Iterable[Update]) -> list[int]:
-    """Publish now, raising PublishError; returns how many gateways got each."""
+    """Publish now; returns how many gateways got each.
+
+    Raises InvalidUpdate (before anything is sent) for an update that is not
+    JSON or is over MAX_UPDATE_BYTES, PublishError when Redis fails.
+    """
     batch = list(updates)
     if not batch:
         return []
+    for update in batch:
+        checked_body(update)  # also when captured by pushy.testing
     return _sender(batch)
 
 
@@ -103,8 +112,18 @@ def describe(updates: list[Update], limit: int = 5) -> str:
 
 
 def publish_quietly(updates: Iterable[Update]) -> None:
-    """Publish, logging (not raising) a failure: a save must never break on Redis."""
-    batch = list(updates)
+    """Publish, logging (not raising) a failure: a save must never break on Redis.
+
+    An invalid update is left out and logged; the others of the batch still go.
+    """
+    batch = []
+    for update in updates:
+        try:
+            checked_body(update)
+        except InvalidUpdate as e:
+            logger.error("pushy did not publish %s: %s", describe([update]), e)
+        else:
+            batch.append(update)
     try:
         publish(batch)
     except PublishError as e:

@@ -2,17 +2,25 @@
 
 They are connected for every sender and filter by ``MODELS`` on each signal, so
 changing ``PUSHY_SETTINGS`` (``override_settings`` in tests) takes effect at once.
+
+A save or delete never fails because of pushy: an update that cannot be built
+(a model method raised, or returned something pushy refuses, see InvalidUpdate)
+is logged and not published; the change itself stands.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.db import models
 from django.db.models.signals import post_delete, post_save
 
 from pushy.api import is_pushed, notify
-from pushy.messages import CREATE, DELETE, UPDATE
+from pushy.exceptions import InvalidUpdate
+from pushy.messages import CREATE, DELETE, UPDATE, model_label
+
+logger = logging.getLogger(__name__)
 
 
 def on_save(
@@ -26,7 +34,7 @@ def on_save(
     # raw: loaddata is restoring rows as they were, not changing them.
     if raw or not is_pushed(sender):
         return
-    notify(instance, event=CREATE if created else UPDATE, using=using)
+    _notify_quietly(instance, CREATE if created else UPDATE, using)
 
 
 def on_delete(
@@ -36,7 +44,22 @@ def on_delete(
     **kwargs: Any,
 ) -> None:
     if is_pushed(sender):
-        notify(instance, event=DELETE, using=using)
+        _notify_quietly(instance, DELETE, using)
+
+
+def _notify_quietly(instance: models.Model, event: str, using: str | None) -> None:
+    try:
+        notify(instance, event=event, using=using)
+    except InvalidUpdate as e:
+        logger.error("pushy did not publish a %s: %s", event, e)
+    except Exception:
+        # The model's own method failed; the save already happened and stands.
+        logger.exception(
+            "pushy did not publish a %s of %s pk=%s",
+            event,
+            model_label(instance),
+            instance.pk,
+        )
 
 
 def connect() -> None:

@@ -3,6 +3,7 @@ import uuid
 
 import pytest
 
+from pushy.exceptions import InvalidUpdate
 from pushy.messages import Update, build_update, channel_name, parent_url
 from tests.testapp.models import Note, Session, Shot
 
@@ -106,3 +107,108 @@ def test_string_and_uuid_pks_travel_as_text():
     assert Update(url="/u/", event="update", model="a.b", pk=str(value)).pk == str(
         value
     )
+
+
+# Types are checked where an update is read (the gateway) --------------------
+
+
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        (b'{"url":"/a/","event":"update","model":"m","pk":1,"collection":[]}', "list"),
+        (b'{"url":"/a/","event":"update","model":"m","pk":1,"collection":{}}', "dict"),
+        (b'{"url":"/a/","event":"update","model":"m","pk":1,"data":[1]}', "list"),
+        (b'{"url":"/a/","event":"update","model":"m","pk":1,"data":"x"}', "str"),
+        (b'{"url":"/a/","event":"update","model":"m","pk":[1]}', "list"),
+        (b'{"url":"/a/","event":"update","model":"m","pk":true}', "bool"),
+        (b'{"url":"/a/","event":"update","model":"m","pk":1.5}', "float"),
+        (b'{"url":"/a/","event":"update","model":"m","pk":null}', "None"),
+        (b'{"url":"/a/","event":"update","model":7,"pk":1}', "int"),
+        (b'{"url":"/a/","event":["update"],"model":"m","pk":1}', "event"),
+        (b'{"url":"/a/","event":"update","model":"m","pk":1,"data":{"x":NaN}}', "NaN"),
+        (b'{"url":"/a/","event":"update","model":"m","pk":Infinity}', "Infinity"),
+        (b'{"url":"/a/","event":"update","model":"m","pk":-Infinity}', "Infinity"),
+        (b"[" * 100_000 + b"]" * 100_000, "deep"),
+        (b'{"url":"/a/","event":"update","model":"m","pk":' + b"9" * 5000 + b"}", ""),
+        (b"\xef\xbb\xbf\xff\xfe", ""),
+        (b"", ""),
+    ],
+)
+def test_decode_checks_every_field_and_raises_only_value_error(body, reason):
+    with pytest.raises(ValueError) as raised:
+        Update.decode(body)
+    if reason == "deep":
+        assert "nested too deeply" in str(raised.value)
+    else:
+        assert reason in str(raised.value)
+
+
+def test_decode_ignores_keys_of_later_versions_and_accepts_null_optionals():
+    body = b'{"url":"/a/","event":"create","model":"m","pk":"k","collection":null,'
+    body += b'"data":null,"version":3,"_body":1}'
+    assert Update.decode(body) == Update(url="/a/", event="create", model="m", pk="k")
+
+
+def test_update_refuses_wrong_types_when_built_by_hand():
+    with pytest.raises(InvalidUpdate, match="collection must be a str"):
+        Update(url="/a/", event="update", model="m", pk=1, collection=["/a/"])
+
+
+def test_encode_refuses_nan_and_infinity():
+    for value in (float("nan"), float("inf"), float("-inf")):
+        update = Update(url="/a/", event="update", model="m", pk=1, data={"x": value})
+        with pytest.raises(InvalidUpdate, match="not JSON"):
+            update.encode()
+
+
+# ... and where it is built (the publisher) -----------------------------------
+
+
+def test_a_list_url_names_the_model_and_the_method(monkeypatch):
+    monkeypatch.setattr(Shot, "get_api_list_url", lambda self: ["/api/shot/"])
+    with pytest.raises(InvalidUpdate) as raised:
+        build_update(Shot(pk=1, title="t"), "update")
+    assert str(raised.value) == (
+        "testapp.shot.get_api_list_url() returned a list, not a str or None"
+    )
+
+
+def test_a_non_string_object_url_is_refused(monkeypatch):
+    monkeypatch.setattr(Shot, "get_api_url", lambda self: 3)
+    with pytest.raises(InvalidUpdate, match=r"testapp.shot.get_api_url\(\) returned"):
+        build_update(Shot(pk=1, title="t"), "update")
+
+
+def test_a_none_list_url_means_no_collection(monkeypatch):
+    monkeypatch.setattr(Shot, "get_api_list_url", lambda self: None)
+    assert build_update(Shot(pk=1, title="t"), "update").collection is None
+
+
+@pytest.mark.parametrize(
+    "data, problem",
+    [
+        ([1, 2], "returned a list, not a dict"),
+        ({"x": float("nan")}, "not JSON"),
+        ({"x": float("inf")}, "not JSON"),
+        ({"x": object()}, "not JSON"),
+    ],
+)
+def test_bad_data_names_get_pushy_data(monkeypatch, data, problem):
+    monkeypatch.setattr(Shot, "get_pushy_data", lambda self: data)
+    with pytest.raises(InvalidUpdate) as raised:
+        build_update(Shot(pk=1, title="t"), "update")
+    assert str(raised.value).startswith("testapp.shot.get_pushy_data() returned")
+    assert problem in str(raised.value)
+
+
+def test_an_update_over_max_update_bytes_is_refused(settings):
+    settings.PUSHY_SETTINGS = {**settings.PUSHY_SETTINGS, "MAX_UPDATE_BYTES": 1000}
+    build_update(Shot(pk=1, title="x" * 800), "update")
+    with pytest.raises(InvalidUpdate, match="over MAX_UPDATE_BYTES"):
+        build_update(Shot(pk=1, title="x" * 1000), "update")
+
+
+def test_the_default_bound_is_one_mebibyte():
+    build_update(Shot(pk=1, title="x" * 1_000_000), "update")
+    with pytest.raises(InvalidUpdate, match=r"over MAX_UPDATE_BYTES \(1,048,576\)"):
+        build_update(Shot(pk=1, title="x" * (1 << 20)), "update")

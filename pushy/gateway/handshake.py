@@ -51,6 +51,15 @@ def _tokens(value: str) -> set[str]:
     return {token.strip().lower() for token in value.split(",")}
 
 
+def _http_version(protocol: str) -> tuple[int, int]:
+    """(1, 1) for "HTTP/1.1"; (0, 0) for anything unreadable."""
+    name, _, version = protocol.partition("/")
+    major, _, minor = version.partition(".")
+    if name.upper() != "HTTP" or not major.isdigit() or not minor.isdigit():
+        return (0, 0)
+    return int(major), int(minor)
+
+
 def check_upgrade(environ: dict) -> str:
     """The client's key if ``environ`` is a valid upgrade request; else Refusal."""
     if environ["REQUEST_METHOD"] != "GET":
@@ -62,6 +71,11 @@ def check_upgrade(environ: dict) -> str:
             "this is a WebSocket endpoint",
             [("Upgrade", "websocket"), ("Connection", "Upgrade")],
         )
+    # RFC 6455 section 4.1: the opening handshake is HTTP/1.1 or later, with Host.
+    if _http_version(environ.get("SERVER_PROTOCOL", "")) < (1, 1):
+        raise Refusal("400 Bad Request", "a WebSocket upgrade needs HTTP/1.1")
+    if not environ.get("HTTP_HOST", "").strip():
+        raise Refusal("400 Bad Request", "Host header missing")
     if "upgrade" not in _tokens(environ.get("HTTP_CONNECTION", "")):
         raise Refusal("400 Bad Request", "Connection: Upgrade missing")
     if environ.get("HTTP_SEC_WEBSOCKET_VERSION") != VERSION:

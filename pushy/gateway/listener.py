@@ -1,14 +1,29 @@
 """The gateway's one Redis subscription, kept alive, feeding the hub.
 
 One greenlet, one dedicated pub/sub connection, PSUBSCRIBE ``CHANNEL_PREFIX*``.
-When Redis goes away it logs, retries with exponential backoff capped at
-``MAX_BACKOFF``, subscribes again and then tells every client to resync, since
-updates published meanwhile were lost.
+
+Nothing on Redis can silence it:
+
+- every message is decoded and type-checked (``Update.decode`` raises only
+  ValueError); an invalid one is dropped, counted and logged at most once a
+  minute; an unexpected error while handling one message is logged with its
+  traceback (also at most once a minute) and only that message is skipped;
+- the connection must prove it is alive: with nothing heard for
+  ``REDIS_HEALTH_INTERVAL`` seconds it sends a PING, and if nothing (the pong or
+  any message) arrives within as long again, it is dropped as a partition;
+  TCP keepalive is set short as well;
+- when Redis goes away it logs, retries with exponential backoff capped at
+  ``MAX_BACKOFF``, subscribes again and then tells every client to resync,
+  since updates published meanwhile were lost;
+- if the greenlet ends anyway, a link restarts it, and clients get a resync
+  once it has subscribed again.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
+import time
 from collections.abc import Callable
 
 import gevent
@@ -18,23 +33,80 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from pushy.connections import client_from_url, redacted
+from pushy.gateway.logs import Throttled
 from pushy.messages import Update
 
 logger = logging.getLogger(__name__)
 
 FIRST_BACKOFF = 0.1
 MAX_BACKOFF = 5.0
-# How long one wait for a message lasts; also how often redis-py may health-check.
+# The longest one wait for a message lasts.
 POLL_TIMEOUT = 1.0
-HEALTH_CHECK_INTERVAL = 10
 CONNECT_TIMEOUT = 2.0
 # In a burst, the writers get the loop after this many updates: often enough that
 # queues do not fill, rarely enough that each write carries several frames.
 YIELD_EVERY = 32
+# The argument of our PINGs, so their pongs are recognisable in a capture.
+PING_TOKEN = "pushy-gateway-liveness"
+# Kernel keepalive on the subscription: first probe after 5 s of silence, then
+# every 2 s, 3 unanswered probes end the connection (the OS default is 2 hours).
+KEEPALIVE = {"TCP_KEEPIDLE": 5, "TCP_KEEPINTVL": 2, "TCP_KEEPCNT": 3}
+# Longest shown part of an invalid message's reason.
+REASON_CHARS = 200
+
+
+def keepalive_options() -> dict[int, int]:
+    """The KEEPALIVE options this platform has (macOS lacks TCP_KEEPIDLE)."""
+    return {
+        getattr(socket, name): value
+        for name, value in KEEPALIVE.items()
+        if hasattr(socket, name)
+    }
+
+
+class Stalled(redis.ConnectionError):
+    """Raised when the subscription stays silent past its PING deadline."""
+
+
+class Liveness:
+    """When to PING the subscription, and when its silence means it is dead.
+
+    Any traffic counts as life (in a burst the pong waits behind the messages).
+    With nothing heard for ``interval``, a PING goes out; with nothing heard for
+    ``interval`` after that, the connection is dead. So a black hole is noticed
+    within ``2 * interval`` of the last thing heard.
+    """
+
+    def __init__(self, interval: float, now: float) -> None:
+        self.interval = interval
+        self.heard_at = now
+        self.pinged_at: float | None = None
+
+    def heard(self, now: float) -> None:
+        self.heard_at = now
+        self.pinged_at = None
+
+    def ping_due(self, now: float) -> bool:
+        return self.pinged_at is None and now - self.heard_at >= self.interval
+
+    def pinged(self, now: float) -> None:
+        self.pinged_at = now
+
+    def dead(self, now: float) -> bool:
+        return self.pinged_at is not None and now - self.pinged_at >= self.interval
+
+    def wait(self, now: float) -> float:
+        """How long the next wait for a message may last."""
+        start = self.heard_at if self.pinged_at is None else self.pinged_at
+        return max(0.0, min(POLL_TIMEOUT, start + self.interval - now))
 
 
 class Listener:
-    """Subscribes to ``pattern`` at ``url``; calls ``on_update`` and ``on_resync``."""
+    """Subscribes to ``pattern`` at ``url``; calls ``on_update`` and ``on_resync``.
+
+    ``count(name)`` is called for each event worth a counter: ``updates_invalid``,
+    ``updates_failed``, ``listener_restarts``, ``redis_ping_timeouts``.
+    """
 
     def __init__(
         self,
@@ -42,63 +114,121 @@ class Listener:
         pattern: str,
         on_update: Callable[[Update], object],
         on_resync: Callable[[], object],
-        on_invalid: Callable[[], object],
+        count: Callable[[str], object],
+        health_interval: float = 5.0,
+        max_update_bytes: int = 1024 * 1024,
     ) -> None:
         self.url = url
         self.pattern = pattern
         self.on_update = on_update
         self.on_resync = on_resync
-        self.on_invalid = on_invalid
+        self.count = count
+        self.health_interval = health_interval
+        self.max_update_bytes = max_update_bytes
         self.live = False
         self.reconnects = 0
         # Set once the first attempt to subscribe has succeeded or failed.
         self.first_attempt = gevent.event.Event()
         self._greenlet: gevent.Greenlet | None = None
+        self._stopping = False
+        self._resync_due = False
+        self._restart_delay = FIRST_BACKOFF
+        self._invalid_log = Throttled(logger)
+        self._failure_log = Throttled(logger)
+
+    # Supervision ---------------------------------------------------------
 
     def start(self) -> None:
-        self._greenlet = gevent.spawn(self._run)
+        self._spawn(0)
 
     def stop(self) -> None:
+        self._stopping = True
         if self._greenlet is not None:
             self._greenlet.kill()
+
+    def _spawn(self, delay: float) -> None:
+        greenlet = gevent.Greenlet(self._run)
+        # Only an exception ends _run; GreenletExit (stop()) counts as success.
+        greenlet.link_exception(self._crashed)
+        self._greenlet = greenlet
+        greenlet.start_later(delay)
+
+    def _crashed(self, greenlet: gevent.Greenlet) -> None:
+        if self._stopping:
+            return
+        self.live = False
+        self._resync_due = True
+        self.count("listener_restarts")
+        logger.error(
+            "the Redis listener ended with %r; restarting it in %.1fs",
+            greenlet.exception,
+            self._restart_delay,
+        )
+        self._spawn(self._restart_delay)
+        self._restart_delay = min(self._restart_delay * 2, MAX_BACKOFF)
+
+    # The subscription ----------------------------------------------------
+
+    def _client(self) -> redis.Redis:
+        return client_from_url(
+            self.url,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            # A reply stalled half-way is a dead connection too.
+            socket_timeout=max(2 * self.health_interval, CONNECT_TIMEOUT),
+            socket_keepalive=True,
+            socket_keepalive_options=keepalive_options(),
+            # Our own PING with a deadline replaces redis-py's health check,
+            # which sends a PING but never checks that the answer came.
+            health_check_interval=0,
+            # Reconnecting is ours to do: redis-py's own retry would hide a gap.
+            retry=Retry(NoBackoff(), 0),
+        )
 
     def _run(self) -> None:
         backoff, failures = FIRST_BACKOFF, 0
         while True:
-            client = client_from_url(
-                self.url,
-                socket_connect_timeout=CONNECT_TIMEOUT,
-                socket_keepalive=True,
-                health_check_interval=HEALTH_CHECK_INTERVAL,
-                # Reconnecting is ours to do: redis-py's own retry would hide a gap.
-                retry=Retry(NoBackoff(), 0),
-            )
+            client = self._client()
             pubsub = client.pubsub(ignore_subscribe_messages=False)
             try:
-                self._subscribe(pubsub, resync=failures > 0)
+                self._subscribe(pubsub)
                 backoff, failures = FIRST_BACKOFF, 0
                 self._pump(pubsub)
             except (redis.RedisError, OSError) as e:
                 failures += 1
                 self._lost(e, failures, backoff)
-                gevent.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+            except Exception:
+                # A bug of ours: start over on a fresh connection, never stop.
+                failures += 1
+                self.count("listener_restarts")
+                self._failure_log.log(
+                    logging.ERROR,
+                    "the Redis listener failed; subscribing again in %.1fs",
+                    backoff,
+                    exc_info=True,
+                )
             finally:
                 self.live = False
+                self._resync_due = True
+                self.first_attempt.set()
                 pubsub.close()
                 client.close()
+            gevent.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
 
-    def _subscribe(self, pubsub: redis.client.PubSub, resync: bool) -> None:
+    def _subscribe(self, pubsub: redis.client.PubSub) -> None:
         pubsub.psubscribe(self.pattern)
-        while True:
-            message = pubsub.get_message(timeout=CONNECT_TIMEOUT)
-            if message is None:
-                raise redis.TimeoutError("no PSUBSCRIBE confirmation")
-            if message["type"] == "psubscribe":
+        deadline = time.monotonic() + CONNECT_TIMEOUT
+        while (left := deadline - time.monotonic()) > 0:
+            message = pubsub.get_message(timeout=left)
+            if message is not None and message["type"] == "psubscribe":
                 break
+        else:
+            raise redis.TimeoutError("no PSUBSCRIBE confirmation")
         self.live = True
         self.first_attempt.set()
-        if resync:
+        self._restart_delay = FIRST_BACKOFF
+        if self._resync_due:
+            self._resync_due = False
             self.reconnects += 1
             logger.warning("Redis subscription to %s is back", redacted(self.url))
             self.on_resync()
@@ -106,7 +236,6 @@ class Listener:
             logger.info("subscribed to %s at %s", self.pattern, redacted(self.url))
 
     def _lost(self, error: Exception, failures: int, backoff: float) -> None:
-        self.first_attempt.set()
         log = logger.warning if failures == 1 else logger.debug
         log(
             "Redis subscription at %s lost or refused (%s); retrying in %.1fs",
@@ -117,20 +246,55 @@ class Listener:
 
     def _pump(self, pubsub: redis.client.PubSub) -> None:
         handled = 0
+        liveness = Liveness(self.health_interval, time.monotonic())
         while True:
-            message = pubsub.get_message(timeout=POLL_TIMEOUT)
-            if message is not None and message["type"] == "pmessage":
-                self._handle(message["data"])
-                handled += 1
-                if handled % YIELD_EVERY == 0:
-                    # redis-py hands out buffered messages without yielding.
-                    gevent.sleep(0)
+            message = pubsub.get_message(timeout=liveness.wait(time.monotonic()))
+            now = time.monotonic()
+            if message is not None:
+                liveness.heard(now)
+                if message["type"] == "pmessage":
+                    self._handle(message["channel"], message["data"])
+                    handled += 1
+                    if handled % YIELD_EVERY == 0:
+                        # redis-py hands out buffered messages without yielding.
+                        gevent.sleep(0)
+                continue
+            if liveness.dead(now):
+                self.count("redis_ping_timeouts")
+                raise Stalled(
+                    f"no answer to PING within {self.health_interval:g}s "
+                    "(a partition, or Redis stopped answering)"
+                )
+            if liveness.ping_due(now):
+                pubsub.ping(PING_TOKEN)
+                liveness.pinged(now)
 
-    def _handle(self, body: bytes) -> None:
+    def _handle(self, channel: bytes, body: bytes) -> None:
+        """Hand one message to the hub; nothing about it may end the pump."""
         try:
+            if len(body) > self.max_update_bytes:
+                raise ValueError(
+                    f"{len(body):,} bytes, over MAX_UPDATE_BYTES "
+                    f"({self.max_update_bytes:,})"
+                )
             update = Update.decode(body)
         except ValueError as e:
-            logger.debug("ignoring a message that is not an update: %s", e)
-            self.on_invalid()
+            self.count("updates_invalid")
+            self._invalid_log.log(
+                logging.WARNING,
+                "dropped an invalid message on %s: %s",
+                channel.decode("utf-8", "replace"),
+                str(e)[:REASON_CHARS],
+            )
             return
-        self.on_update(update)
+        try:
+            self.on_update(update)
+        except Exception:
+            self.count("updates_failed")
+            self._failure_log.log(
+                logging.ERROR,
+                "skipped an update of %s on %s after an unexpected error",
+                update.url[:REASON_CHARS],
+                channel.decode("utf-8", "replace"),
+                exc_info=True,
+            )

@@ -103,7 +103,9 @@ class Gateway:
             conf.get("CHANNEL_PREFIX") + "*",
             on_update=self.hub.dispatch,
             on_resync=self.resync,
-            on_invalid=self._count_invalid,
+            count=self._count,
+            health_interval=conf.get("REDIS_HEALTH_INTERVAL"),
+            max_update_bytes=conf.get("MAX_UPDATE_BYTES"),
         )
         self.socket = listen_socket
         self.server = GatewayServer(
@@ -182,8 +184,8 @@ class Gateway:
         self.stats.redis_reconnects += 1
         self.hub.broadcast(RESYNC_FRAME)
 
-    def _count_invalid(self) -> None:
-        self.stats.updates_invalid += 1
+    def _count(self, counter: str) -> None:
+        setattr(self.stats, counter, getattr(self.stats, counter) + 1)
 
     def _heartbeat(self) -> None:
         """Ping everyone each PING_INTERVAL; close who stayed silent after a ping."""

@@ -15,13 +15,16 @@ COUNTERS = {
     "connections_total": "WebSocket connections accepted",
     "handshakes_refused": "Upgrade requests answered with a 4xx",
     "updates_in": "Updates received from Redis",
-    "updates_invalid": "Redis messages that were not valid updates",
+    "updates_invalid": "Redis messages that were not valid updates (dropped)",
+    "updates_failed": "Updates skipped after an unexpected error in the gateway",
     "frames_out": "Frames written to clients",
     "messages_in": "Messages received from clients",
     "slow_closes": "Clients closed for falling behind (4008)",
     "ping_timeouts": "Clients closed for not answering a ping",
     "errors": "Error replies and protocol-error closes sent to clients",
     "redis_reconnects": "Times the Redis subscription was re-established",
+    "redis_ping_timeouts": "Redis subscriptions dropped for not answering a PING",
+    "listener_restarts": "Times the Redis listener restarted after an error of its own",
 }
 
 

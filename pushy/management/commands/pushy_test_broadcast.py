@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from pushy import conf
 from pushy.api import broadcast
 from pushy.checks import closest
-from pushy.exceptions import ModelNotConfigured, PublishError
+from pushy.exceptions import InvalidUpdate, ModelNotConfigured, PublishError
 from pushy.messages import EVENTS, UPDATE
 
 
@@ -21,7 +21,7 @@ class Command(BaseCommand):
         instance = self._load(model, pk)
         try:
             update, receivers = broadcast(instance, event)
-        except (ModelNotConfigured, PublishError) as e:
+        except (ModelNotConfigured, InvalidUpdate, PublishError) as e:
             raise CommandError(e) from e
         self.stdout.write(f"channel: {update.channel}")
         self.stdout.write(f"body: {update.encode().decode()}")
