@@ -41,6 +41,8 @@ PUSHY_SETTINGS = {
     "ALLOWED_ORIGINS": ["localhost"],
     "AUTHORIZE": "bench.auth.authorize",
     "PING_INTERVAL": 5,
+    # Every load client connects from 127.0.0.1.
+    "MAX_CONNECTIONS_PER_CLIENT": None,
 }
 
 LOGGING = {

@@ -7,12 +7,14 @@ listed in docs/settings.md. ``runpushy`` runs these before it serves.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from django.apps import apps
 from django.core.checks import CheckMessage, Error
+from django.core.checks import Warning as CheckWarning
 from django.core.checks import register as register_check
 from django.utils.module_loading import import_string
 
@@ -20,6 +22,7 @@ from pushy import conf
 from pushy.connections import SENTINEL_SCHEMES, parse_sentinel_url
 
 ID = "pushy.E{:03d}"
+WARNING_ID = "pushy.W{:03d}"
 GLOB_CHARACTERS = "*?[]\\"
 
 
@@ -40,6 +43,10 @@ def check_setting_name(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
     ]
 
 
+def _warning(number: int, msg: str, hint: str) -> CheckWarning:
+    return CheckWarning(msg, hint=hint, id=WARNING_ID.format(number))
+
+
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     raw = conf.user_settings()
     if not isinstance(raw, dict):
@@ -55,6 +62,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         if key in raw:
             errors.extend(check(raw[key]))
     errors.extend(_limits(raw))
+    if not errors:
+        errors.extend(_origin_warnings())
     return errors
 
 
@@ -231,6 +240,53 @@ def _allowed_origins(value: Any) -> Iterator[Error]:
         yield _error(12, "PUSHY_SETTINGS['ALLOWED_ORIGINS'] must hold only strings.")
 
 
+def _origin_warnings() -> Iterator[CheckWarning]:
+    """'*' means any host to Django, but never any WebSocket origin to pushy."""
+    hint = (
+        "Set PUSHY_SETTINGS['ALLOWED_ORIGINS'] to the hosts of the pages that use "
+        "pushy, for example ['example.com', '.example.com']."
+    )
+    if conf.wildcard_host_dropped():
+        allowed = ", ".join(conf.allowed_origins()) or "none"
+        yield _warning(
+            1,
+            "ALLOWED_HOSTS contains '*', which pushy does not take to mean any "
+            "WebSocket origin: browsers may connect only from pages on "
+            f"{allowed}.",
+            hint,
+        )
+    origins = conf.get("ALLOWED_ORIGINS")
+    if origins is not None and "*" in origins:
+        yield _warning(
+            2,
+            "PUSHY_SETTINGS['ALLOWED_ORIGINS'] contains '*': a page on any site "
+            "may open a WebSocket with its visitors' session cookies and receive "
+            "what they may see.",
+            hint + " Keep '*' only for a gateway whose every update is public.",
+        )
+
+
+def _trusted_proxies(value: Any) -> Iterator[Error]:
+    hint = "For example: ['127.0.0.1', '10.0.0.0/8', '::1'], or 'unix'."
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        yield _error(
+            13, "PUSHY_SETTINGS['TRUSTED_PROXIES'] must be a list of addresses.", hint
+        )
+        return
+    for entry in value:
+        if entry == "unix":
+            continue
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except (TypeError, ValueError):
+            yield _error(
+                13,
+                f"PUSHY_SETTINGS['TRUSTED_PROXIES'] has {entry!r}, which is not an "
+                "IP address, a network (CIDR) or 'unix'.",
+                hint,
+            )
+
+
 def _limits(raw: dict) -> Iterator[Error]:
     for key in conf.INT_LIMITS:
         value = raw.get(key, 1)
@@ -245,6 +301,16 @@ def _limits(raw: dict) -> Iterator[Error]:
             yield _error(
                 10, f"PUSHY_SETTINGS[{key!r}] must be a positive number, not {value!r}."
             )
+    for key in conf.OPTIONAL_INT_LIMITS:
+        value = raw.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            yield _error(
+                10,
+                f"PUSHY_SETTINGS[{key!r}] must be a positive int or None, "
+                f"not {value!r}.",
+            )
     interval = raw.get("PING_INTERVAL")
     if isinstance(interval, (int, float)) and 0 < interval < 1:
         yield _error(10, "PUSHY_SETTINGS['PING_INTERVAL'] must be at least 1 second.")
@@ -258,6 +324,7 @@ _VALUE_CHECKS = {
     "AUTHORIZE": _authorize,
     "DEBUG": _debug,
     "ALLOWED_ORIGINS": _allowed_origins,
+    "TRUSTED_PROXIES": _trusted_proxies,
 }
 
 

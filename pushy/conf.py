@@ -37,8 +37,8 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         # Seconds between the gateway's PINGs on its Redis subscription; no answer
         # (or other traffic) within as long again drops and renews it.
         "REDIS_HEALTH_INTERVAL": 5,
-        # Host patterns (as in ALLOWED_HOSTS) a WebSocket Origin may have.
-        # None: ALLOWED_HOSTS, plus localhost when DEBUG.
+        # Host patterns (as in ALLOWED_HOSTS) a WebSocket Origin may have. None:
+        # ALLOWED_HOSTS without '*', the host of SOCKET_SERVER, localhost when DEBUG.
         "ALLOWED_ORIGINS": None,
         # Dotted path to f(user, url) -> bool, asked on every subscribe.
         "AUTHORIZE": None,
@@ -59,6 +59,15 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "SHUTDOWN_TIMEOUT": 10,
         # Threads that run ORM work (sessions, AUTHORIZE) for the gateway.
         "DB_POOL_SIZE": 4,
+        # WebSocket connections one gateway process holds. None: derived from the
+        # open-file limit, keeping descriptors in reserve (see gateway/admission.py).
+        "MAX_CONNECTIONS": None,
+        # WebSocket connections one client address may hold per process (an IPv6
+        # client counts per /64). None: no per-client limit.
+        "MAX_CONNECTIONS_PER_CLIENT": 1000,
+        # Peers (IPs or CIDRs, or "unix") whose X-Forwarded-For / X-Real-IP give
+        # the client's address; from any other peer those headers are ignored.
+        "TRUSTED_PROXIES": (),
     }
 )
 
@@ -71,6 +80,8 @@ INT_LIMITS = (
     "SEND_QUEUE_BYTES",
     "DB_POOL_SIZE",
 )
+# Keys whose value must be a positive int, or None.
+OPTIONAL_INT_LIMITS = ("MAX_CONNECTIONS", "MAX_CONNECTIONS_PER_CLIENT")
 # Keys whose value must be a positive number of seconds (or per second).
 NUMBER_LIMITS = (
     "REDIS_HEALTH_INTERVAL",
@@ -130,15 +141,39 @@ def websocket_url(socket_server: str | None = None) -> str:
     return urlunsplit((scheme, parts.netloc, path + "ws", "", ""))
 
 
+LOCALHOST = ["localhost", "127.0.0.1", "[::1]"]
+
+
 def allowed_origins() -> list[str]:
-    """Host patterns an Origin header may match (see DESIGN: any port)."""
+    """Host patterns an Origin header may match (any port; see docs/settings.md).
+
+    Unset, they are derived: ``ALLOWED_HOSTS`` without ``'*'`` (a wildcard host
+    is often set behind a proxy, and must not let every web page in with its
+    visitors' cookies), the host of ``SOCKET_SERVER``, and localhost when
+    ``DEBUG``. Explicit patterns such as ``'.example.com'`` are kept.
+    """
     configured = get("ALLOWED_ORIGINS")
     if configured is not None:
         return list(configured)
-    hosts = list(django_settings.ALLOWED_HOSTS)
+    hosts = [host for host in django_settings.ALLOWED_HOSTS if host != "*"]
+    hosts.append(socket_server_host())
     if django_settings.DEBUG or get("DEBUG"):
-        hosts += ["localhost", "127.0.0.1", "[::1]"]
-    return hosts
+        hosts += LOCALHOST
+    return list(dict.fromkeys(host for host in hosts if host))
+
+
+def wildcard_host_dropped() -> bool:
+    """Whether ``'*'`` in ALLOWED_HOSTS was left out of the derived origins."""
+    return get("ALLOWED_ORIGINS") is None and "*" in django_settings.ALLOWED_HOSTS
+
+
+def socket_server_host() -> str:
+    """The host of ``SOCKET_SERVER`` as a host pattern ('' if it has none)."""
+    try:
+        host = urlsplit(get("SOCKET_SERVER")).hostname or ""
+    except (TypeError, ValueError, AttributeError):
+        return ""  # A malformed value; the system checks report it.
+    return f"[{host}]" if ":" in host else host
 
 
 def reset() -> None:

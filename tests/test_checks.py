@@ -24,6 +24,9 @@ def test_valid_settings_pass():
             ALLOWED_ORIGINS=[".example.com"],
             PING_INTERVAL=1,
             DEBUG=True,
+            MAX_CONNECTIONS=50_000,
+            MAX_CONNECTIONS_PER_CLIENT=None,
+            TRUSTED_PROXIES=["127.0.0.1", "10.0.0.0/8", "::1", "fd00::/8", "unix"],
         )
         == []
     )
@@ -139,6 +142,10 @@ def test_authorize_must_be_callable():
         ("PING_INTERVAL", 0.5),
         ("WRITE_TIMEOUT", -1),
         ("RATE_LIMIT", None),
+        ("MAX_CONNECTIONS", 0),
+        ("MAX_CONNECTIONS", "10000"),
+        ("MAX_CONNECTIONS_PER_CLIENT", -1),
+        ("MAX_CONNECTIONS_PER_CLIENT", 2.5),
     ],
 )
 def test_limits_have_the_right_type(key, value):
@@ -159,3 +166,29 @@ def test_allowed_origins_must_be_a_list_of_strings(value):
 def test_every_problem_is_reported_at_once():
     found = ids(pushy_errors(MODELS=["testapp.nope"], REDIS_URL="x", DEBUG=1))
     assert sorted(found) == ["pushy.E004", "pushy.E007", "pushy.E011"]
+
+
+@pytest.mark.parametrize(
+    "value", ["127.0.0.1", ["localhost"], ["10.0.0.0/33"], [None], ["127.0.0.1", ""]]
+)
+def test_trusted_proxies_must_be_addresses_or_networks(value):
+    errors = pushy_errors(TRUSTED_PROXIES=value)
+    assert ids(errors) == ["pushy.E013"]
+    assert errors[0].hint
+
+
+def test_wildcard_allowed_hosts_warns_that_it_is_not_any_origin():
+    with override_settings(ALLOWED_HOSTS=["*"]):
+        (warning,) = pushy_errors()
+        assert warning.id == "pushy.W001"
+        assert "localhost" in warning.msg  # the host of the default SOCKET_SERVER
+        assert "ALLOWED_ORIGINS" in warning.hint
+        # Choosing the origins silences it.
+        assert pushy_errors(ALLOWED_ORIGINS=["example.com"]) == []
+    assert pushy_errors() == []
+
+
+def test_wildcard_in_allowed_origins_warns():
+    (warning,) = pushy_errors(ALLOWED_ORIGINS=["*"])
+    assert warning.id == "pushy.W002"
+    assert "ALLOWED_ORIGINS" in warning.hint

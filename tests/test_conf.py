@@ -58,11 +58,23 @@ def test_websocket_url(server, url):
 
 def test_allowed_origins_default_from_allowed_hosts(settings):
     settings.DEBUG = False
-    settings.ALLOWED_HOSTS = ["example.com"]
-    settings.PUSHY_SETTINGS = {}
-    assert conf.allowed_origins() == ["example.com"]
+    settings.ALLOWED_HOSTS = ["example.com", ".example.org"]
+    settings.PUSHY_SETTINGS = {"SOCKET_SERVER": "https://push.example.net/pushy/"}
+    assert conf.allowed_origins() == ["example.com", ".example.org", "push.example.net"]
     settings.DEBUG = True
     assert "localhost" in conf.allowed_origins()
+    assert "[::1]" in conf.allowed_origins()
+
+
+def test_wildcard_host_is_never_any_origin(settings):
+    settings.DEBUG = False
+    settings.ALLOWED_HOSTS = ["*", ".example.com"]
+    settings.PUSHY_SETTINGS = {"SOCKET_SERVER": "http://[2001:db8::1]:8888/"}
+    assert conf.allowed_origins() == [".example.com", "[2001:db8::1]"]
+    assert conf.wildcard_host_dropped()
+    settings.PUSHY_SETTINGS = {"ALLOWED_ORIGINS": ["*"]}
+    assert not conf.wildcard_host_dropped()
+    assert conf.allowed_origins() == ["*"]
 
 
 def test_allowed_origins_setting_wins(settings):
@@ -85,3 +97,7 @@ def test_docs_list_every_setting_and_check():
     source = Path(pushy.checks.__file__).read_text()
     for number in set(re.findall(r"_error\(\s*(\d+)", source)):
         assert f"`pushy.E{int(number):03d}`" in docs, number
+    warnings = set(re.findall(r"_warning\(\s*(\d+)", source))
+    assert warnings
+    for number in warnings:
+        assert f"`pushy.W{int(number):03d}`" in docs, number

@@ -26,15 +26,21 @@ from pushy import conf
 logger = logging.getLogger(__name__)
 
 
+# Origins of web pages; file://, 'null' (sandboxes, redirects), extensions and
+# other schemes never pass, whatever their host.
+ORIGIN_SCHEMES = ("http", "https")
+
+
 def origin_allowed(origin: str | None, patterns: list[str]) -> bool:
     """Whether a handshake's Origin may connect (any port; no Origin: not a browser)."""
     if origin is None:
         return True
     try:
-        host = urlsplit(origin).hostname
+        parts = urlsplit(origin.strip())
+        host = parts.hostname
     except ValueError:
         return False
-    if not host:
+    if parts.scheme not in ORIGIN_SCHEMES or not host:
         return False
     if ":" in host:  # urlsplit drops an IPv6 literal's brackets; patterns keep them.
         host = f"[{host}]"

@@ -1,15 +1,16 @@
 """The HTTP side of a WebSocket connection: validating and answering the upgrade.
 
 gevent's pywsgi parses the request; ``GatewayHandler`` takes over requests for
-the WebSocket path. A request that cannot be upgraded gets a plain 4xx answer
-(never a 5xx); a valid one gets ``101 Switching Protocols`` and the socket is
-handed to the gateway.
+the WebSocket path. A request that cannot be upgraded gets a plain 4xx answer,
+one over a connection limit (admission.py) a 503; a valid one gets
+``101 Switching Protocols`` and the socket is handed to the gateway.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hashlib
 import logging
 from typing import Any
@@ -17,7 +18,12 @@ from typing import Any
 import gevent
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
+from pushy.gateway.throttle import ThrottledLog
+
 logger = logging.getLogger(__name__)
+
+# accept() errors that mean "no descriptor or memory for one more socket now".
+OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 VERSION = "13"
@@ -127,14 +133,19 @@ class GatewayHandler(WSGIHandler):
         try:
             key = check_upgrade(self.environ)
             gateway.check_origin(self.environ.get("HTTP_ORIGIN"))
+            # Last: only a valid request from an allowed origin takes a place.
+            client = gateway.admission.admit(self.environ)
         except Refusal as refusal:
             gateway.stats.handshakes_refused += 1
             self.application = refusal
             self.close_connection = True
             super().run_application()
             return
-        self._switch_protocols(key)
-        gateway.serve_websocket(self.socket, self.rfile, self.environ)
+        try:
+            self._switch_protocols(key)
+            gateway.serve_websocket(self.socket, self.rfile, self.environ)
+        finally:
+            gateway.admission.release(client)
 
     def _switch_protocols(self, key: str) -> None:
         response = (
@@ -154,10 +165,48 @@ class GatewayHandler(WSGIHandler):
 
 
 class GatewayServer(WSGIServer):
-    """A pywsgi server that knows its gateway (the handler asks it for limits)."""
+    """A pywsgi server that knows its gateway (the handler asks it for limits).
+
+    Out of file descriptors (or kernel memory), ``accept()`` fails until some
+    connection closes. gevent's server would report each failure through the
+    hub (a traceback) and retry within a second, forever; this one pauses
+    accepting instead (0.05 s, doubling up to 1 s while it lasts; waiting
+    clients stay in the listen backlog), counts the pause in /metrics and
+    logs at most once a minute.
+    """
 
     handler_class = GatewayHandler
+    min_pause = 0.05
+    max_pause = 1.0
 
     def __init__(self, listener: Any, gateway: Any, **kwargs: Any) -> None:
         super().__init__(listener, gateway.wsgi_app, **kwargs)
         self.gateway = gateway
+        self.pause = self.min_pause
+        self._log_pause = ThrottledLog(logger, logging.ERROR)
+
+    def do_read(self) -> Any:
+        try:
+            accepted = super().do_read()
+        except OSError as e:
+            if e.errno not in OUT_OF_RESOURCES:
+                raise
+            self._pause_accepting(e)
+            return None
+        if accepted:
+            self.pause = self.min_pause
+        return accepted
+
+    def _pause_accepting(self, error: OSError) -> None:
+        self.gateway.stats.accept_pauses += 1
+        self._log_pause(
+            "cannot accept connections (%s): pausing accepts for up to %.0f s at a "
+            "time; raise the open-file limit (LimitNOFILE) or lower MAX_CONNECTIONS",
+            error.strerror or error,
+            self.max_pause,
+        )
+        # As gevent's own error path does: stop the watcher, restart it from a timer.
+        self.stop_accepting()
+        self._timer = self.loop.timer(self.pause)
+        self._timer.start(self._start_accepting_if_started)
+        self.pause = min(self.max_pause, self.pause * 2)

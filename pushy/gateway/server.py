@@ -22,6 +22,7 @@ import gevent.event
 from pushy import conf
 from pushy.connections import redacted
 from pushy.gateway import frames, sockets
+from pushy.gateway.admission import Admission
 from pushy.gateway.auth import Authorizer, origin_allowed, session_key
 from pushy.gateway.connection import Connection, Protocol
 from pushy.gateway.handshake import GatewayServer, Refusal
@@ -96,6 +97,7 @@ class Gateway:
         self.hub = Hub(self.stats)
         self.protocol = Protocol(self)
         self.authorizer = Authorizer(conf.get("DB_POOL_SIZE"))
+        self.admission = Admission.from_settings(self.stats)
         self.origins = conf.allowed_origins()
         self.websocket_paths = {"/ws", urlsplit(conf.websocket_url()).path}
         self.listener = Listener(
@@ -140,9 +142,12 @@ class Gateway:
             )
         state = "subscribed" if self.listener.live else "not reachable yet"
         models = ", ".join(sorted(conf.model_labels())) or "none"
+        admission = self.admission
         return (
             f"pushy gateway serving {where}; Redis {redacted(self.listener.url)} "
-            f"pattern {self.listener.pattern} ({state}); models: {models}"
+            f"pattern {self.listener.pattern} ({state}); models: {models}; "
+            f"max connections {admission.max_connections or 'unlimited'} "
+            f"(per client {admission.per_client or 'unlimited'})"
         )
 
     def _on_signal(self, signum: int) -> None:
@@ -204,9 +209,11 @@ class Gateway:
     # HTTP endpoints ------------------------------------------------------
 
     def snapshot(self) -> dict:
-        return self.stats.snapshot(
+        snapshot = self.stats.snapshot(
             len(self.hub.connections), self.hub.subscriptions, self.listener.live
         )
+        snapshot["max_connections"] = self.admission.max_connections
+        return snapshot
 
     def wsgi_app(self, environ: dict, start_response: Any) -> list[bytes]:
         path = environ.get("PATH_INFO")

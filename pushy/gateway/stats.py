@@ -13,7 +13,10 @@ from typing import Any
 
 COUNTERS = {
     "connections_total": "WebSocket connections accepted",
-    "handshakes_refused": "Upgrade requests answered with a 4xx",
+    "handshakes_refused": "Upgrade requests refused (a 4xx, or a 503 at a limit)",
+    "refused_max_connections": "Handshakes refused (503) at MAX_CONNECTIONS",
+    "refused_per_client": "Handshakes refused (503) at MAX_CONNECTIONS_PER_CLIENT",
+    "accept_pauses": "Times accepting paused for lack of file descriptors",
     "updates_in": "Updates received from Redis",
     "updates_invalid": "Redis messages that were not valid updates (dropped)",
     "updates_failed": "Updates skipped after an unexpected error in the gateway",
@@ -55,8 +58,11 @@ def prometheus_text(snapshot: dict[str, Any]) -> str:
         "subscriptions": "Active (connection, URL) subscriptions",
         "redis_subscribed": "1 while the Redis subscription is live",
         "uptime": "Seconds since the gateway started",
+        "max_connections": "MAX_CONNECTIONS of this process",
     }
     for name, help_text in gauges.items():
+        if snapshot.get(name) is None:
+            continue  # A limit that is not set.
         lines += _metric(f"pushy_gateway_{name}", "gauge", help_text, snapshot[name])
     for name, help_text in COUNTERS.items():
         lines += _metric(f"pushy_gateway_{name}", "counter", help_text, snapshot[name])

@@ -122,11 +122,19 @@ class RawClient:
     """A TCP socket that did the upgrade by hand and speaks in frames."""
 
     def __init__(
-        self, host: str, port: int, timeout: float = 5, rcvbuf: int | None = None
+        self,
+        host: str,
+        port: int,
+        timeout: float = 5,
+        rcvbuf: int | None = None,
+        source: str | None = None,
     ) -> None:
+        """``source``: the local address to connect from (any of 127.0.0.0/8 works)."""
         self.sock = socket.socket()
         if rcvbuf:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if source:
+            self.sock.bind((source, 0))
         self.sock.settimeout(timeout)
         self.sock.connect((host, port))
         self.buffer = b""
@@ -183,6 +191,9 @@ class RawClient:
         if not payload:
             return None, ""
         return struct.unpack("!H", payload[:2])[0], payload[2:].decode()
+
+    def send_json(self, **message: Any) -> None:
+        self.send(frame(0x1, json.dumps(message).encode()))
 
     def recv_json(self) -> dict:
         while True:
