@@ -21,7 +21,7 @@ from typing import Any
 
 from pushy import conf
 from pushy.gateway.handshake import Refusal
-from pushy.gateway.throttle import ThrottledLog
+from pushy.gateway.logs import Throttled
 
 try:
     import resource
@@ -203,8 +203,8 @@ class Admission:
         self.trusted = trusted
         self.open = 0
         self.by_client: dict[str, int] = {}
-        self._log_full = ThrottledLog(logger, logging.WARNING)
-        self._log_client = ThrottledLog(logger, logging.WARNING)
+        self._log_full = Throttled(logger)
+        self._log_client = Throttled(logger)
 
     @classmethod
     def from_settings(cls, stats: Any) -> Admission:
@@ -232,7 +232,8 @@ class Admission:
         key = client_key(self.trusted.client(environ))
         if self.max_connections is not None and self.open >= self.max_connections:
             self.stats.refused_max_connections += 1
-            self._log_full(
+            self._log_full.log(
+                logging.WARNING,
                 "refusing WebSocket handshakes (503): %d connections open, "
                 "MAX_CONNECTIONS is %d",
                 self.open,
@@ -243,7 +244,8 @@ class Admission:
             held = self.by_client.get(key, 0)
             if held >= self.per_client:
                 self.stats.refused_per_client += 1
-                self._log_client(
+                self._log_client.log(
+                    logging.WARNING,
                     "refusing WebSocket handshakes (503) from %s: it holds %d "
                     "connections, MAX_CONNECTIONS_PER_CLIENT is %d",
                     key,

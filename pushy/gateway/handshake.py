@@ -18,7 +18,7 @@ from typing import Any
 import gevent
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
-from pushy.gateway.throttle import ThrottledLog
+from pushy.gateway.logs import Throttled
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ class GatewayServer(WSGIServer):
         super().__init__(listener, gateway.wsgi_app, **kwargs)
         self.gateway = gateway
         self.pause = self.min_pause
-        self._log_pause = ThrottledLog(logger, logging.ERROR)
+        self._log_pause = Throttled(logger)
 
     def do_read(self) -> Any:
         try:
@@ -199,7 +199,8 @@ class GatewayServer(WSGIServer):
 
     def _pause_accepting(self, error: OSError) -> None:
         self.gateway.stats.accept_pauses += 1
-        self._log_pause(
+        self._log_pause.log(
+            logging.ERROR,
             "cannot accept connections (%s): pausing accepts for up to %.0f s at a "
             "time; raise the open-file limit (LimitNOFILE) or lower MAX_CONNECTIONS",
             error.strerror or error,

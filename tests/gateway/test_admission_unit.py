@@ -5,7 +5,6 @@ runpushy; these pin the edge cases that would take too many processes there.
 """
 
 import ipaddress
-import logging
 from types import SimpleNamespace
 
 import pytest
@@ -21,7 +20,6 @@ from pushy.gateway.admission import (
 )
 from pushy.gateway.auth import origin_allowed
 from pushy.gateway.handshake import Refusal
-from pushy.gateway.throttle import ThrottledLog
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -154,19 +152,6 @@ def test_no_per_client_limit_keeps_no_table():
     for key in keys:
         admission.release(key)
     assert admission.open == 0
-
-
-def test_throttled_log_says_how_many_it_held_back(caplog):
-    log = ThrottledLog(logging.getLogger("pushy.test"), logging.WARNING, 60)
-    with caplog.at_level(logging.WARNING, logger="pushy.test"):
-        for n in range(1000):
-            log("refused %d", n)
-        assert [r.getMessage() for r in caplog.records] == ["refused 0"]
-        log.next_at = 0  # as if the minute were over
-        log("refused %d", 1000)
-    assert caplog.records[-1].getMessage() == (
-        "refused 1000 (and 999 more like this since the last such message)"
-    )
 
 
 @pytest.mark.parametrize(
