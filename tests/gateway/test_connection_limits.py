@@ -6,14 +6,18 @@ connects is a genuinely different client address from 127.0.0.1.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import socket
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.gateway.clients import RawClient, publish, shot_update
+from tests.gateway.clients import RawClient, handshake_request, publish, shot_update
 from tests.support.gateway import Gateway
 from tests.support.nginx import Nginx
 from tests.support.servers import free_port
@@ -257,3 +261,41 @@ def test_behind_the_documented_nginx_each_client_counts_alone(pushy_redis):
             assert gw.get_json("/stats")["refused_per_client"] == 2
         finally:
             close_all(held)
+
+
+def unix_handshake(path: str, **headers: str) -> tuple[str, socket.socket]:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    sock.connect(path)
+    sock.sendall(handshake_request(**headers))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, head
+        head += chunk
+    return head.split(b" ", 2)[1].decode(), sock
+
+
+@pytest.mark.parametrize("trusted", [[], ["unix"]])
+def test_unix_socket_peers_count_only_when_trusted(pushy_redis, trusted):
+    path = os.path.join(tempfile.mkdtemp(prefix="pushy-unix-"), "gw.sock")
+    settings = {"TRUSTED_PROXIES": trusted, "MAX_CONNECTIONS_PER_CLIENT": 1}
+    with Gateway(pushy_redis.url, unix_socket=path, pushy_settings=settings):
+        held = []
+        try:
+            # A Unix-socket peer has no address: without headers, no count.
+            for _ in range(3):
+                status, sock = unix_handshake(path)
+                held.append(sock)
+                assert status == "101"
+            status, sock = unix_handshake(path, X_Forwarded_For="203.0.113.5")
+            held.append(sock)
+            assert status == "101"
+            status, sock = unix_handshake(path, X_Forwarded_For="203.0.113.5")
+            held.append(sock)
+            # Trusted ("unix"): the forwarded address counts; else it is ignored.
+            assert status == ("503" if trusted else "101")
+        finally:
+            for sock in held:
+                sock.close()
+    shutil.rmtree(os.path.dirname(path), ignore_errors=True)
