@@ -146,6 +146,10 @@ def test_authorize_must_be_callable():
         ("MAX_CONNECTIONS", "10000"),
         ("MAX_CONNECTIONS_PER_CLIENT", -1),
         ("MAX_CONNECTIONS_PER_CLIENT", 2.5),
+        ("MAX_UPDATE_BYTES", 0),
+        ("MAX_UPDATE_BYTES", "1M"),
+        ("REDIS_HEALTH_INTERVAL", 0),
+        ("REDIS_HEALTH_INTERVAL", "5"),
     ],
 )
 def test_limits_have_the_right_type(key, value):
