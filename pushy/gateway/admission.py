@@ -43,6 +43,8 @@ RESERVE_DIVISOR = 10
 RETRY_AFTER = 10
 # The TRUSTED_PROXIES entry that trusts peers on a Unix socket (they have no IP).
 UNIX_PEER = "unix"
+# Soft limits tried under an unlimited hard one (10,240 is macOS's OPEN_MAX).
+UNLIMITED_TARGETS = (65536, 10240)
 # IPv6 clients count per /64: one host usually holds a whole /64.
 IPV6_CLIENT_PREFIX = 64
 
@@ -56,17 +58,24 @@ def raise_open_file_limit() -> int | None:
     systemd and most shells start processes with a soft limit of 1,024 (kept
     low for programs that use select()) under a far higher hard limit, and
     systemd advises programs that need more to raise it themselves. The
-    gateway waits with epoll, so it takes the hard limit. None: no finite limit.
+    gateway waits with epoll, so it takes the hard limit. An unlimited hard
+    limit (macOS, the BSDs; Linux has none) caps the soft one at a
+    kernel-specific maximum, so the usual ones are tried. None: no finite limit.
     """
     if resource is None:
         return None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft != hard:
+    finite = hard != resource.RLIM_INFINITY
+    for target in (hard,) if finite else UNLIMITED_TARGETS:
+        if soft != resource.RLIM_INFINITY and target <= soft:
+            break
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError) as e:  # e.g. a hard limit above OPEN_MAX
-            logger.info("could not raise the open-file limit to %d: %s", hard, e)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as e:  # above the kernel's maximum
+            logger.info("could not raise the open-file limit to %d: %s", target, e)
+            continue
+        soft = target
+        break
     return None if soft == resource.RLIM_INFINITY else soft
 
 

@@ -171,3 +171,39 @@ def test_no_per_client_limit_keeps_no_table():
 )
 def test_only_http_and_https_origins_count(origin, allowed):
     assert origin_allowed(origin, ["example.com"]) is allowed
+
+
+def test_the_soft_open_file_limit_is_raised_to_the_hard_one(monkeypatch):
+    from pushy.gateway import admission
+
+    calls = []
+
+    class FakeResource:
+        RLIMIT_NOFILE = 7
+        RLIM_INFINITY = -1
+
+        def __init__(self, soft, hard, maximum):
+            self.limits = (soft, hard)
+            self.maximum = maximum
+
+        def getrlimit(self, which):
+            return self.limits
+
+        def setrlimit(self, which, limits):
+            calls.append(limits)
+            if limits[0] > self.maximum:
+                raise ValueError("not allowed")
+            self.limits = limits
+
+    # A finite hard limit: taken as it is.
+    monkeypatch.setattr(admission, "resource", FakeResource(1024, 524288, 10**6))
+    assert admission.raise_open_file_limit() == 524288
+    assert calls == [(524288, 524288)]
+    # Already there: nothing to do.
+    calls.clear()
+    assert admission.raise_open_file_limit() == 524288
+    assert calls == []
+    # An unlimited hard limit under a kernel maximum of 10,240 (macOS).
+    monkeypatch.setattr(admission, "resource", FakeResource(256, -1, 10240))
+    assert admission.raise_open_file_limit() == 10240
+    assert calls == [(65536, -1), (10240, -1)]
