@@ -170,26 +170,32 @@ class Listener:
     # The subscription ----------------------------------------------------
 
     def _client(self) -> redis.Redis:
+        options = {}
+        if not self.url.startswith("unix:"):  # keepalive is TCP's (redis-py refuses)
+            options = {
+                "socket_keepalive": True,
+                "socket_keepalive_options": keepalive_options(),
+            }
         return client_from_url(
             self.url,
             socket_connect_timeout=CONNECT_TIMEOUT,
             # A reply stalled half-way is a dead connection too.
             socket_timeout=max(2 * self.health_interval, CONNECT_TIMEOUT),
-            socket_keepalive=True,
-            socket_keepalive_options=keepalive_options(),
             # Our own PING with a deadline replaces redis-py's health check,
             # which sends a PING but never checks that the answer came.
             health_check_interval=0,
             # Reconnecting is ours to do: redis-py's own retry would hide a gap.
             retry=Retry(NoBackoff(), 0),
+            **options,
         )
 
     def _run(self) -> None:
         backoff, failures = FIRST_BACKOFF, 0
         while True:
-            client = self._client()
-            pubsub = client.pubsub(ignore_subscribe_messages=False)
+            client = pubsub = None
             try:
+                client = self._client()
+                pubsub = client.pubsub(ignore_subscribe_messages=False)
                 self._subscribe(pubsub)
                 backoff, failures = FIRST_BACKOFF, 0
                 self._pump(pubsub)
@@ -210,8 +216,10 @@ class Listener:
                 self.live = False
                 self._resync_due = True
                 self.first_attempt.set()
-                pubsub.close()
-                client.close()
+                if pubsub is not None:
+                    pubsub.close()
+                if client is not None:
+                    client.close()
             gevent.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
 

@@ -59,3 +59,29 @@ def test_gateway_starts_without_redis_and_subscribes_when_it_appears():
             client.close()
     finally:
         redis_server.stop()
+
+
+class UnixRedisServer(RedisServer):
+    """A private Redis that also listens on a Unix socket in its directory."""
+
+    @property
+    def unix_url(self) -> str:
+        return f"unix://{self.dir}/redis.sock"
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--unixsocket", f"{self.dir}/redis.sock"]
+
+
+def test_a_unix_socket_redis_url_subscribes():
+    # TCP keepalive options must not be passed to a Unix socket connection.
+    redis_server = UnixRedisServer().start()
+    try:
+        with Gateway(redis_server.unix_url) as gw:
+            assert "(subscribed)" in gw.startup_output
+            client = Client(gw.ws_url, timeout=10)
+            client.subscribe("/api/shot/")
+            publish(redis_server.url, shot_update(13))
+            assert client.recv()["pk"] == 13
+            client.close()
+    finally:
+        redis_server.stop()
