@@ -187,8 +187,12 @@ def client_key(address: IPAddress | None) -> str | None:
 
 def over_limit(message: str) -> Refusal:
     """The handshake answer past a limit: 503, never a 4xx, with Retry-After."""
+    # Logged by Admission itself, once a minute: a flood must not fill the log.
     return Refusal(
-        "503 Service Unavailable", message, [("Retry-After", str(RETRY_AFTER))]
+        "503 Service Unavailable",
+        message,
+        [("Retry-After", str(RETRY_AFTER))],
+        logged=True,
     )
 
 

@@ -32,11 +32,22 @@ VERSION = "13"
 class Refusal(Exception):
     """Raised when an upgrade request is refused; carries the HTTP answer."""
 
-    def __init__(self, status: str, message: str, headers: tuple = ()) -> None:
+    def __init__(
+        self,
+        status: str,
+        message: str,
+        headers: tuple = (),
+        detail: str | None = None,
+        logged: bool = False,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = list(headers)
+        # For the gateway's log: what the client is not told (the allowed list).
+        self.detail = detail or message
+        # True when whoever refused has logged it already (the limits do).
+        self.logged = logged
 
     def __call__(self, environ: dict, start_response: Any) -> list[bytes]:
         """Answer as a WSGI app would."""
@@ -137,6 +148,8 @@ class GatewayHandler(WSGIHandler):
             client = gateway.admission.admit(self.environ)
         except Refusal as refusal:
             gateway.stats.handshakes_refused += 1
+            if not refusal.logged:
+                gateway.log_refusal(refusal, self.environ)
             self.application = refusal
             self.close_connection = True
             super().run_application()

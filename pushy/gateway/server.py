@@ -28,6 +28,7 @@ from pushy.gateway.connection import Connection, Protocol
 from pushy.gateway.handshake import GatewayServer, Refusal
 from pushy.gateway.hub import RESYNC_FRAME, Hub
 from pushy.gateway.listener import Listener
+from pushy.gateway.logs import Throttled
 from pushy.gateway.stats import Stats, prometheus_text
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ STARTUP_REDIS_WAIT = 5.0
 PING_FRAME = frames.build_frame(frames.OP_PING, b"")
 # A client must answer a ping within this, or by the next ping if that is sooner.
 MAX_PONG_WAIT = 10.0
+# Refused handshakes are logged one by one, but no faster than this per reason.
+REFUSAL_LOG_INTERVAL = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +117,7 @@ class Gateway:
             listen_socket, self, log=None, error_log=logging.getLogger(__name__)
         )
         self.stopped = gevent.event.Event()
+        self._refusal_logs: dict[str, Throttled] = {}
         self.shutting_down = False
 
     # Lifecycle -----------------------------------------------------------
@@ -176,7 +180,29 @@ class Gateway:
 
     def check_origin(self, origin: str | None) -> None:
         if not origin_allowed(origin, self.origins):
-            raise Refusal("403 Forbidden", "origin not allowed")
+            raise Refusal(
+                "403 Forbidden",
+                "origin not allowed",
+                detail=f"Origin {origin!r} is not allowed; allowed hosts (any port, "
+                f"http or https): {self.origins}. Set PUSHY_SETTINGS"
+                "['ALLOWED_ORIGINS'] (default: ALLOWED_HOSTS and the SOCKET_SERVER "
+                "host, plus localhost with DEBUG)",
+            )
+
+    def log_refusal(self, refusal: Refusal, environ: dict) -> None:
+        """One INFO line per refused handshake, at most one a second per reason."""
+        throttled = self._refusal_logs.get(refusal.message)
+        if throttled is None:
+            throttled = self._refusal_logs[refusal.message] = Throttled(
+                logger, interval=REFUSAL_LOG_INTERVAL
+            )
+        throttled.log(
+            logging.INFO,
+            "refused a WebSocket handshake from %s with %s: %s",
+            environ.get("REMOTE_ADDR") or "a Unix socket peer",
+            refusal.status,
+            refusal.detail,
+        )
 
     def serve_websocket(self, sock: socket.socket, rfile: Any, environ: dict) -> None:
         if self.shutting_down:

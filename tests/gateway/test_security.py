@@ -97,6 +97,19 @@ def test_foreign_origin_is_refused_with_403(shared_gateway):
     head = raw.upgrade(Origin="https://attacker.example")
     raw.close()
     assert head.startswith("HTTP/1.1 403 "), head
+    # The operator is told why, with the origin and what is allowed.
+    log = shared_gateway.wait_for_log("'https://attacker.example' is not allowed")
+    line = next(x for x in log.splitlines() if "attacker.example" in x)
+    assert "403" in line and "ALLOWED_ORIGINS" in line
+    assert "'localhost'" in line  # the allowed list (tests.settings ALLOWED_HOSTS)
+
+
+def test_malformed_upgrades_are_logged_with_the_reason(shared_gateway):
+    raw = RawClient("127.0.0.1", shared_gateway.port)
+    head = raw.upgrade(**{"Sec-WebSocket-Key": "short"})
+    raw.close()
+    assert head.startswith("HTTP/1.1 400 "), head
+    shared_gateway.wait_for_log("with 400 Bad Request: bad Sec-WebSocket-Key")
 
 
 def test_allowed_origins_setting_replaces_allowed_hosts(pushy_redis):
