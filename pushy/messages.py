@@ -236,7 +236,14 @@ def build_update(instance: models.Model, event: str) -> Update:
     Raises InvalidUpdate, naming the model and the method, when a method returns
     something that cannot be published.
     """
-    url = _returned(instance, "get_api_url", instance.get_api_url())
+    get_api_url = getattr(instance, "get_api_url", None)
+    if not callable(get_api_url):
+        raise InvalidUpdate(
+            f"{model_label(instance)} has no get_api_url() method: add one that "
+            "returns the object's API URL (pushy's subscription key), or take the "
+            "model out of PUSHY_SETTINGS['MODELS']"
+        )
+    url = _returned(instance, "get_api_url", get_api_url())
     update = Update(
         url=url,
         event=event,

@@ -5,11 +5,13 @@ changing ``PUSHY_SETTINGS`` (``override_settings`` in tests) takes effect at onc
 
 A save or delete never fails because of pushy: an update that cannot be built
 (a model method raised, or returned something pushy refuses, see InvalidUpdate)
-is logged and not published; the change itself stands.
+is logged (in full the first time for each model, then at growing intervals)
+and counted in ``failures``, and not published; the change itself stands.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 from typing import Any
 
@@ -50,15 +52,39 @@ def on_delete(
 def _notify_quietly(instance: models.Model, event: str, using: str | None) -> None:
     try:
         notify(instance, event=event, using=using)
-    except InvalidUpdate as e:
-        logger.error("pushy did not publish a %s: %s", event, e)
-    except Exception:
-        # The model's own method failed; the save already happened and stands.
-        logger.exception(
-            "pushy did not publish a %s of %s pk=%s",
-            event,
-            model_label(instance),
-            instance.pk,
+    except Exception as e:
+        # The model's own method failed, or returned what pushy cannot publish;
+        # the save already happened and stands.
+        _report(model_label(instance), instance.pk, event, e)
+
+
+# Updates that could not be built, per model label, since the process started.
+failures: collections.Counter[str] = collections.Counter()
+
+
+def _report(label: str, pk: Any, event: str, error: Exception) -> None:
+    """Log the first failure of a model in full, then only at powers of ten."""
+    failures[label] += 1
+    count = failures[label]
+    if count == 1:
+        if isinstance(error, InvalidUpdate):
+            logger.error("pushy did not publish a %s of %s: %s", event, label, error)
+        else:
+            logger.error(
+                "pushy did not publish a %s of %s pk=%s: building its update "
+                "raised; fix the model method in the traceback (the save stood, "
+                "only the push was lost)",
+                event,
+                label,
+                pk,
+                exc_info=error,
+            )
+    elif str(count).rstrip("0") == "1":  # 10, 100, 1000...
+        logger.error(
+            "pushy still cannot publish updates of %s (%d so far, the last: %s)",
+            label,
+            count,
+            error,
         )
 
 

@@ -20,6 +20,16 @@ def redis_server():
 
 
 @pytest.fixture(autouse=True)
+def fresh_failure_counts():
+    """Each test sees its own first build failure logged in full."""
+    from pushy import signals
+
+    signals.failures.clear()
+    yield
+    signals.failures.clear()
+
+
+@pytest.fixture(autouse=True)
 def pushy_redis(redis_server, settings):
     """Point pushy at the private Redis, emptied."""
     settings.PUSHY_SETTINGS = {**settings.PUSHY_SETTINGS, "REDIS_URL": redis_server.url}

@@ -27,7 +27,7 @@ def test_a_save_with_a_list_collection_stands_logs_and_publishes_nothing(
         shot = Shot.objects.create(title="kept")
     assert Shot.objects.filter(pk=shot.pk).exists()
     assert errors(caplog) == [
-        "pushy did not publish a create: "
+        "pushy did not publish a create of testapp.shot: "
         "testapp.shot.get_api_list_url() returned a list, not a str or None"
     ]
     published.assert_nothing_more()
@@ -49,9 +49,11 @@ def test_a_get_api_url_that_raises_never_fails_the_save(published, monkeypatch, 
     with caplog.at_level(logging.ERROR, logger="pushy"):
         shot = Shot.objects.create(title="kept")
     assert Shot.objects.filter(pk=shot.pk).exists()
-    assert errors(caplog) == [
-        f"pushy did not publish a create of testapp.shot pk={shot.pk}"
-    ]
+    (message,) = errors(caplog)
+    assert message.startswith(
+        f"pushy did not publish a create of testapp.shot pk={shot.pk}: "
+        "building its update raised; fix the model method in the traceback"
+    )
     assert "site bug" in caplog.records[-1].exc_text
     published.assert_nothing_more()
 
@@ -100,4 +102,23 @@ def test_broadcast_command_reports_an_invalid_update(manage, published):
     result = manage("pushy_test_broadcast", "testapp.shot", str(shot.pk))
     assert result.returncode == 1
     assert "over MAX_UPDATE_BYTES" in result.stderr
+    published.assert_nothing_more()
+
+
+def test_a_model_without_get_api_url_is_explained_once_and_counted(
+    published, monkeypatch, caplog
+):
+    from pushy import signals
+
+    monkeypatch.delattr(Shot, "get_api_url")
+    with caplog.at_level(logging.ERROR, logger="pushy"):
+        for n in range(12):
+            Shot.objects.create(title=str(n))
+    assert Shot.objects.count() == 12  # every save stood
+    first, tenth = errors(caplog)  # the first in full, then at the 10th
+    assert first.startswith("pushy did not publish a create of testapp.shot: ")
+    assert "has no get_api_url() method: add one" in first
+    assert "PUSHY_SETTINGS['MODELS']" in first
+    assert tenth.startswith("pushy still cannot publish updates of testapp.shot (10")
+    assert signals.failures["testapp.shot"] == 12
     published.assert_nothing_more()
