@@ -40,8 +40,13 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         # Host patterns (as in ALLOWED_HOSTS) a WebSocket Origin may have. None:
         # ALLOWED_HOSTS without '*', the host of SOCKET_SERVER, localhost when DEBUG.
         "ALLOWED_ORIGINS": None,
-        # Dotted path to f(user, url) -> bool, asked on every subscribe.
+        # Dotted path to f(user, url) -> bool, asked on subscribe and for each
+        # object a subscriber is sent. None: pushy.authorization.can_get (the
+        # user may GET the URL from the site); allow_all: anyone, anything.
         "AUTHORIZE": None,
+        # Seconds an authorization decision and a session's user are cached;
+        # a logout or a revoked permission takes effect within this.
+        "AUTHORIZATION_TTL": 60,
         "MAX_SUBSCRIPTIONS": 1000,
         "MAX_MESSAGE_BYTES": 64 * 1024,
         # Seconds between protocol pings; a client silent until the next is closed.
@@ -85,6 +90,7 @@ OPTIONAL_INT_LIMITS = ("MAX_CONNECTIONS", "MAX_CONNECTIONS_PER_CLIENT")
 # Keys whose value must be a positive number of seconds (or per second).
 NUMBER_LIMITS = (
     "REDIS_HEALTH_INTERVAL",
+    "AUTHORIZATION_TTL",
     "PING_INTERVAL",
     "RATE_LIMIT",
     "WRITE_TIMEOUT",

@@ -1,6 +1,7 @@
-"""Who may connect and subscribe: Origin check, session user, AUTHORIZE.
+"""Who may connect and subscribe: Origin check, session user, authorization.
 
-ORM work (loading a session and its user, a project's ``AUTHORIZE`` function)
+ORM work (loading a session and its user, running a view for ``can_get`` or a
+project's ``AUTHORIZE`` function)
 runs in a small pool of real threads, ``DB_POOL_SIZE`` of them, so the event
 loop never waits on the database; after each job its DB connections are closed
 as after a request (``CONN_MAX_AGE`` is honoured).
@@ -9,6 +10,7 @@ as after a request (``CONN_MAX_AGE`` is honoured).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from http.cookies import CookieError, SimpleCookie
 from importlib import import_module
@@ -19,9 +21,10 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.http.request import validate_host
 from django.utils.module_loading import import_string
+from gevent.event import AsyncResult
 from gevent.threadpool import ThreadPool
 
-from pushy import conf
+from pushy import authorization, conf
 
 logger = logging.getLogger(__name__)
 
@@ -69,53 +72,181 @@ def _close_db_connections() -> None:
     close_old_connections()
 
 
-def _load_user(key: str | None) -> Any:
-    """The user a session key belongs to, as a view would see it; in a pool thread."""
+# The identity every anonymous user shares: decisions for one are for all.
+ANONYMOUS = None
+# Entries each cache keeps at most (the oldest go first).
+MAX_CACHED = 100_000
+
+
+class Identity:
+    """A session as the gateway knows it: its user, their identity, the session."""
+
+    __slots__ = ("user", "identity", "session", "expires")
+
+    def __init__(self, user: Any, session: Any, expires: float) -> None:
+        self.user = user
+        self.identity = user.pk if user.is_authenticated else ANONYMOUS
+        self.session = session
+        self.expires = expires
+
+
+def _load_session(key: str | None) -> tuple[Any, Any]:
+    """The user and session a session key stands for, as a view would see them.
+
+    Runs in a pool thread. A missing, expired, deleted or garbage session is the
+    anonymous user, never an error.
+    """
     from django.contrib.auth import get_user
     from django.contrib.auth.models import AnonymousUser
 
-    if key is None:
-        return AnonymousUser()
+    engine = import_module(settings.SESSION_ENGINE)
     try:
-        engine = import_module(settings.SESSION_ENGINE)
-        request = SimpleNamespace(session=engine.SessionStore(key))
-        return get_user(request)
+        session = engine.SessionStore(key)
+        user = get_user(SimpleNamespace(session=session))
+        return user, session
     except Exception:
-        # A broken cookie or session store means anonymous, never an error.
         logger.warning("could not load the session user", exc_info=True)
-        return AnonymousUser()
+        return AnonymousUser(), engine.SessionStore()
     finally:
         _close_db_connections()
 
 
-def _ask(authorize: Callable[[Any, str], bool], user: Any, url: str) -> bool:
+def _ask(authorize: Callable[..., bool], who: Identity, url: str) -> bool:
+    """One authorization question, in a pool thread; an error means no."""
     try:
-        return bool(authorize(user, url))
+        if authorize is authorization.can_get:
+            return authorization.can_get(who.user, url, who.session)
+        return bool(authorize(who.user, url))
+    except Exception:
+        logger.exception("AUTHORIZE failed for %s: refusing", url)
+        return False
     finally:
         _close_db_connections()
 
 
 class Authorizer:
-    """Answers 'may this connection subscribe to this URL?' off the event loop."""
+    """Answers 'may this session's user GET this URL?' off the event loop, cached.
 
-    def __init__(self, pool_size: int) -> None:
+    Sessions are cached by session key and decisions by (user identity, URL),
+    both for ``AUTHORIZATION_TTL`` seconds, and shared by every connection of the
+    process; a question already being asked is not asked twice (later askers
+    wait for the same answer). ``identity_now()`` and ``known()`` never block,
+    for the hub; ``who()`` and ``allows()`` block only the calling greenlet.
+    """
+
+    def __init__(self, pool_size: int, ttl: float, stats: Any = None) -> None:
         path = conf.get("AUTHORIZE")
-        self.authorize = import_string(path) if path else None
+        self.authorize = import_string(path) if path else authorization.can_get
+        self.ttl = ttl
+        self.stats = stats
         self.pool = ThreadPool(pool_size)
+        self.sessions: dict[str, Identity] = {}
+        self.decisions: dict[tuple[Any, str], tuple[bool, float]] = {}
+        self._inflight: dict[Any, AsyncResult] = {}
+        self._anonymous: Identity | None = None
 
     @property
     def needed(self) -> bool:
         """False when every subscribe is allowed: no user to load, no thread hop."""
-        return self.authorize is not None
+        return self.authorize is not authorization.allow_all
 
-    def user(self, key: str | None) -> Any:
-        """The user for a session key (blocks only the calling greenlet)."""
-        return self.pool.apply(_load_user, (key,))
+    # Never blocking ------------------------------------------------------
 
-    def allows(self, user: Any, url: str) -> bool:
-        if self.authorize is None:
+    def identity_now(self, key: str | None, now: float) -> Any:
+        """The identity of a session key if known and fresh, else ``MISSING``."""
+        if key is None:
+            return ANONYMOUS
+        entry = self.sessions.get(key)
+        if entry is None or entry.expires <= now:
+            return MISSING
+        return entry.identity
+
+    def known(
+        self, identity: Any, url: str, now: float, stale: bool = False
+    ) -> bool | None:
+        """The cached decision (``stale``: however old), or None when there is none."""
+        entry = self.decisions.get((identity, url))
+        if entry is None or (entry[1] <= now and not stale):
+            return None
+        return entry[0]
+
+    # Blocking the calling greenlet only ----------------------------------
+
+    def who(self, key: str | None) -> Identity:
+        """The user behind a session key, re-read once its cache entry expired."""
+        if key is None:
+            if self._anonymous is None:
+                self._anonymous = self._once(("session", None), self._read, None)
+            return self._anonymous
+        entry = self.sessions.get(key)
+        if entry is not None and entry.expires > time.monotonic():
+            return entry
+        return self._once(("session", key), self._read, key)
+
+    def allows(self, key: str | None, url: str) -> bool:
+        """Whether the user of session ``key`` may subscribe to ``url``."""
+        if not self.needed:
             return True
-        return self.pool.apply(_ask, (self.authorize, user, url))
+        return self.decide(self.who(key), url)
+
+    def decide(self, who: Identity, url: str) -> bool:
+        """Whether ``who`` may GET ``url``: cached, else asked (once) in the pool."""
+        allowed = self.known(who.identity, url, time.monotonic())
+        if allowed is not None:
+            return allowed
+        return self._once((who.identity, url), self._decide, who, url)
+
+    def _read(self, key: str | None) -> Identity:
+        user, session = self.pool.apply(_load_session, (key,))
+        self._count("session_loads")
+        entry = Identity(user, session, time.monotonic() + self.ttl)
+        if key is not None:
+            _remember(self.sessions, key, entry)
+        return entry
+
+    def _decide(self, who: Identity, url: str) -> bool:
+        allowed = self.pool.apply(_ask, (self.authorize, who, url))
+        self._count("authorizations")
+        _remember(
+            self.decisions, (who.identity, url), (allowed, time.monotonic() + self.ttl)
+        )
+        return allowed
+
+    def _once(self, key: Any, compute: Callable[..., Any], *args: Any) -> Any:
+        """``compute(*args)``; if that question is already being asked, its answer."""
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return pending.get()
+        pending = self._inflight[key] = AsyncResult()
+        try:
+            value = compute(*args)
+        except BaseException as e:
+            pending.set_exception(e)
+            raise
+        finally:
+            del self._inflight[key]
+        pending.set(value)
+        return value
+
+    def _count(self, name: str) -> None:
+        if self.stats is not None:
+            setattr(self.stats, name, getattr(self.stats, name) + 1)
 
     def close(self) -> None:
         self.pool.kill()
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+
+
+def _remember(cache: dict, key: Any, value: Any) -> None:
+    """Store ``value``, newest last; past MAX_CACHED the oldest entry goes."""
+    cache.pop(key, None)
+    cache[key] = value
+    if len(cache) > MAX_CACHED:
+        del cache[next(iter(cache))]

@@ -42,7 +42,7 @@ class Connection:
     """A client of ``gateway``: reads from ``rfile``, writes to ``sock``."""
 
     __slots__ = (
-        "gateway", "sock", "rfile", "session_key", "user", "urls", "queue",
+        "gateway", "sock", "rfile", "session_key", "urls", "queue",
         "queued_bytes", "writer", "closing", "last_seen", "tokens", "tokens_at",
         "__weakref__",
     )  # fmt: skip
@@ -54,7 +54,6 @@ class Connection:
         self.sock = sock
         self.rfile = rfile
         self.session_key = session_key
-        self.user: Any = None
         self.urls: set[str] = set()
         self.queue: collections.deque[bytes] = collections.deque()
         self.queued_bytes = 0
@@ -302,15 +301,15 @@ class Protocol:
         connection.send(message_frame({"type": "subscribed", "url": url}))
 
     def _allowed(self, connection: Connection, url: str) -> bool:
+        # Blocks this reader until answered, so one connection never has more
+        # than one subscribe decision waiting in the pool (see docs/protocol.md).
         authorizer = self.gateway.authorizer
         if not authorizer.needed:
             return True
         try:
-            if connection.user is None:
-                connection.user = authorizer.user(connection.session_key)
-            return authorizer.allows(connection.user, url)
+            return authorizer.allows(connection.session_key, url)
         except Exception:
-            logger.exception("AUTHORIZE failed for %s: refusing", url)
+            logger.exception("authorization failed for %s: refusing", url)
             return False
 
     def error(

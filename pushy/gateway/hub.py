@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from pushy.gateway import frames
 from pushy.gateway.stats import Stats
@@ -42,6 +42,8 @@ class Hub:
         self.connections: set[Subscriber] = set()
         self.by_url: dict[str, set[Subscriber]] = {}
         self.subscriptions = 0
+        # Filters the fan-out by authorization (gate.py); None: everyone sees all.
+        self.gate: Any = None
 
     def add(self, connection: Subscriber) -> None:
         self.connections.add(connection)
@@ -81,6 +83,8 @@ class Hub:
         if not object_subscribers and not collection:
             return 0
         frame = message_frame(update.as_message())
+        if self.gate is not None:
+            return self.gate.deliver(update, frame, object_subscribers, collection)
         # No copies: send() never blocks, so no greenlet can edit the registry
         # during these loops (a closed client unregisters later, from its reader).
         for connection in collection:

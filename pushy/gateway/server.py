@@ -25,6 +25,7 @@ from pushy.gateway import frames, sockets
 from pushy.gateway.admission import Admission
 from pushy.gateway.auth import Authorizer, origin_allowed, session_key
 from pushy.gateway.connection import Connection, Protocol
+from pushy.gateway.gate import Gate
 from pushy.gateway.handshake import GatewayServer, Refusal
 from pushy.gateway.hub import RESYNC_FRAME, Hub
 from pushy.gateway.listener import Listener
@@ -99,7 +100,11 @@ class Gateway:
         self.stats = Stats()
         self.hub = Hub(self.stats)
         self.protocol = Protocol(self)
-        self.authorizer = Authorizer(conf.get("DB_POOL_SIZE"))
+        self.authorizer = Authorizer(
+            conf.get("DB_POOL_SIZE"), conf.get("AUTHORIZATION_TTL"), self.stats
+        )
+        if self.authorizer.needed:
+            self.hub.gate = Gate(self.hub, self.authorizer, self.limits.queue_size)
         self.admission = Admission.from_settings(self.stats)
         self.origins = conf.allowed_origins()
         self.websocket_paths = {"/ws", urlsplit(conf.websocket_url()).path}

@@ -28,6 +28,10 @@ COUNTERS = {
     "redis_reconnects": "Times the Redis subscription was re-established",
     "redis_ping_timeouts": "Redis subscriptions dropped for not answering a PING",
     "listener_restarts": "Times the Redis listener restarted after an error of its own",
+    "session_loads": "Sessions read to learn a connection's user",
+    "authorizations": "Authorization questions answered by the site (view runs)",
+    "updates_withheld": "Updates not sent to a subscriber who may not see them",
+    "revocations": "Subscriptions ended because their user may no longer GET them",
 }
 
 

@@ -49,3 +49,19 @@ class NoUrl(models.Model):
     """Has no get_api_url(): naming it in MODELS is a check error."""
 
     name = models.CharField(max_length=100)
+
+
+class Document(models.Model):
+    """Not pushed by default; its owner alone may GET it (tests of authorization)."""
+
+    owner = models.ForeignKey("auth.User", on_delete=models.CASCADE)
+    title = models.CharField(max_length=100)
+
+    def get_api_url(self):
+        return reverse("document-detail", args=[self.pk])
+
+    def get_api_list_url(self):
+        return reverse("document-list")
+
+    def get_pushy_data(self):
+        return {"title": self.title}

@@ -1,5 +1,118 @@
-from django.http import JsonResponse
+"""Views for the tests: each kind of access rule the default authorization must read.
+
+``can_get`` runs them as the subscriber, so each is a case of "what would this
+user get for a GET": DRF permission classes, object permissions and filtered
+querysets; class-based views with the auth mixins; decorated function views.
+"""
+
+from django.contrib.auth.decorators import login_required, permission_required
+from django.contrib.auth.mixins import LoginRequiredMixin, PermissionRequiredMixin
+from django.http import Http404, HttpResponseRedirect, JsonResponse
+from django.views import View
+from django.views.generic import TemplateView
+from rest_framework import generics, permissions, serializers
+
+from tests.testapp.models import Document
 
 
-def detail(request, pk=None):
-    return JsonResponse({"pk": pk})
+def detail(request, **kwargs):
+    """Anyone may GET it: subscriptions to its URLs are allowed by default."""
+    return JsonResponse(kwargs)
+
+
+# Function views ---------------------------------------------------------
+
+
+@login_required
+def members_only(request):
+    return JsonResponse({"user": request.user.username})
+
+
+@permission_required("testapp.view_shot")
+def shot_viewers(request):
+    return JsonResponse({"ok": True})
+
+
+def not_found(request):
+    raise Http404("never here")
+
+
+def moved(request):
+    return HttpResponseRedirect("/api/shot/")
+
+
+def broken(request):
+    raise RuntimeError("the view failed")
+
+
+def writes_session(request):
+    """Uses the session as views do; the gateway must give it one."""
+    return JsonResponse({"visits": request.session.get("visits", 0)})
+
+
+# Class-based views ------------------------------------------------------
+
+
+class MembersView(LoginRequiredMixin, View):
+    def get(self, request):
+        return JsonResponse({"user": request.user.username})
+
+
+class ShotViewersView(PermissionRequiredMixin, View):
+    permission_required = "testapp.view_shot"
+
+    def get(self, request):
+        return JsonResponse({"ok": True})
+
+
+class UnrenderedView(TemplateView):
+    """Its template does not exist: rendering would fail, so it must not happen."""
+
+    template_name = "testapp/no-such-template.html"
+
+
+# Django REST framework --------------------------------------------------
+
+
+class DocumentSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Document
+        fields = ["id", "title", "owner"]
+
+
+class IsOwner(permissions.BasePermission):
+    def has_object_permission(self, request, view, obj):
+        return obj.owner_id == request.user.pk
+
+
+class DocumentList(generics.ListAPIView):
+    """Logged-in users only; each sees their own documents."""
+
+    serializer_class = DocumentSerializer
+    permission_classes = [permissions.IsAuthenticated]
+
+    def get_queryset(self):
+        return Document.objects.filter(owner=self.request.user)
+
+
+class DocumentDetail(generics.RetrieveAPIView):
+    """Any document exists for everyone, but only its owner may read it (403)."""
+
+    queryset = Document.objects.all()
+    serializer_class = DocumentSerializer
+    permission_classes = [permissions.IsAuthenticated, IsOwner]
+
+
+class OwnDocumentDetail(generics.RetrieveAPIView):
+    """A filtered queryset: another user's document is a 404."""
+
+    serializer_class = DocumentSerializer
+
+    def get_queryset(self):
+        return Document.objects.filter(owner_id=self.request.user.pk)
+
+
+class PublicDocuments(generics.ListAPIView):
+    queryset = Document.objects.all()
+    serializer_class = DocumentSerializer
+    permission_classes = [permissions.AllowAny]

@@ -1,0 +1,202 @@
+"""Which subscribers may see an update: the authorization side of the fan-out.
+
+An update reaches a subscriber only if the subscriber's user may GET the
+object's own URL (and, for a collection subscriber, still the collection's),
+as the ``Authorizer`` decides. The hub calls ``Gate.deliver()``, which never
+blocks: what the cache knows is applied at once; a subscriber whose answer is
+not known yet gets a backlog, worked off by one greenlet that asks the
+authorizer (in its thread pool) and then delivers in the original order.
+
+A delete cannot be asked about (the object is gone, its view answers 404), so
+it goes only to subscribers whose user was last known to be allowed that URL,
+however old that decision; a subscriber learns nothing, not even deletes,
+about objects it may not see.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from typing import Any
+
+import gevent
+
+from pushy.gateway.auth import MISSING, Authorizer
+from pushy.gateway.hub import RESYNC_FRAME, message_frame
+from pushy.messages import DELETE, Update
+
+logger = logging.getLogger(__name__)
+
+SEND, DROP, REVOKE, PENDING = "send", "drop", "revoke", "pending"
+
+
+class Entry:
+    """One update held for one subscriber until its decision is known."""
+
+    __slots__ = ("frame", "subscribed", "url", "stale")
+
+    def __init__(self, frame: bytes, subscribed: str, url: str, stale: bool) -> None:
+        self.frame = frame
+        self.subscribed = subscribed  # the URL the subscriber holds
+        self.url = url  # the object's URL, whose GET decides
+        self.stale = stale  # a delete: only the last known decision counts
+
+
+class Gate:
+    """Filters the hub's fan-out through the authorizer's decisions."""
+
+    def __init__(self, hub: Any, authorizer: Authorizer, backlog_limit: int) -> None:
+        self.hub = hub
+        self.authorizer = authorizer
+        self.backlog_limit = backlog_limit
+        self.backlogs: dict[Any, collections.deque[Entry]] = {}
+
+    def deliver(
+        self, update: Update, frame: bytes, object_subscribers: Any, collection: Any
+    ) -> int:
+        """Send ``frame`` to the subscribers allowed to see it; never blocks.
+
+        Returns how many connections got it now (held ones are not counted).
+        """
+        now = time.monotonic()
+        stale = update.event == DELETE
+        revoked: list[tuple[Any, str]] = []
+        sent = self._fan_out(
+            object_subscribers, (), frame, update.url, update.url, stale, now, revoked
+        )
+        if collection:
+            sent += self._fan_out(
+                collection, object_subscribers, frame, update.collection,
+                update.url, stale, now, revoked,
+            )  # fmt: skip
+        for connection, url in revoked:
+            self.revoke(connection, url)
+        return sent
+
+    def _fan_out(
+        self,
+        subscribers: Any,
+        skip: Any,
+        frame: bytes,
+        subscribed: str,
+        url: str,
+        stale: bool,
+        now: float,
+        revoked: list,
+    ) -> int:
+        # Subscribers sharing a session share a verdict: one cache lookup each.
+        verdicts: dict[Any, str] = {}
+        backlogs = self.backlogs
+        sent = 0
+        for connection in subscribers:
+            if connection in skip:  # subscribed to the object too: handled there
+                continue
+            backlog = backlogs.get(connection)
+            if backlog is not None:  # keep its order: behind what it waits for
+                self._hold(connection, backlog, Entry(frame, subscribed, url, stale))
+                continue
+            key = connection.session_key
+            verdict = verdicts.get(key)
+            if verdict is None:
+                verdict = self._verdict(key, subscribed, url, stale, now)
+                verdicts[key] = verdict
+            if verdict is SEND:
+                connection.send(frame)
+                sent += 1
+            elif verdict is PENDING:
+                self._start_backlog(connection, Entry(frame, subscribed, url, stale))
+            elif verdict is REVOKE:
+                revoked.append((connection, subscribed))
+            else:
+                self.hub.stats.updates_withheld += 1
+        return sent
+
+    def _verdict(
+        self, key: Any, subscribed: str, url: str, stale: bool, now: float
+    ) -> str:
+        """What the cache says for a session's user, without asking anyone."""
+        authorizer = self.authorizer
+        identity = authorizer.identity_now(key, now)
+        if identity is MISSING:
+            return PENDING
+        if subscribed != url:
+            still = authorizer.known(identity, subscribed, now)
+            if still is None:
+                return PENDING
+            if not still:
+                return REVOKE
+        allowed = authorizer.known(identity, url, now, stale)
+        if allowed is None:
+            return DROP if stale else PENDING
+        if allowed:
+            return SEND
+        return REVOKE if subscribed == url and not stale else DROP
+
+    # Held updates ----------------------------------------------------------
+
+    def _start_backlog(self, connection: Any, entry: Entry) -> None:
+        self.backlogs[connection] = collections.deque([entry])
+        gevent.spawn(self._work_off, connection)
+
+    def _hold(self, connection: Any, backlog: collections.deque, entry: Entry) -> None:
+        if len(backlog) >= self.backlog_limit:
+            # Too much waits on decisions: drop it and have the client reload
+            # (through the site, which authorizes each request itself).
+            backlog.clear()
+            connection.send(RESYNC_FRAME)
+        backlog.append(entry)
+
+    def _work_off(self, connection: Any) -> None:
+        """Deliver a connection's held updates in order, asking as needed."""
+        backlog = self.backlogs[connection]
+        try:
+            while backlog and not connection.closing:
+                entry = backlog[0]
+                verdict = self._decide(connection.session_key, entry)
+                if not backlog or backlog[0] is not entry:
+                    continue  # dropped for a resync while we waited
+                backlog.popleft()
+                if entry.subscribed not in connection.urls:
+                    continue  # unsubscribed (or revoked) meanwhile
+                if verdict is SEND:
+                    connection.send(entry.frame)
+                elif verdict is REVOKE:
+                    self.revoke(connection, entry.subscribed)
+                else:
+                    self.hub.stats.updates_withheld += 1
+        except Exception:
+            logger.exception("dropping updates held for a connection")
+        finally:
+            if self.backlogs.get(connection) is backlog:
+                del self.backlogs[connection]
+
+    def _decide(self, key: Any, entry: Entry) -> str:
+        """A held update's verdict, asking the authorizer (blocks this greenlet)."""
+        authorizer = self.authorizer
+        who = authorizer.who(key)
+        if entry.subscribed != entry.url and not authorizer.decide(
+            who, entry.subscribed
+        ):
+            return REVOKE
+        if entry.stale:
+            known = authorizer.known(who.identity, entry.url, 0.0, stale=True)
+            return SEND if known else DROP
+        if authorizer.decide(who, entry.url):
+            return SEND
+        return REVOKE if entry.subscribed == entry.url else DROP
+
+    # Revocation ------------------------------------------------------------
+
+    def revoke(self, connection: Any, url: str) -> None:
+        """End a subscription its user may no longer GET, telling the client."""
+        if url not in connection.urls:
+            return
+        self.hub.unsubscribe(connection, url)
+        self.hub.stats.revocations += 1
+        connection.send(
+            message_frame(
+                {"type": "error", "code": "forbidden", "message": "no longer allowed",
+                 "url": url}
+            )
+        )  # fmt: skip

@@ -1,0 +1,290 @@
+"""The default authorization in a real gateway: what a user may GET, they may see.
+
+Users, sessions and documents live in the test database the gateway reads;
+updates go through the private Redis. "Not received" is shown with a marker:
+a client's updates arrive in order, so when the marker (published last) is the
+next message, the update published before it was withheld.
+"""
+
+import itertools
+import time
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.test import Client as DjangoClient
+
+from pushy.messages import Update
+from tests.gateway.clients import Client, publish
+from tests.support.gateway import Gateway
+from tests.testapp.models import Document
+
+pytestmark = [pytest.mark.timeout(60), pytest.mark.django_db(transaction=True)]
+
+MARKER_URL = "/api/shot/999/"
+_markers = itertools.count(1)
+
+
+def login(user: User) -> tuple[DjangoClient, str]:
+    """A logged-in browser (for logging out later) and its session cookie."""
+    browser = DjangoClient()
+    browser.force_login(user)
+    name = settings.SESSION_COOKIE_NAME
+    return browser, f"{name}={browser.cookies[name].value}"
+
+
+def doc_update(doc: Document, event: str = "update", collection: str | None = None):
+    return Update(
+        url=doc.get_api_url(),
+        event=event,
+        model="testapp.document",
+        pk=doc.pk,
+        collection=collection or "/api/doc/",
+        data={"title": doc.title},
+    )
+
+
+def publish_marker(redis_url: str) -> int:
+    """Publish an update every client here may see; its number."""
+    n = next(_markers)
+    publish(
+        redis_url,
+        Update(url=MARKER_URL, event="update", model="testapp.shot", pk=999,
+               collection="/api/shot/", data={"n": n}),
+    )  # fmt: skip
+    return n
+
+
+def next_update(client: Client) -> dict:
+    message = client.recv()
+    assert message["type"] in ("update", "error"), message
+    return message
+
+
+def is_marker(message: dict, n: int) -> bool:
+    return message.get("url") == MARKER_URL and message["data"] == {"n": n}
+
+
+@pytest.fixture
+def gateway(redis_server, django_db_setup):
+    # One per test: the database is emptied between tests and its ids reused,
+    # which a gateway's cached decisions (rightly, within the TTL) would not know.
+    with Gateway(redis_server.url, pushy_settings={"DB_POOL_SIZE": 2}) as gw:
+        yield gw
+
+
+@pytest.fixture
+def people():
+    alice = User.objects.create_user("alice", password="x")
+    bob = User.objects.create_user("bob", password="x")
+    return alice, bob
+
+
+def stat(gateway: Gateway, name: str) -> int:
+    return gateway.get_json("/stats")[name]
+
+
+def test_subscribe_is_allowed_exactly_when_the_view_answers_2xx(gateway, people):
+    alice, bob = people
+    doc = Document.objects.create(owner=alice, title="a")
+    _, alice_cookie = login(alice)
+    _, bob_cookie = login(bob)
+    clients = {
+        "alice": Client(gateway.ws_url, cookie=alice_cookie),
+        "bob": Client(gateway.ws_url, cookie=bob_cookie),
+        "anonymous": Client(gateway.ws_url),
+    }
+    expected = {
+        # url: who may subscribe
+        doc.get_api_url(): {"alice"},  # DRF object permission
+        "/api/doc/": {"alice", "bob"},  # IsAuthenticated, filtered list
+        f"/api/own-doc/{doc.pk}/": {"alice"},  # filtered queryset: 404 for others
+        "/cbv/members/": {"alice", "bob"},  # LoginRequiredMixin
+        "/fn/members/": {"alice", "bob"},  # @login_required
+        "/fn/shot-viewers/": set(),  # @permission_required: nobody has it
+        "/api/shot/1/": {"alice", "bob", "anonymous"},
+        "/nowhere/": set(),  # unresolvable
+    }
+    try:
+        for url, allowed in expected.items():
+            for name, client in clients.items():
+                answer = client.request(action="subscribe", url=url)
+                wanted = "subscribed" if name in allowed else "error"
+                assert answer["type"] == wanted, (name, url, answer)
+                if wanted == "error":
+                    assert answer["code"] == "forbidden"
+    finally:
+        for client in clients.values():
+            client.close()
+
+
+def test_collection_subscribers_get_only_objects_they_may_get(gateway, people):
+    alice, bob = people
+    alices = Document.objects.create(owner=alice, title="alice's")
+    bobs = Document.objects.create(owner=bob, title="bob's")
+    alice_client = Client(gateway.ws_url, cookie=login(alice)[1])
+    bob_client = Client(gateway.ws_url, cookie=login(bob)[1])
+    anonymous = Client(gateway.ws_url)
+    try:
+        for client in (alice_client, bob_client):
+            client.subscribe("/api/doc/")
+            client.subscribe(MARKER_URL)
+        # Anyone may GET /api/public-doc/; a document's own URL is the owner's.
+        anonymous.subscribe("/api/public-doc/")
+        anonymous.subscribe(MARKER_URL)
+        for doc in (alices, bobs):
+            publish(gateway.redis_url, doc_update(doc))
+            publish(gateway.redis_url, doc_update(doc, collection="/api/public-doc/"))
+        n = publish_marker(gateway.redis_url)
+        got = next_update(alice_client)
+        assert (got["url"], got["data"]) == (alices.get_api_url(), {"title": "alice's"})
+        assert is_marker(next_update(alice_client), n)
+        got = next_update(bob_client)
+        assert (got["url"], got["data"]) == (bobs.get_api_url(), {"title": "bob's"})
+        assert is_marker(next_update(bob_client), n)
+        assert is_marker(next_update(anonymous), n)
+        assert stat(gateway, "updates_withheld") >= 4
+    finally:
+        for client in (alice_client, bob_client, anonymous):
+            client.close()
+
+
+def test_deletes_reach_only_who_was_known_to_see_the_object(gateway, people):
+    alice, bob = people
+    seen = Document.objects.create(owner=alice, title="seen")
+    unseen = Document.objects.create(owner=alice, title="unseen")
+    alice_client = Client(gateway.ws_url, cookie=login(alice)[1])
+    bob_client = Client(gateway.ws_url, cookie=login(bob)[1])
+    try:
+        for client in (alice_client, bob_client):
+            client.subscribe("/api/doc/")
+            client.subscribe(MARKER_URL)
+        publish(gateway.redis_url, doc_update(seen))
+        assert next_update(alice_client)["event"] == "update"
+        # The objects are gone: their views would answer 404 to anyone now.
+        Document.objects.filter(pk__in=[seen.pk, unseen.pk]).delete()
+        publish(gateway.redis_url, doc_update(seen, "delete"))
+        publish(gateway.redis_url, doc_update(unseen, "delete"))
+        n = publish_marker(gateway.redis_url)
+        got = next_update(alice_client)
+        assert (got["event"], got["pk"]) == ("delete", seen.pk)
+        # The never-decided delete is withheld even from its owner (documented).
+        assert is_marker(next_update(alice_client), n)
+        assert is_marker(next_update(bob_client), n)
+    finally:
+        alice_client.close()
+        bob_client.close()
+
+
+def test_many_connections_of_one_user_cost_one_view_run(gateway, people):
+    alice, _ = people
+    _, cookie = login(alice)
+    same_user = [Client(gateway.ws_url, cookie=cookie) for _ in range(20)]
+    # Another session of the same user shares the decisions too.
+    same_user.append(Client(gateway.ws_url, cookie=login(alice)[1]))
+    anonymous = [Client(gateway.ws_url) for _ in range(20)]
+    try:
+        for client in same_user:
+            client.subscribe("/api/doc/")
+        for client in anonymous:
+            client.subscribe("/api/shot/")
+        doc = Document.objects.create(owner=alice, title="new")
+        before = stat(gateway, "authorizations")
+        publish(gateway.redis_url, doc_update(doc))
+        publish(
+            gateway.redis_url,
+            Update(url="/api/shot/4242/", event="create", model="testapp.shot",
+                   pk=4242, collection="/api/shot/"),
+        )  # fmt: skip
+        for client in same_user:
+            assert next_update(client)["pk"] == doc.pk
+        for client in anonymous:
+            assert next_update(client)["pk"] == 4242
+        # One view run for alice's document, one for the anonymous shot.
+        assert stat(gateway, "authorizations") - before == 2
+    finally:
+        for client in same_user + anonymous:
+            client.close()
+
+
+def test_held_updates_keep_their_order(gateway, people):
+    alice, _ = people
+    docs = [Document.objects.create(owner=alice, title=str(i)) for i in range(30)]
+    client = Client(gateway.ws_url, cookie=login(alice)[1])
+    try:
+        client.subscribe("/api/doc/")
+        for doc in docs:  # 30 unknown decisions: held, asked, sent in order
+            publish(gateway.redis_url, doc_update(doc))
+        assert [next_update(client)["pk"] for _ in docs] == [d.pk for d in docs]
+    finally:
+        client.close()
+
+
+def test_allow_all_restores_the_open_behaviour(redis_server):
+    open_settings = {"AUTHORIZE": "pushy.authorization.allow_all"}
+    with Gateway(redis_server.url, pushy_settings=open_settings) as gw:
+        client = Client(gw.ws_url)
+        try:
+            client.subscribe("/nowhere/")
+            client.subscribe("/api/doc/")
+            publish(gw.redis_url, doc_update(Document(pk=5, title="x", owner_id=1)))
+            assert next_update(client)["data"] == {"title": "x"}
+            assert stat(gw, "authorizations") == 0
+        finally:
+            client.close()
+
+
+def test_a_custom_authorize_also_filters_collection_members(redis_server):
+    custom = {"AUTHORIZE": "tests.testapp.auth.only_public"}
+    with Gateway(redis_server.url, pushy_settings=custom) as gw:
+        client = Client(gw.ws_url)
+        try:
+            client.subscribe("/api/things/")
+            client.subscribe(MARKER_URL)
+            for url in ["/api/things/private/1/", "/api/things/2/"]:
+                publish(
+                    gw.redis_url,
+                    Update(url=url, event="update", model="testapp.shot", pk=1,
+                           collection="/api/things/"),
+                )  # fmt: skip
+            assert next_update(client)["url"] == "/api/things/2/"
+            n = publish_marker(gw.redis_url)
+            assert is_marker(next_update(client), n)
+        finally:
+            client.close()
+
+
+def test_a_logout_in_another_process_ends_the_subscriptions(redis_server, people):
+    alice, _ = people
+    doc = Document.objects.create(owner=alice, title="mine")
+    short = {"AUTHORIZATION_TTL": 1}
+    with Gateway(redis_server.url, pushy_settings=short) as gw:
+        browser, cookie = login(alice)
+        client = Client(gw.ws_url, cookie=cookie)
+        try:
+            client.subscribe(doc.get_api_url())
+            client.subscribe("/api/doc/")
+            client.subscribe(MARKER_URL)  # anyone may: it stays
+            publish(gw.redis_url, doc_update(doc))
+            assert next_update(client)["pk"] == doc.pk  # once as object, once only
+            browser.logout()  # deletes the session row the gateway reads
+            logged_out = time.monotonic()
+            errors = {}
+            while len(errors) < 2:
+                publish(gw.redis_url, doc_update(doc))
+                message = client.recv()
+                if message["type"] == "error":
+                    errors[message["url"]] = message
+                assert time.monotonic() - logged_out < 5, "updates never stopped"
+                time.sleep(0.05)  # a poll: an update every 50 ms until refused
+            assert {m["code"] for m in errors.values()} == {"forbidden"}
+            assert set(errors) == {doc.get_api_url(), "/api/doc/"}
+            n = publish_marker(gw.redis_url)
+            publish(gw.redis_url, doc_update(doc))
+            m = publish_marker(gw.redis_url)
+            assert is_marker(next_update(client), n)
+            assert is_marker(next_update(client), m)
+            assert stat(gw, "revocations") == 2
+            assert gw.get_json("/stats")["subscriptions"] == 1
+        finally:
+            client.close()
