@@ -59,6 +59,9 @@ def app(page):
         window.app = new PushyApp;
         app.socket_url = "https://gateway.example/pushy";
         app.reconnect_base = 0.01;
+        // The quiet-reconnect rules have their own tests below; the others
+        // check delivery as it happens.
+        app.coalesce = false; app.resync_window = 0;
         window.got = [];
         window.record = (name) => (update) => got.push([name, update.type, update.url]);
         window.a = record("a"); window.b = record("b");
@@ -322,3 +325,139 @@ def test_on_error_returns_a_function_that_stops_it(app):
     }"""
     )
     assert app.evaluate("errors") == ["invalid"]
+
+
+NEXT_FRAME = "new Promise(r => requestAnimationFrame(() => setTimeout(r, 0)))"
+
+
+def test_updates_of_one_url_within_a_frame_reach_a_callback_once_the_last(app):
+    app.evaluate(
+        """() => {
+        app.coalesce = true;
+        window.every = [];
+        app.subscribe("/x/1/", a);
+        app.subscribe("/x/", b);
+        app.subscribe("/x/1/", (u) => every.push(u.data.n), {coalesce: false});
+        app.init(); last().open();
+        const update = (url, n) => ({type: "update", url, event: "update",
+            model: "m.m", pk: 1, collection: "/x/", data: {n}});
+        window.update = update;
+        for (const n of [1, 2, 3]) { last().receive(update("/x/1/", n)); }
+        last().receive(update("/x/2/", 4));
+        window.before = got.length;
+    }"""
+    )
+    # The opted-out callback had each update at once, the others nothing yet.
+    assert app.evaluate("every") == [1, 2, 3]
+    assert app.evaluate("before") == 0
+    app.evaluate(NEXT_FRAME)
+    assert app.evaluate("got") == [
+        ["a", "update", "/x/1/"],
+        ["b", "update", "/x/1/"],
+        ["b", "update", "/x/2/"],
+    ]
+    # a's update is the last of the three.
+    app.evaluate(
+        """() => { got.length = 0;
+        app.unsubscribe("/x/1/", a);
+        app.subscribe("/x/1/", (u) => got.push(["a", u.data.n]));
+        last().receive(update("/x/1/", 5)); last().receive(update("/x/1/", 6));
+    }"""
+    )
+    app.evaluate(NEXT_FRAME)
+    assert app.evaluate("got") == [["a", 6], ["b", "update", "/x/1/"]]
+    # The next frame's updates are delivered again: nothing is held back.
+    app.evaluate("() => { got.length = 0; last().receive(update('/x/1/', 7)); }")
+    app.evaluate(NEXT_FRAME)
+    assert app.evaluate("got") == [["a", 7], ["b", "update", "/x/1/"]]
+
+
+def test_a_callback_unsubscribed_before_the_frame_is_not_called(app):
+    app.evaluate(
+        """() => {
+        app.coalesce = true;
+        app.subscribe("/x/1/", a);
+        app.init(); last().open();
+        last().receive(updateOf("/x/1/"));
+        app.unsubscribe("/x/1/", a);
+    }"""
+    )
+    app.evaluate(NEXT_FRAME)
+    assert app.evaluate("got") == []
+
+
+def test_coalescing_in_a_hidden_tab_still_delivers(app):
+    app.evaluate(
+        """() => {
+        Object.defineProperty(document, "visibilityState", {value: "hidden"});
+        window.requestAnimationFrame = () => { throw new Error("no frames"); };
+        app.coalesce = true;
+        app.subscribe("/x/1/", a);
+        app.init(); last().open();
+        last().receive(updateOf("/x/1/")); last().receive(updateOf("/x/1/"));
+    }"""
+    )
+    app.wait_for_function("got.length === 1")
+    app.evaluate("new Promise(r => setTimeout(r, 50))")
+    assert app.evaluate("got") == [["a", "update", "/x/1/"]]
+
+
+def test_resyncs_after_a_reconnect_are_spread_over_the_jittered_window(app):
+    app.evaluate(
+        """() => {
+        app.resync_window = 0.4;
+        window.when = [];
+        const urls = Array.from({length: 20}, (_, i) => "/x/" + i + "/");
+        for (const url of urls) {
+            app.subscribe(url, () => when.push([url, performance.now()]));
+        }
+        app.init(); last().open();
+        last().drop(1001);
+    }"""
+    )
+    app.wait_for_function("sockets.length === 2")
+    started = app.evaluate(
+        """() => {
+        // Descending random draws: the later a URL subscribed, the earlier it
+        // resyncs, which no delivery in subscription order could give.
+        let draw = 1;
+        Math.random = () => (draw -= 0.05);
+        last().open();
+        for (const m of last().sent) {
+            last().receive({type: "subscribed", url: m.url});
+        }
+        window.started = performance.now();
+        return when.length;
+    }"""
+    )
+    assert started == 0, "no resync is delivered at once"
+    app.wait_for_function("when.length === 20")
+    order = app.evaluate("when.map(w => w[0])")
+    assert order == [f"/x/{i}/" for i in reversed(range(20))]
+    offsets = app.evaluate("when.map(w => (w[1] - started) / 1000)")
+    assert max(offsets) < 0.4 + 0.2
+    assert max(offsets) - min(offsets) > 0.25, offsets
+
+
+def test_a_gateway_resync_is_spread_too_and_close_cancels_it(app):
+    app.evaluate(
+        """() => {
+        app.resync_window = 0.2;
+        app.subscribe("/x/1/", a); app.subscribe("/x/2/", b);
+        app.init(); last().open();
+        last().receive({type: "resync"});
+        last().receive({type: "resync"});  // one pending resync per URL
+    }"""
+    )
+    assert app.evaluate("got") == []
+    app.wait_for_function("got.length === 2")
+    app.evaluate("new Promise(r => setTimeout(r, 250))")
+    assert sorted(app.evaluate("got")) == [
+        ["a", "resync", "/x/1/"],
+        ["b", "resync", "/x/2/"],
+    ]
+    app.evaluate(
+        """() => { got.length = 0; last().receive({type: "resync"}); app.close(); }"""
+    )
+    app.evaluate("new Promise(r => setTimeout(r, 250))")
+    assert app.evaluate("got") == []

@@ -68,9 +68,19 @@
       // for dead when nothing arrives within pong_timeout of it.
       this.ping_interval = 25;
       this.pong_timeout = 10;
+      // Quiet reconnects: updates of one URL within an animation frame reach a
+      // callback once (the last wins) unless coalesce is off (here, or per
+      // subscription); resyncs are spread over a random delay of up to
+      // resync_window seconds, so that the pages of a restarted gateway do not
+      // all refetch in the same instant.
+      this.coalesce = true;
+      this.resync_window = 2;
 
       this.state = CLOSED;
-      this._subscriptions = new Map(); // url -> Set of callbacks
+      this._subscriptions = new Map(); // url -> Map callback -> {coalesce}
+      this._pendingUpdates = new Map(); // object url -> its last coalesced update
+      this._frame = null; // the scheduled flush of _pendingUpdates
+      this._pendingResyncs = new Map(); // url -> timer of its jittered resync
       this._stateWatchers = new Set();
       this._errorWatchers = new Set();
       this._refused = 0; // attempts in a row whose socket never opened
@@ -105,24 +115,28 @@
         global.removeEventListener("online", this._onOnline);
       }
       this._clearTimers();
+      this._clearPending();
       this._dropSocket();
       this._setState(CLOSED);
     }
 
     /* Call callback(update) for every change to url (an object or a list URL).
-     * Works before the socket is open; several callbacks per url are fine. */
-    subscribe(url, callback) {
+     * Works before the socket is open; several callbacks per url are fine.
+     * options.coalesce (default: this.coalesce) false: every update, not only
+     * the last of each URL within an animation frame. */
+    subscribe(url, callback, options) {
       if (typeof callback !== "function") {
         throw new TypeError("pushy.subscribe(url, callback): callback is not a function");
       }
       let callbacks = this._subscriptions.get(url);
       if (!callbacks) {
-        callbacks = new Set();
+        callbacks = new Map();
         this._subscriptions.set(url, callbacks);
         this._log("subscribe", url);
         this._send({ action: "subscribe", url: url });
       }
-      callbacks.add(callback);
+      const coalesce = options && options.coalesce !== undefined ? options.coalesce : null;
+      callbacks.set(callback, { coalesce: coalesce });
     }
 
     /* Stop calling callback for url; without a callback, stop them all. */
@@ -139,6 +153,8 @@
       if (callbacks.size === 0) {
         this._subscriptions.delete(url);
         this._resyncDue.delete(url);
+        clearTimeout(this._pendingResyncs.get(url));
+        this._pendingResyncs.delete(url);
         this._log("unsubscribe", url);
         this._send({ action: "unsubscribe", url: url });
       }
@@ -267,12 +283,12 @@
           break;
         case "subscribed":
           if (this._resyncDue.delete(message.url)) {
-            this._deliver(message.url, { type: "resync", url: message.url });
+            this._resync(message.url);
           }
           break;
         case "resync":
           for (const url of Array.from(this._subscriptions.keys())) {
-            this._deliver(url, { type: "resync", url: url });
+            this._resync(url);
           }
           break;
         case "error":
@@ -288,22 +304,86 @@
     }
 
     /* An update reaches the callbacks of its object URL and of its collection,
-     * each callback once. */
+     * each callback once: at once for those that do not coalesce, at the next
+     * animation frame for the others, with the last update of that URL. */
     _deliverUpdate(update) {
-      const callbacks = new Set();
+      const [now, later] = this._updateCallbacks(update);
+      now.forEach((callback) => safeCall(callback, update));
+      if (later.size > 0) {
+        // Re-inserted so that the flush follows the order of the last arrivals.
+        this._pendingUpdates.delete(update.url);
+        this._pendingUpdates.set(update.url, update);
+        this._scheduleFlush();
+      }
+    }
+
+    /* [callbacks to call now, callbacks that coalesce] for an update. A
+     * callback subscribed both ways (object and list) is called at once. */
+    _updateCallbacks(update) {
+      const coalescing = new Map();
       for (const url of [update.url, update.collection]) {
         const found = url === undefined ? null : this._subscriptions.get(url);
         if (found) {
-          found.forEach((callback) => callbacks.add(callback));
+          found.forEach((options, callback) => {
+            const coalesce = options.coalesce === null ? this.coalesce : options.coalesce;
+            coalescing.set(callback, coalesce && coalescing.get(callback) !== false);
+          });
         }
       }
-      callbacks.forEach((callback) => safeCall(callback, update));
+      const now = new Set();
+      const later = new Set();
+      coalescing.forEach((coalesce, callback) => (coalesce ? later : now).add(callback));
+      return [now, later];
+    }
+
+    /* Run _flush at the next animation frame; in a hidden tab, where frames
+     * do not come, soon after (browsers throttle that to about a second). */
+    _scheduleFlush() {
+      if (this._frame !== null) {
+        return;
+      }
+      const flush = () => this._flush();
+      const hidden = typeof document !== "undefined" && document.visibilityState === "hidden";
+      if (typeof global.requestAnimationFrame === "function" && !hidden) {
+        this._frame = { raf: global.requestAnimationFrame(flush) };
+      } else {
+        this._frame = { timeout: setTimeout(flush, 16) };
+      }
+    }
+
+    /* The last update of each URL to its coalescing callbacks, as subscribed now. */
+    _flush() {
+      this._frame = null;
+      const updates = Array.from(this._pendingUpdates.values());
+      this._pendingUpdates.clear();
+      for (const update of updates) {
+        const later = this._updateCallbacks(update)[1];
+        later.forEach((callback) => safeCall(callback, update));
+      }
+    }
+
+    /* Tell url's callbacks to reload, after a random delay of up to
+     * resync_window seconds (one pending resync per url). */
+    _resync(url) {
+      if (this._pendingResyncs.has(url)) {
+        return;
+      }
+      const spread = Math.max(0, Number(this.resync_window) || 0);
+      if (spread === 0) {
+        this._deliver(url, { type: "resync", url: url });
+        return;
+      }
+      const timer = setTimeout(() => {
+        this._pendingResyncs.delete(url);
+        this._deliver(url, { type: "resync", url: url });
+      }, Math.random() * spread * 1000);
+      this._pendingResyncs.set(url, timer);
     }
 
     _deliver(url, message) {
       const callbacks = this._subscriptions.get(url);
       if (callbacks) {
-        Array.from(callbacks).forEach((callback) => safeCall(callback, message));
+        Array.from(callbacks.keys()).forEach((callback) => safeCall(callback, message));
       }
     }
 
@@ -415,6 +495,21 @@
           this._log("close failed:", error);
         }
       }
+    }
+
+    /* Forget coalesced updates and scheduled resyncs (close()). */
+    _clearPending() {
+      if (this._frame !== null) {
+        if (this._frame.raf !== undefined) {
+          global.cancelAnimationFrame(this._frame.raf);
+        } else {
+          clearTimeout(this._frame.timeout);
+        }
+        this._frame = null;
+      }
+      this._pendingUpdates.clear();
+      this._pendingResyncs.forEach((timer) => clearTimeout(timer));
+      this._pendingResyncs.clear();
     }
 
     _clearTimers() {
