@@ -443,6 +443,7 @@ def test_a_gateway_resync_is_spread_too_and_close_cancels_it(app):
     app.evaluate(
         """() => {
         app.resync_window = 0.2;
+        Math.random = () => 0.5;  // 100 ms: none may come before the next look
         app.subscribe("/x/1/", a); app.subscribe("/x/2/", b);
         app.init(); last().open();
         last().receive({type: "resync"});
