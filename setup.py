@@ -24,6 +24,8 @@ setup(
         "gevent>=23.9",
         "redis>=5.0",
     ],
+    # psycopg 3, for manage.py pushy_capture (PostgreSQL change capture).
+    extras_require={"postgres": ["psycopg[binary]>=3.2"]},
     entry_points={"pytest11": ["pushy = pushy.testing"]},
     classifiers=[
         "Framework :: Django",

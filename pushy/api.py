@@ -3,7 +3,9 @@
 Signals cover ``save()`` and ``delete()``. For changes that send no signals
 (``QuerySet.update()``, ``bulk_create()``, raw SQL), call ``notify`` or
 ``notify_many`` yourself; like the signals, they wait for the transaction to
-commit and publish nothing if it rolls back.
+commit and publish nothing if it rolls back. Models captured by PostgreSQL
+triggers (``CAPTURE``) need neither: ``manage.py pushy_capture`` publishes every
+change of theirs, so the signals and ``notify`` leave them alone (no duplicates).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Iterable
 from django.db import models, router
 
 from pushy import conf
+from pushy.capture import is_captured
 from pushy.exceptions import ModelNotConfigured
 from pushy.messages import UPDATE, Update, build_update, model_label
 from pushy.publisher import publish, publish_on_commit
@@ -48,12 +51,16 @@ def notify_many(
     Raises ModelNotConfigured for an object whose model is not in ``MODELS``,
     and InvalidUpdate (nothing of the batch is queued) for an object whose
     methods return something pushy cannot publish, or too much data.
+    Objects captured by triggers on ``using`` are skipped: the capture process
+    publishes their changes.
     """
     updates = []
     for instance in instances:
         _require_pushed(instance)
         if using is None:
             using = router.db_for_write(type(instance), instance=instance)
+        if is_captured(instance, using):
+            continue
         updates.append(build_update(instance, event))
     if updates:
         publish_on_commit(updates, using=using)

@@ -6,7 +6,16 @@ class PushyConfig(AppConfig):
     verbose_name = "pushy"
 
     def ready(self) -> None:
+        from django.db.models.signals import post_migrate
+
         from pushy import checks, signals
+        from pushy.capture import checks as capture_checks
+        from pushy.capture import triggers
 
         checks.register()
+        capture_checks.register()
         signals.connect()
+        # Like contenttypes' rows: each migrate leaves the triggers in place.
+        post_migrate.connect(
+            triggers.install_after_migrate, dispatch_uid="pushy.capture.triggers"
+        )

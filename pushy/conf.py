@@ -73,6 +73,12 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         # Peers (IPs or CIDRs, or "unix") whose X-Forwarded-For / X-Real-IP give
         # the client's address; from any other peer those headers are ignored.
         "TRUSTED_PROXIES": (),
+        # PostgreSQL change capture (issue 14): models whose every change
+        # (update(), bulk writes, raw SQL) reaches browsers through triggers and
+        # manage.py pushy_capture; True for all of MODELS. Those leave the signal path.
+        "CAPTURE": (),
+        # The database alias (PostgreSQL) whose tables carry the triggers.
+        "CAPTURE_DATABASE": "default",
     }
 )
 

@@ -152,6 +152,16 @@ def channel_name(label: str) -> str:
     return conf.get("CHANNEL_PREFIX") + label
 
 
+# A control channel under the gateway's pattern; the ":" keeps it apart from every
+# model channel (an "app_label.model_name" cannot hold one). docs/protocol.md.
+RESYNC_SUFFIX = ":resync"
+
+
+def resync_channel() -> str:
+    """Where the capture process asks gateways to tell their clients to resync."""
+    return conf.get("CHANNEL_PREFIX") + RESYNC_SUFFIX
+
+
 def parent_url(url: str) -> str | None:
     """The collection an object URL sits in: ``/api/shot/3/`` -> ``/api/shot/``."""
     parts = urlsplit(url)

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.support.postgres import find_or_start
 from tests.support.servers import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -17,6 +18,32 @@ def redis_server():
     server = RedisServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """The machine's PostgreSQL, or a private one (tests/support/postgres.py)."""
+    server = find_or_start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(request, django_db_modify_db_settings_parallel_suffix):
+    """Point the "capture" alias at a PostgreSQL, when a collected test needs one.
+
+    pytest-django runs this before it creates the test databases, so the
+    PostgreSQL test database (its own name per session) is created there and
+    dropped at the end.
+    """
+    if not any(item.get_closest_marker("postgres") for item in request.session.items):
+        return
+    server = request.getfixturevalue("postgres_server")
+    from django.conf import settings
+    from django.db import connections
+
+    for target in (settings.DATABASES["capture"], connections["capture"].settings_dict):
+        target.update(HOST=server.host, PORT=str(server.port), USER=server.user)
 
 
 @pytest.fixture(autouse=True)
@@ -41,9 +68,16 @@ def pushy_redis(redis_server, settings):
 
 def subprocess_env(redis_url: str, **extra: str) -> dict[str, str]:
     """Environment for a Django subprocess sharing this test's DB and Redis."""
-    from django.db import connection
+    from django.db import connection, connections
 
+    capture = connections["capture"].settings_dict
     env = dict(os.environ)
+    env.update(
+        PUSHY_TEST_PG_HOST=capture["HOST"],
+        PUSHY_TEST_PG_PORT=str(capture["PORT"]),
+        PUSHY_TEST_PG_USER=capture["USER"],
+        PUSHY_TEST_PG_NAME=capture["NAME"],
+    )
     env.update(
         DJANGO_SETTINGS_MODULE="tests.settings",
         PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]),

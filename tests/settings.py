@@ -19,6 +19,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "pushy",
     "tests.testapp",
+    "tests.captureapp",
 ]
 
 _default_db = os.path.join(tempfile.gettempdir(), f"pushy-tests-{os.getpid()}.sqlite3")
@@ -27,8 +28,20 @@ DATABASES = {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.environ.get("PUSHY_TEST_DB_NAME", _default_db),
         "TEST": {"NAME": os.environ.get("PUSHY_TEST_DB_NAME", _default_db + "-test")},
-    }
+    },
+    # PostgreSQL, for the capture tests only (tests/captureapp, routed here). The
+    # tests point it at the machine's server or a private one (tests/conftest.py);
+    # the test database is created per session and dropped at its end.
+    "capture": {
+        "ENGINE": "django.db.backends.postgresql",
+        "HOST": os.environ.get("PUSHY_TEST_PG_HOST", "127.0.0.1"),
+        "PORT": os.environ.get("PUSHY_TEST_PG_PORT", "5432"),
+        "USER": os.environ.get("PUSHY_TEST_PG_USER", "postgres"),
+        "NAME": os.environ.get("PUSHY_TEST_PG_NAME", "postgres"),
+        "TEST": {"NAME": f"pushy_capture_test_{os.getpid()}"},
+    },
 }
+DATABASE_ROUTERS = ["tests.captureapp.routers.CaptureRouter"]
 
 TEMPLATES = [
     {
@@ -44,7 +57,16 @@ ROOT_URLCONF = "tests.urls"
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 
 PUSHY_SETTINGS = {
-    "MODELS": ["testapp.shot", "testapp.session", "testapp.note"],
+    "MODELS": [
+        "testapp.shot",
+        "testapp.session",
+        "testapp.note",
+        "captureapp.item",
+        "captureapp.tag",
+    ],
+    # Captured by triggers on "capture"; the testapp models keep the signal path.
+    "CAPTURE": ["captureapp.item", "captureapp.tag"],
+    "CAPTURE_DATABASE": "capture",
     "SOCKET_SERVER": "http://localhost:8888/",
     # Port 1 has no Redis: tests point this at their private server.
     "REDIS_URL": os.environ.get("PUSHY_REDIS_URL", "redis://127.0.0.1:1/0"),

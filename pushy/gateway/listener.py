@@ -15,6 +15,9 @@ Nothing on Redis can silence it:
 - when Redis goes away it logs, retries with exponential backoff capped at
   ``MAX_BACKOFF``, subscribes again and then tells every client to resync,
   since updates published meanwhile were lost;
+- a message on the control channel ``resync_channel`` (sent by
+  ``manage.py pushy_capture`` when it may have missed database changes) calls
+  ``on_resync_request`` instead of being decoded;
 - if the greenlet ends anyway, a link restarts it, and clients get a resync
   once it has subscribed again.
 """
@@ -117,6 +120,8 @@ class Listener:
         count: Callable[[str], object],
         health_interval: float = 5.0,
         max_update_bytes: int = 1024 * 1024,
+        resync_channel: str | None = None,
+        on_resync_request: Callable[[], object] | None = None,
     ) -> None:
         self.url = url
         self.pattern = pattern
@@ -125,6 +130,9 @@ class Listener:
         self.count = count
         self.health_interval = health_interval
         self.max_update_bytes = max_update_bytes
+        # redis-py hands channels over as bytes.
+        self.resync_channel = resync_channel.encode() if resync_channel else None
+        self.on_resync_request = on_resync_request
         self.live = False
         self.reconnects = 0
         # Set once the first attempt to subscribe has succeeded or failed.
@@ -261,6 +269,9 @@ class Listener:
             if message is not None:
                 liveness.heard(now)
                 if message["type"] == "pmessage":
+                    if message["channel"] == self.resync_channel:
+                        self._resync_requested()
+                        continue
                     self._handle(message["channel"], message["data"])
                     handled += 1
                     if handled % YIELD_EVERY == 0:
@@ -276,6 +287,11 @@ class Listener:
             if liveness.ping_due(now):
                 pubsub.ping(PING_TOKEN)
                 liveness.pinged(now)
+
+    def _resync_requested(self) -> None:
+        logger.info("resync requested on %s", self.resync_channel.decode())
+        if self.on_resync_request is not None:
+            self.on_resync_request()
 
     def _handle(self, channel: bytes, body: bytes) -> None:
         """Hand one message to the hub; nothing about it may end the pump."""

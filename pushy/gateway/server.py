@@ -31,6 +31,7 @@ from pushy.gateway.hub import RESYNC_FRAME, Hub
 from pushy.gateway.listener import Listener
 from pushy.gateway.logs import Throttled
 from pushy.gateway.stats import Stats, prometheus_text
+from pushy.messages import resync_channel
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,8 @@ class Gateway:
             count=self._count,
             health_interval=conf.get("REDIS_HEALTH_INTERVAL"),
             max_update_bytes=conf.get("MAX_UPDATE_BYTES"),
+            resync_channel=resync_channel(),
+            on_resync_request=self.resync_requested,
         )
         self.socket = listen_socket
         self.server = GatewayServer(
@@ -218,6 +221,10 @@ class Gateway:
 
     def resync(self) -> None:
         self.stats.redis_reconnects += 1
+        self.hub.broadcast(RESYNC_FRAME)
+
+    def resync_requested(self) -> None:
+        """The capture process may have missed database changes: all reload."""
         self.hub.broadcast(RESYNC_FRAME)
 
     def _count(self, counter: str) -> None:

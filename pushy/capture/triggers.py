@@ -1,0 +1,221 @@
+"""The capture triggers: SQL, and installing or removing them through Django.
+
+One plpgsql function, ``pushy_capture_notify()``, and four statement-level
+triggers per captured table. The row triggers' transition tables give the
+statement's rows at once, so an ``UPDATE`` of 100,000 rows runs the function once
+and sends a handful of notifications, each a JSON object under PostgreSQL's
+8,000-byte payload limit::
+
+    {"m": "app_label.model_name", "e": "i" | "u" | "d" | "t", "x": "<txid>",
+     "k": [pk, pk, ...]}
+
+``e`` is insert, update, delete or truncate (no ``k``: the whole table changed).
+A primary key whose JSON is longer than ``MAX_KEY_BYTES`` travels as ``null``;
+the capture process then asks for a resync of the model instead. NOTIFY is
+delivered when the transaction commits, and never for one that rolls back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from django.apps import apps
+from django.db import connections, models, router, transaction
+
+from pushy import conf
+from pushy.messages import model_label
+
+logger = logging.getLogger(__name__)
+
+FUNCTION = "pushy_capture_notify"
+TRIGGER_PREFIX = "pushy_capture_"
+# A notification holds keys up to CHUNK_BYTES past its first, each at most
+# MAX_KEY_BYTES: at most 7,000 bytes of keys, the label and txid besides.
+CHUNK_BYTES = 5000
+MAX_KEY_BYTES = 2000
+
+# Run without parameters, so % is plpgsql's format(), not a placeholder.
+FUNCTION_SQL = """
+CREATE OR REPLACE FUNCTION pushy_capture_notify() RETURNS trigger
+LANGUAGE plpgsql AS $pushy$
+DECLARE
+    label text := TG_ARGV[0];
+    pk_column text := TG_ARGV[1];
+    channel text := TG_ARGV[2];
+    txid text := txid_current()::text;
+    payload text;
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        PERFORM pg_notify(
+            channel, json_build_object('m', label, 'e', 't', 'x', txid)::text);
+        RETURN NULL;
+    END IF;
+    FOR payload IN EXECUTE format(
+        $q$
+        SELECT json_build_object(
+            'm', %L, 'e', %L, 'x', %L, 'k', json_agg(k ORDER BY n))::text
+        FROM (
+            SELECT k, n,
+                   sum(octet_length(k::text) + 1) OVER (ORDER BY n) / {chunk} AS chunk
+            FROM (
+                SELECT CASE WHEN octet_length(to_json(key)::text) > {max_key}
+                            THEN 'null'::json ELSE to_json(key) END AS k,
+                       row_number() OVER () AS n
+                FROM (%s) AS changed (key)
+            ) AS keyed
+        ) AS sized
+        GROUP BY chunk ORDER BY chunk
+        $q$,
+        label,
+        CASE TG_OP WHEN 'INSERT' THEN 'i' WHEN 'UPDATE' THEN 'u' ELSE 'd' END,
+        txid,
+        CASE TG_OP
+            WHEN 'DELETE' THEN format('SELECT %I FROM pushy_old', pk_column)
+            ELSE format('SELECT %I FROM pushy_new', pk_column)
+        END)
+    LOOP
+        PERFORM pg_notify(channel, payload);
+    END LOOP;
+    IF TG_OP = 'UPDATE' THEN
+        -- Rows whose primary key changed: their old key is gone.
+        FOR payload IN EXECUTE format(
+            $q$
+            SELECT json_build_object(
+                'm', %L, 'e', 'd', 'x', %L, 'k', json_agg(to_json(key)))::text
+            FROM (SELECT %I FROM pushy_old EXCEPT SELECT %I FROM pushy_new)
+                AS gone (key)
+            HAVING count(*) > 0
+            $q$, label, txid, pk_column, pk_column)
+        LOOP
+            -- Rare (Django never changes a primary key): one notification, or a
+            -- resync when the keys do not fit in one.
+            IF octet_length(payload) > {chunk} THEN
+                payload := json_build_object('m', label, 'e', 't', 'x', txid)::text;
+            END IF;
+            PERFORM pg_notify(channel, payload);
+        END LOOP;
+    END IF;
+    RETURN NULL;
+END
+$pushy$;
+""".replace("{chunk}", str(CHUNK_BYTES)).replace("{max_key}", str(MAX_KEY_BYTES))
+
+# (name suffix, event, REFERENCING clause)
+_TRIGGERS = (
+    ("insert", "INSERT", "REFERENCING NEW TABLE AS pushy_new"),
+    ("update", "UPDATE", "REFERENCING OLD TABLE AS pushy_old NEW TABLE AS pushy_new"),
+    ("delete", "DELETE", "REFERENCING OLD TABLE AS pushy_old"),
+    ("truncate", "TRUNCATE", ""),
+)
+
+
+def notify_channel() -> str:
+    """The PostgreSQL NOTIFY channel the triggers send to."""
+    return conf.get("CHANNEL_PREFIX") + "capture"
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def trigger_sql(model: type[models.Model], channel: str, qn) -> list[str]:
+    """Statements that (re)create ``model``'s capture triggers."""
+    table = qn(model._meta.db_table)
+    args = ", ".join(
+        _literal(v) for v in (model_label(model), model._meta.pk.column, channel)
+    )
+    statements = []
+    for suffix, event, referencing in _TRIGGERS:
+        name = qn(TRIGGER_PREFIX + suffix)
+        statements.append(f"DROP TRIGGER IF EXISTS {name} ON {table}")
+        statements.append(
+            f"CREATE TRIGGER {name} AFTER {event} ON {table} {referencing} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {FUNCTION}({args})"
+        )
+    return statements
+
+
+def drop_sql(table: str, qn) -> list[str]:
+    return [
+        f"DROP TRIGGER IF EXISTS {qn(TRIGGER_PREFIX + suffix)} ON {qn(table)}"
+        for suffix, _, _ in _TRIGGERS
+    ]
+
+
+def captured_models(labels: Iterable[str]) -> list[type[models.Model]]:
+    return [apps.get_model(label) for label in sorted(labels)]
+
+
+def installed_tables(using: str) -> set[str]:
+    """Tables of the current schema search path that carry pushy's triggers."""
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT c.relname FROM pg_trigger t "
+            "JOIN pg_class c ON c.oid = t.tgrelid "
+            "WHERE t.tgname LIKE %s AND pg_table_is_visible(c.oid)",
+            [TRIGGER_PREFIX + "%"],
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def install(models_: Iterable[type[models.Model]], using: str) -> list[str]:
+    """Create (or replace) the function and ``models_``' triggers; their labels."""
+    channel = notify_channel()
+    qn = connections[using].ops.quote_name
+    done = []
+    with transaction.atomic(using=using), connections[using].cursor() as cursor:
+        cursor.execute(FUNCTION_SQL)
+        for model in models_:
+            for statement in trigger_sql(model, channel, qn):
+                cursor.execute(statement)
+            done.append(model_label(model))
+    if done:
+        logger.info("pushy capture triggers installed on %s", ", ".join(done))
+    return done
+
+
+def remove(tables: Iterable[str], using: str) -> list[str]:
+    """Drop pushy's triggers from ``tables``; the tables."""
+    qn = connections[using].ops.quote_name
+    done = sorted(tables)
+    with transaction.atomic(using=using), connections[using].cursor() as cursor:
+        for table in done:
+            for statement in drop_sql(table, qn):
+                cursor.execute(statement)
+    return done
+
+
+def sync(using: str, labels: Iterable[str]) -> tuple[list[str], list[str]]:
+    """Triggers on exactly the tables of ``labels``: (installed, removed)."""
+    wanted = captured_models(labels)
+    wanted_tables = {m._meta.db_table for m in wanted}
+    stale = installed_tables(using) - wanted_tables
+    removed = remove(stale, using) if stale else []
+    installed = install(wanted, using) if wanted else []
+    return installed, removed
+
+
+def install_after_migrate(
+    sender: Any, using: str = "default", apps: Any = None, **kwargs: Any
+) -> None:
+    """post_migrate: (re)install the triggers of the migrated app's captured models.
+
+    So ``migrate`` keeps them in place, also on a table a migration rebuilt, and a
+    test database gets them when it is created. Removing triggers of models no
+    longer captured is ``manage.py pushy_triggers``'s job.
+    """
+    from pushy.capture import capture_alias, captured_labels, is_postgresql
+
+    labels = captured_labels()
+    if not labels or using != capture_alias() or not is_postgresql(using):
+        return
+    mine = [
+        model
+        for model in sender.get_models()
+        if model._meta.label_lower in labels
+        and router.allow_migrate_model(using, model)
+    ]
+    if mine:
+        install(mine, using)
