@@ -24,6 +24,11 @@ pytestmark = [
 ]
 
 
+# The gateway's default asks the site whether a client may GET each URL;
+# captureapp has no views.
+OPEN = {"AUTHORIZE": "pushy.authorization.allow_all"}
+
+
 @pytest.fixture
 def capture(pushy_redis):
     with CaptureProcess(pushy_redis.url) as running:
@@ -141,10 +146,15 @@ def test_capture_asks_for_a_resync_when_active_and_after_a_truncate(
 
 def test_update_of_10000_rows_reaches_a_subscribed_client(pushy_redis):
     Item.objects.bulk_create([Item(title="old") for _ in range(10_000)])
-    # Room for the whole burst: this test is about capture, not slow clients.
-    big_queues = {"SEND_QUEUE_SIZE": 20_000, "SEND_QUEUE_BYTES": 16 * 1024 * 1024}
+    # Room for the whole burst, and no per-member authorization: this test is
+    # about capture, not slow clients or permissions.
+    settings = {
+        "SEND_QUEUE_SIZE": 20_000,
+        "SEND_QUEUE_BYTES": 16 * 1024 * 1024,
+        **OPEN,
+    }
     with (
-        Gateway(pushy_redis.url, pushy_settings=big_queues) as gateway,
+        Gateway(pushy_redis.url, pushy_settings=settings) as gateway,
         CaptureProcess(pushy_redis.url),
     ):
         client = Client(gateway.ws_url, timeout=30)
@@ -167,7 +177,7 @@ def test_sigkill_the_active_process_another_takes_over(pushy_redis):
     first = CaptureProcess(pushy_redis.url).start()
     second = CaptureProcess(pushy_redis.url).start(wait_for=STANDING_BY)
     try:
-        with Gateway(pushy_redis.url) as gateway:
+        with Gateway(pushy_redis.url, pushy_settings=OPEN) as gateway:
             client = Client(gateway.ws_url, timeout=15)
             client.subscribe("/api/item/")
             first.kill()
