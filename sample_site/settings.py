@@ -70,7 +70,7 @@ REST_FRAMEWORK = {
 }
 
 PUSHY_SETTINGS = {
-    "MODELS": ["photosession.session", "photosession.shot"],
+    "MODELS": ["photosession.session", "photosession.shot", "photosession.order"],
     "SOCKET_SERVER": os.environ.get("PUSHY_SOCKET_SERVER", "http://localhost:8888/"),
     "CHANNEL_PREFIX": "pushy_",
     "DEBUG": DEBUG,

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from sample_site.photosession.models import Session, Shot
+from sample_site.photosession.models import Order, Session, Shot
 
 
 class ShotInline(admin.TabularInline):
@@ -19,3 +19,9 @@ class ShotAdmin(admin.ModelAdmin):
     list_display = ["title", "session", "rating"]
     list_editable = ["rating"]
     list_filter = ["session"]
+
+
+@admin.register(Order)
+class OrderAdmin(admin.ModelAdmin):
+    list_display = ["owner", "shot", "copies"]
+    list_filter = ["owner"]
