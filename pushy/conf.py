@@ -51,9 +51,12 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "MAX_MESSAGE_BYTES": 64 * 1024,
         # Seconds between protocol pings; a client silent until the next is closed.
         "PING_INTERVAL": 25,
-        # Per-connection send queue, in messages and in bytes.
+        # The backlog bound of one client, in messages and in bytes: a client
+        # whose backlog stays past it while more keeps coming is too slow.
         "SEND_QUEUE_SIZE": 1000,
         "SEND_QUEUE_BYTES": 1024 * 1024,
+        # UTF-8 bytes of subscription URLs one connection may hold in total.
+        "MAX_SUBSCRIPTION_BYTES": 256 * 1024,
         # Inbound messages per second per connection (token bucket refill rate).
         "RATE_LIMIT": 1000,
         # Seconds one socket write may stall before the client counts as too slow.
@@ -89,6 +92,7 @@ INT_LIMITS = (
     "MAX_MESSAGE_BYTES",
     "SEND_QUEUE_SIZE",
     "SEND_QUEUE_BYTES",
+    "MAX_SUBSCRIPTION_BYTES",
     "DB_POOL_SIZE",
 )
 # Keys whose value must be a positive int, or None.

@@ -7,10 +7,18 @@ when the kernel refuses bytes does a writer greenlet take over, waiting with a
 deadline, until the queue is empty. So an idle connection costs no greenlet
 beyond its reader, and a fast one no greenlet or timer per update.
 
-``send()`` never blocks: a client whose queue overflows (in messages or bytes)
-is closed with 4008, and one whose write stalls past
-``WRITE_TIMEOUT`` is dropped (a half-written frame leaves no room for a close
-frame); both count as slow closes.
+``send()`` never blocks, and a client is judged by whether it keeps up over
+time, never by what one dispatch queued before its writer ran:
+
+- "stalled": its socket accepted nothing for ``WRITE_TIMEOUT``; the TCP
+  connection is dropped (a half-written frame leaves no room for a close frame);
+- "backlog": while the kernel refuses bytes (a writer greenlet waits), what is
+  queued behind stayed past ``SEND_QUEUE_SIZE`` / ``SEND_QUEUE_BYTES`` for
+  ``BACKLOG_GRACE`` and kept growing; the client is closed with 4008.
+
+Both count in ``slow_closes`` and in a counter of their own. Frames are shared:
+the hub encodes an update once and the same bytes object sits in every queue;
+a partial write keeps a view of the frame it cut, never a copy.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from typing import Any, BinaryIO
 import gevent
 
 from pushy.gateway import frames
-from pushy.gateway.hub import message_frame
+from pushy.gateway.hub import message_frame, url_size
 
 logger = logging.getLogger(__name__)
 
@@ -36,15 +44,22 @@ MAX_URL_LENGTH = 2048
 WRITE_BATCH = 64 * 1024
 # How long a closing handshake we started may wait for the client's close frame.
 CLOSE_WAIT = 2.0
+# How long a backlog may stay past SEND_QUEUE_SIZE / SEND_QUEUE_BYTES while more
+# frames keep coming, before its client counts as too slow: longer than a burst
+# takes to dispatch, far shorter than WRITE_TIMEOUT (see docs/decisions.md).
+BACKLOG_GRACE = 1.0
+# The two rules that make a client too slow, as logged and counted.
+STALLED = "stalled"
+BACKLOG = "backlog"
 
 
 class Connection:
     """A client of ``gateway``: reads from ``rfile``, writes to ``sock``."""
 
     __slots__ = (
-        "gateway", "sock", "rfile", "session_key", "urls", "queue",
-        "queued_bytes", "writer", "closing", "last_seen", "tokens", "tokens_at",
-        "__weakref__",
+        "gateway", "sock", "rfile", "session_key", "urls", "url_bytes", "queue",
+        "queued_bytes", "writer", "backlogged", "over_since", "closing",
+        "last_seen", "tokens", "tokens_at", "__weakref__",
     )  # fmt: skip
 
     def __init__(
@@ -55,10 +70,15 @@ class Connection:
         self.rfile = rfile
         self.session_key = session_key
         self.urls: set[str] = set()
+        self.url_bytes = 0  # UTF-8 bytes of self.urls (MAX_SUBSCRIPTION_BYTES)
         self.queue: collections.deque[bytes] = collections.deque()
         self.queued_bytes = 0
         # None, a scheduled _flush callback, or the writer greenlet: never two.
         self.writer: Any = None
+        # While a writer greenlet waits (the kernel refused bytes), what is
+        # queued is a backlog; over_since: when it went past the bound (0: not).
+        self.backlogged = False
+        self.over_since = 0.0
         self.closing = False
         self.last_seen = time.monotonic()
         self.tokens = float(gateway.limits.burst)
@@ -138,17 +158,13 @@ class Connection:
     # Writing -------------------------------------------------------------
 
     def send(self, frame: bytes) -> None:
-        """Queue ``frame``; never blocks. Overflow closes the client with 4008."""
+        """Queue ``frame``; never blocks. See the module docstring for when a
+        client counts as too slow."""
         if self.closing:
             return
-        limits = self.gateway.limits
-        if (
-            len(self.queue) >= limits.queue_size
-            or self.queued_bytes + len(frame) > limits.queue_bytes
-        ):
-            self._too_slow("send queue full")
-            return
         self._enqueue(frame)
+        if self.backlogged:
+            self._check_backlog()
 
     def _enqueue(self, frame: bytes) -> None:
         self.queue.append(frame)
@@ -158,60 +174,143 @@ class Connection:
             # dispatch, never inside it, and costs no greenlet and no timer.
             self.writer = self.gateway.loop.run_callback(self._flush)
 
+    def _check_backlog(self) -> None:
+        """Rule "backlog": past the bound for BACKLOG_GRACE, and still growing.
+
+        Only called while the kernel refuses bytes (a writer greenlet waits),
+        so what a dispatch queues before the writer had its turn never counts.
+        """
+        limits = self.gateway.limits
+        if len(self.queue) <= limits.queue_size and (
+            self.queued_bytes <= limits.queue_bytes
+        ):
+            return
+        now = time.monotonic()
+        if not self.over_since:
+            self.over_since = now
+        elif now - self.over_since >= BACKLOG_GRACE:
+            self._too_slow(
+                BACKLOG,
+                f"{self.queued_bytes} bytes in {len(self.queue)} frames waiting, "
+                f"past the bound for {now - self.over_since:.1f}s",
+            )
+
+    def _within_bounds(self) -> bool:
+        limits = self.gateway.limits
+        return (
+            len(self.queue) <= limits.queue_size
+            and self.queued_bytes <= limits.queue_bytes
+        )
+
     def _flush(self) -> None:
         """Write without waiting; hand what the kernel refuses to a writer greenlet.
 
         Runs as an event-loop callback, so it must never block or raise.
         """
         self.writer = None
+        try:
+            pending = self._write_nowait()
+        except OSError:
+            self.abort()
+            return
+        if pending is not None:
+            self.backlogged = True
+            self.writer = gevent.spawn(self._write_loop, pending)
+            return
+        if self.closing:
+            self._after_close_sent()
+
+    def _write_nowait(self) -> memoryview | None:
+        """Write queued frames while the kernel takes them, never waiting.
+
+        Returns None once the queue is empty, or the unsent end of the frame
+        the kernel refused (the frames after it go back to the queue).
+        """
         queue, stats = self.queue, self.gateway.stats
         while queue:
-            data, count = _take_batch(queue)
+            batch = _take_batch(queue)
+            data = b"".join(batch)  # one frame: the same object, no copy
             self.queued_bytes -= len(data)
             try:
                 sent = self.sock.send(data, 0, 0.0)  # timeout 0: never waits
             except (BlockingIOError, TimeoutError):
                 sent = 0
-            except OSError:
-                self.abort()
-                return
             if sent < len(data):
-                # The rest stays with the writer, out of the queue, so dropping
-                # the queue (4008) can never cut a frame in two.
-                self.writer = gevent.spawn(self._write_loop, data[sent:], count)
-                return
-            stats.frames_out += count
-        if self.closing:
-            self._after_close_sent()
+                return self._put_back(batch, sent)
+            stats.frames_out += len(batch)
+        return None
 
-    def _write_loop(self, data: bytes, count: int) -> None:
-        """Send ``data`` (the unsent end of ``count`` frames), then the queue."""
-        queue, stats = self.queue, self.gateway.stats
-        timeout = self.gateway.limits.write_timeout
+    def _put_back(self, batch: list[bytes], sent: int) -> memoryview:
+        """After a partial write of ``batch``: the unsent end of the frame cut
+        at ``sent``, a view of the shared frame (no copy); the frames after it
+        go back to the front of the queue: a waiting writer holds no bytes of
+        its own."""
+        index = done = 0
+        while sent >= done + len(batch[index]):  # sent < the batch: this ends
+            done += len(batch[index])
+            index += 1
+        frame = batch[index]
+        self.gateway.stats.frames_out += index
+        rest = batch[index + 1 :]
+        if rest:
+            self.queue.extendleft(reversed(rest))
+            self.queued_bytes += sum(map(len, rest))
+        return memoryview(frame)[sent - done :]
+
+    def _write_loop(self, pending: memoryview | None) -> None:
+        """The writer greenlet: wait until the kernel takes ``pending`` (the rest
+        of a frame it refused), then write the queue, until it is empty."""
+        deadline = gevent.Timeout(self.gateway.limits.write_timeout)
         try:
-            while True:
-                with gevent.Timeout(timeout):
-                    self.sock.sendall(data)
-                stats.frames_out += count
-                if not queue:
-                    break
-                data, count = _take_batch(queue)
-                self.queued_bytes -= len(data)
-        except gevent.Timeout:
+            while pending is not None:
+                if self.over_since and self._within_bounds():
+                    self.over_since = 0.0
+                self._write_waiting(pending, deadline)
+                pending = self._write_nowait()
+        except gevent.Timeout as timeout:
+            if timeout is not deadline:
+                raise
             if not self.closing:
-                stats.slow_closes += 1
-            self.closing = True
+                self._too_slow(
+                    STALLED,
+                    "its socket accepted nothing for "
+                    f"{self.gateway.limits.write_timeout:g}s",
+                )
             self.abort()
         except OSError:
             self.abort()
         finally:
+            deadline.close()
             self.writer = None
+            self.backlogged = False
+            self.over_since = 0.0
         if self.closing:
             self._after_close_sent()
 
-    def _too_slow(self, why: str) -> None:
-        logger.info("closing a slow client (%s)", why)
-        self.gateway.stats.slow_closes += 1
+    def _write_waiting(self, pending: memoryview, deadline: gevent.Timeout) -> None:
+        """Rule "stalled": each wait for the kernel to take a byte is bounded by
+        WRITE_TIMEOUT; any progress starts a new wait."""
+        while pending:
+            deadline.start()
+            try:
+                sent = self.sock.send(pending)  # waits until the socket is writable
+            finally:
+                deadline.cancel()
+            pending = pending[sent:]
+        self.gateway.stats.frames_out += 1
+
+    def _too_slow(self, rule: str, detail: str) -> None:
+        """Close a client that does not keep up; ``rule`` says which rule fired."""
+        logger.info("closing a slow client (%s: %s)", rule, detail)
+        stats = self.gateway.stats
+        stats.slow_closes += 1
+        if rule == STALLED:
+            stats.slow_closes_stalled += 1
+            # A frame is half written: no room for a close frame. The caller
+            # (the writer) aborts the connection.
+            self.closing = True
+            return
+        stats.slow_closes_backlog += 1
         self.queue.clear()
         self.queued_bytes = 0
         self.close(frames.CLOSE_TOO_SLOW, "too slow")
@@ -249,16 +348,19 @@ class Connection:
             writer.kill(block=False)
 
 
-def _take_batch(queue: collections.deque[bytes]) -> tuple[bytes, int]:
-    """Frames queued so far, up to about WRITE_BATCH bytes, as one write."""
-    if len(queue) == 1:
-        return queue.popleft(), 1
-    batch, size = [], 0
-    while queue and size < WRITE_BATCH:
+def _take_batch(queue: collections.deque[bytes]) -> list[bytes]:
+    """The next frames to write as one, up to WRITE_BATCH bytes (or one frame).
+
+    A frame never joins a batch it would push past WRITE_BATCH: joining copies,
+    and a big frame goes out alone, as the object every subscriber shares.
+    """
+    frame = queue.popleft()
+    batch, size = [frame], len(frame)
+    while queue and size + len(queue[0]) <= WRITE_BATCH:
         frame = queue.popleft()
         batch.append(frame)
         size += len(frame)
-    return b"".join(batch), len(batch)
+    return batch
 
 
 class Protocol:
@@ -291,8 +393,12 @@ class Protocol:
     def subscribe(self, connection: Connection, url: str) -> None:
         gateway = self.gateway
         if url not in connection.urls:
-            if len(connection.urls) >= gateway.limits.max_subscriptions:
+            limits = gateway.limits
+            if len(connection.urls) >= limits.max_subscriptions:
                 self.error(connection, "limit", "too many subscriptions", url)
+                return
+            if connection.url_bytes + url_size(url) > limits.max_subscription_bytes:
+                self.error(connection, "limit", "subscription URLs too long", url)
                 return
             if not self._allowed(connection, url):
                 self.error(connection, "forbidden", "not allowed", url)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -22,6 +23,7 @@ class Subscriber(Protocol):
     """What the hub needs of a connection."""
 
     urls: set[str]
+    url_bytes: int
 
     def send(self, frame: bytes) -> None: ...
 
@@ -32,6 +34,11 @@ def message_frame(message: dict) -> bytes:
 
 
 RESYNC_FRAME = message_frame({"type": "resync"})
+
+
+def url_size(url: str) -> int:
+    """The UTF-8 bytes of ``url``, what MAX_SUBSCRIPTION_BYTES counts."""
+    return len(url) if url.isascii() else len(url.encode())
 
 
 class Hub:
@@ -56,7 +63,12 @@ class Hub:
     def subscribe(self, connection: Subscriber, url: str) -> None:
         if url in connection.urls:
             return
+        # Interned: every connection subscribed to a URL holds the one string
+        # (the by_url key), not the copy its own message was parsed into.
+        # Interned strings are freed with their last reference.
+        url = sys.intern(url)
         connection.urls.add(url)
+        connection.url_bytes += url_size(url)
         self.by_url.setdefault(url, set()).add(connection)
         self.subscriptions += 1
 
@@ -64,6 +76,7 @@ class Hub:
         if url not in connection.urls:
             return
         connection.urls.discard(url)
+        connection.url_bytes -= url_size(url)
         subscribers = self.by_url.get(url)
         if subscribers is not None:
             subscribers.discard(connection)

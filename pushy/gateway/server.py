@@ -30,6 +30,7 @@ from pushy.gateway.handshake import GatewayServer, Refusal
 from pushy.gateway.hub import RESYNC_FRAME, Hub
 from pushy.gateway.listener import Listener
 from pushy.gateway.logs import Throttled
+from pushy.gateway.memory import Trimmer
 from pushy.gateway.stats import Stats, prometheus_text
 from pushy.messages import resync_channel
 
@@ -45,6 +46,8 @@ PING_FRAME = frames.build_frame(frames.OP_PING, b"")
 MAX_PONG_WAIT = 10.0
 # Refused handshakes are logged one by one, but no faster than this per reason.
 REFUSAL_LOG_INTERVAL = 1.0
+# How often freed memory is given back to the OS, if connections closed meanwhile.
+TRIM_INTERVAL = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +56,7 @@ class Limits:
 
     max_message: int
     max_subscriptions: int
+    max_subscription_bytes: int
     queue_size: int
     queue_bytes: int
     write_timeout: float
@@ -67,6 +71,7 @@ class Limits:
         return cls(
             max_message=conf.get("MAX_MESSAGE_BYTES"),
             max_subscriptions=conf.get("MAX_SUBSCRIPTIONS"),
+            max_subscription_bytes=conf.get("MAX_SUBSCRIPTION_BYTES"),
             queue_size=conf.get("SEND_QUEUE_SIZE"),
             queue_bytes=conf.get("SEND_QUEUE_BYTES"),
             write_timeout=conf.get("WRITE_TIMEOUT"),
@@ -127,6 +132,7 @@ class Gateway:
         self.stopped = gevent.event.Event()
         self._refusal_logs: dict[str, Throttled] = {}
         self.shutting_down = False
+        self.trimmer = Trimmer()
 
     # Lifecycle -----------------------------------------------------------
 
@@ -136,11 +142,11 @@ class Gateway:
             gevent.signal_handler(signum, self._on_signal, signum)
         self.listener.start()
         self.server.start()
-        heartbeat = gevent.spawn(self._heartbeat)
+        helpers = [gevent.spawn(self._heartbeat), gevent.spawn(self._trim_memory)]
         self.listener.first_attempt.wait(STARTUP_REDIS_WAIT)
         logger.info(self.startup_line())
         self.stopped.wait()
-        heartbeat.kill()
+        gevent.killall(helpers)
         return 0
 
     def startup_line(self) -> str:
@@ -217,7 +223,10 @@ class Gateway:
             return
         self.stats.connections_total += 1
         key = session_key(environ.get("HTTP_COOKIE"))
-        Connection(self, sock, rfile, key).serve()
+        try:
+            Connection(self, sock, rfile, key).serve()
+        finally:
+            self.trimmer.connection_closed()
 
     def resync(self) -> None:
         self.stats.redis_reconnects += 1
@@ -243,6 +252,12 @@ class Gateway:
                     self.stats.ping_timeouts += 1
                     client.close(frames.CLOSE_POLICY, "ping timeout")
             gevent.sleep(interval - wait)
+
+    def _trim_memory(self) -> None:
+        """Give freed memory back to the OS after connections closed (memory.py)."""
+        while True:
+            gevent.sleep(TRIM_INTERVAL)
+            self.trimmer.tick()
 
     # HTTP endpoints ------------------------------------------------------
 

@@ -17,6 +17,7 @@ LIMITS = {
     "RATE_LIMIT": 20,
     "HANDSHAKE_TIMEOUT": 1,
     "MAX_MESSAGE_BYTES": 1024,
+    "MAX_SUBSCRIPTION_BYTES": 100,
 }
 
 
@@ -39,6 +40,25 @@ def test_subscriptions_past_the_limit_get_limit_errors(limited):
         # Unsubscribing makes room; the connection stays usable throughout.
         client.request(action="unsubscribe", url="/api/shot/1/")
         client.subscribe("/api/shot/9/")
+    finally:
+        client.close()
+
+
+def test_subscription_urls_past_max_subscription_bytes_get_limit_errors(limited):
+    client = Client(limited.ws_url)
+    # 41 bytes each in UTF-8 (26 characters): two fit in 100 bytes, not three.
+    first, second, third = (f"/api/tag/{'é' * 15}{n}/" for n in range(3))
+    try:
+        client.subscribe(first)
+        client.subscribe(second)
+        answer = client.request(action="subscribe", url=third)
+        assert answer["type"] == "error"
+        assert answer["code"] == "limit"
+        assert answer["url"] == third
+        # Unsubscribing gives its bytes back.
+        client.request(action="unsubscribe", url=first)
+        client.subscribe(third)
+        client.subscribe("/api/shot/1/")  # 94 bytes: still within 100
     finally:
         client.close()
 

@@ -81,21 +81,31 @@ def test_a_client_that_never_reads_does_not_slow_the_others(pushy_redis):
 @pytest.mark.parametrize(
     "limit", [{"SEND_QUEUE_SIZE": 20}, {"SEND_QUEUE_BYTES": 50_000}], ids=str
 )
-def test_queue_overflow_closes_with_4008(pushy_redis, limit):
+def test_a_backlog_that_keeps_growing_past_the_bound_closes_with_4008(
+    pushy_redis, limit
+):
     # allow_all: 2,000 distinct objects would otherwise wait on 2,000 view runs.
     settings = {**limit, "WRITE_TIMEOUT": 30, "AUTHORIZE": ALLOW_ALL}
     with Gateway(pushy_redis.url, pushy_settings=settings) as gw:
         stuck = stuck_client(gw)
-        # 8 MB: more than the kernel's buffers and then the queue hold.
-        publish_many(pushy_redis.url, 1, 2000)
-        wait_for(lambda: gw.get_json("/stats")["slow_closes"] == 1)
+        # 8 MB: more than the kernel's buffers and then the queue hold...
+        last = publish_many(pushy_redis.url, 1, 2000)
+        # ...and more keeps coming: past the bound for a second, it is too slow
+        # (long before WRITE_TIMEOUT).
+        started = time.monotonic()
+        while gw.get_json("/stats")["slow_closes"] == 0:
+            assert time.monotonic() - started < 10, "not closed in time"
+            last = publish_many(pushy_redis.url, last + 1, 5)
+            time.sleep(0.1)
         # Reading now drains what was in flight, then the close frame.
         assert stuck.recv_close() == (4008, "too slow")
         assert stuck.at_eof()
         stuck.close()
         stats = wait_for(lambda: (s := gw.get_json("/stats"))["connections"] == 0 and s)
         assert stats["subscriptions"] == 0
-        assert stats["slow_closes"] == 1
+        assert stats["slow_closes"] == stats["slow_closes_backlog"] == 1
+        assert stats["slow_closes_stalled"] == 0
+        gw.wait_for_log("closing a slow client (backlog: ")
 
 
 def test_a_stalled_write_past_write_timeout_drops_the_client(pushy_redis):
@@ -105,7 +115,8 @@ def test_a_stalled_write_past_write_timeout_drops_the_client(pushy_redis):
         stuck = stuck_client(gw)
         publish_many(pushy_redis.url, 1, 3000)  # 12 MB: more than the kernel holds
         stats = wait_for(lambda: (s := gw.get_json("/stats"))["connections"] == 0 and s)
-        assert stats["slow_closes"] == 1
+        assert stats["slow_closes"] == stats["slow_closes_stalled"] == 1
+        gw.wait_for_log("closing a slow client (stalled: ")
         assert stuck.at_eof()
         stuck.close()
 
@@ -118,3 +129,56 @@ def test_an_update_bigger_than_64_kib_is_delivered(pushy_redis, shared_gateway):
     publish(pushy_redis.url, update)
     assert client.recv()["data"] == {"text": big}
     client.close()
+
+
+def publish_burst(redis_url: str, count: int, size: int) -> None:
+    """``count`` updates of about ``size`` bytes each, in one pipeline."""
+    pad = "x" * size
+    client = redis.Redis.from_url(redis_url)
+    pipe = client.pipeline(transaction=False)
+    for pk in range(1, count + 1):
+        update = shot_update(pk, pad=pad)
+        pipe.publish(update.channel, update.encode())
+    pipe.execute()
+    client.close()
+
+
+def test_a_burst_of_200_updates_of_64_kib_reaches_a_fast_reader(pushy_redis):
+    with Gateway(pushy_redis.url, pushy_settings={"AUTHORIZE": ALLOW_ALL}) as gw:
+        client = Client(gw.ws_url, timeout=20)
+        client.subscribe("/api/shot/")
+        publish_burst(pushy_redis.url, 200, 64 * 1024)
+        pks = [client.recv()["pk"] for _ in range(200)]
+        assert pks == list(range(1, 201))
+        assert gw.get_json("/stats")["slow_closes"] == 0
+        client.close()
+
+
+def test_an_update_bigger_than_the_send_queue_reaches_a_fast_reader(pushy_redis):
+    settings = {"SEND_QUEUE_BYTES": 100_000, "AUTHORIZE": ALLOW_ALL}
+    with Gateway(pushy_redis.url, pushy_settings=settings) as gw:
+        clients = [Client(gw.ws_url, timeout=20) for _ in range(3)]
+        for client in clients:
+            client.subscribe("/api/shot/")
+        publish_burst(pushy_redis.url, 2, 300_000)
+        for client in clients:
+            assert [client.recv()["pk"] for _ in range(2)] == [1, 2]
+            client.close()
+        assert gw.get_json("/stats")["slow_closes"] == 0
+
+
+def test_resubscribing_1000_urls_at_once_is_answered_in_full(pushy_redis):
+    with Gateway(pushy_redis.url, pushy_settings={"AUTHORIZE": ALLOW_ALL}) as gw:
+        raw = RawClient("127.0.0.1", gw.port, timeout=20)
+        raw.upgrade()
+        urls = [f"/api/shot/{pk}/" for pk in range(1000)]
+        # Back to back in one write, as a browser's pushy.js sends them after a
+        # reconnect (with its heartbeat ping): the gateway reads them all before
+        # its writer runs.
+        ping = frame(0x1, b'{"action": "ping"}')
+        raw.send(b"".join(_subscribe_frame(url) for url in urls) + ping)
+        answers = [raw.recv_json() for _ in range(len(urls) + 1)]
+        expected = [{"type": "subscribed", "url": url} for url in urls]
+        assert answers == [*expected, {"type": "pong"}]
+        assert gw.get_json("/stats")["subscriptions"] == 1000
+        raw.close()
