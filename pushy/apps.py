@@ -7,6 +7,7 @@ class PushyConfig(AppConfig):
 
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
+        from django.apps import apps
 
         from pushy import checks, signals
         from pushy.capture import checks as capture_checks
@@ -19,3 +20,7 @@ class PushyConfig(AppConfig):
         post_migrate.connect(
             triggers.install_after_migrate, dispatch_uid="pushy.capture.triggers"
         )
+        if apps.is_installed("django.contrib.admin"):
+            from pushy import live_admin
+
+            live_admin.install()

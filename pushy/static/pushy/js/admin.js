@@ -1,0 +1,71 @@
+/*
+ * pushy's live admin: added to the change form of every pushed model (see
+ * pushy/live_admin.py), after pushy.js. It subscribes to the object's API URL
+ * and, when someone else saves or deletes the object, shows a banner above the
+ * form: "This shot was changed by someone else at 14:02: reload before saving."
+ * A save made by this page itself is not "someone else": once the form is
+ * submitted, updates are ignored (the page is about to be replaced).
+ */
+(function (global) {
+  "use strict";
+
+  const script = document.currentScript;
+  const url = script && script.getAttribute("data-pushy-admin-url");
+  const name = (script && script.getAttribute("data-pushy-admin-name")) || "object";
+  if (!url || !global.pushy) {
+    return;
+  }
+  let submitting = false;
+  document.addEventListener("submit", function () {
+    submitting = true;
+  }, true);
+
+  function clock(date) {
+    return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  }
+
+  /* The banner, made once, in the admin's own message style. */
+  function banner() {
+    let list = document.getElementById("pushy-admin-banner");
+    if (list) {
+      return list;
+    }
+    list = document.createElement("ul");
+    list.id = "pushy-admin-banner";
+    list.className = "messagelist";
+    list.setAttribute("role", "alert");
+    const item = document.createElement("li");
+    item.className = "warning";
+    list.appendChild(item);
+    const content = document.getElementById("content") || document.body;
+    content.parentNode.insertBefore(list, content);
+    return list;
+  }
+
+  function show(event) {
+    const list = banner();
+    const item = list.firstChild;
+    const when = clock(new Date());
+    item.textContent = "";
+    list.setAttribute("data-event", event);
+    if (event === "delete") {
+      item.appendChild(document.createTextNode(
+        "This " + name + " was deleted by someone else at " + when + "."));
+      return;
+    }
+    item.appendChild(document.createTextNode(
+      "This " + name + " was changed by someone else at " + when + ": "));
+    const reload = document.createElement("a");
+    reload.href = global.location.href;
+    reload.textContent = "reload before saving";
+    item.appendChild(reload);
+    item.appendChild(document.createTextNode("."));
+  }
+
+  global.pushy.subscribe(url, function (message) {
+    if (submitting || message.type !== "update" || message.url !== url) {
+      return;
+    }
+    show(message.event);
+  });
+})(window);

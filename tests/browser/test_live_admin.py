@@ -1,0 +1,166 @@
+"""The live admin in Chromium: two people on one shot's change form in the demo
+site's admin, each in their own logged-in browser context, a real gateway and
+Redis. When one saves (or the shot is deleted elsewhere), the other's form shows
+the banner; the one who saved does not."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.site import SampleSite
+from tests.support.gateway import Gateway
+from tests.support.servers import free_port
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(120)]
+
+OTHER_USER = (
+    "from django.contrib.auth.models import User; "
+    "User.objects.create_superuser('other', 'other@example.com', 'other-pass')"
+)
+
+
+@pytest.fixture(scope="module")
+def site(redis_server):
+    port = free_port()
+    running = SampleSite(redis_server.url, f"http://127.0.0.1:{port}/")
+    running.gateway_port = port
+    try:
+        running.start()
+        running.shell(OTHER_USER)
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(site, redis_server):
+    with Gateway(redis_server.url, port=site.gateway_port, env=site.env) as running:
+        yield running
+
+
+class AdminPage:
+    """A logged-in admin tab, with the pushy frames it received."""
+
+    def __init__(self, browser, site: SampleSite, username: str, password: str):
+        self.site = site
+        self.context = browser.new_context()
+        self.context.set_default_timeout(10_000)
+        self.page = self.context.new_page()
+        self.frames: list[dict] = []
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.on("websocket", self._watch)
+        self.page.goto(site.url + "admin/login/")
+        self.page.fill("#id_username", username)
+        self.page.fill("#id_password", password)
+        self.page.click("input[type=submit]")
+        expect(self.page.locator("#user-tools")).to_be_visible()
+
+    def _watch(self, socket) -> None:
+        socket.on(
+            "framereceived", lambda payload: self.frames.append(json.loads(payload))
+        )
+
+    def open_shot(self, pk: int) -> AdminPage:
+        self.frames.clear()
+        self.page.goto(f"{self.site.url}admin/photosession/shot/{pk}/change/")
+        self.wait_for(lambda: any(f["type"] == "subscribed" for f in self.frames))
+        return self
+
+    def wait_for(self, condition, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not reached: {self.frames}")
+            self.page.wait_for_timeout(20)
+
+    def banner(self):
+        return self.page.locator("#pushy-admin-banner")
+
+    def close(self) -> None:
+        self.context.close()
+        assert self.errors == []
+
+
+@pytest.fixture
+def admins(browser, site, gateway):
+    demo = AdminPage(browser, site, "demo", "pushy-demo")
+    other = AdminPage(browser, site, "other", "other-pass")
+    yield demo, other
+    demo.close()
+    other.close()
+
+
+def test_a_save_by_someone_else_shows_the_banner_not_to_the_one_who_saved(admins):
+    demo, other = admins
+    demo.open_shot(3)
+    other.open_shot(3)
+    expect(demo.banner()).to_have_count(0)
+    other.page.fill("#id_title", "Retitled by the other editor")
+    # The saver's form posts into a frame, so that its page stays and receives
+    # the update of its own save: a banner there would be a false alarm.
+    other.page.evaluate(
+        """() => {
+        const sink = document.createElement("iframe");
+        sink.name = "sink";
+        document.body.appendChild(sink);
+        document.querySelector("#shot_form").target = "sink";
+        document.querySelector("input[name=_continue]").click();
+    }"""
+    )
+    banner = demo.banner()
+    expect(banner).to_contain_text(
+        "This shot was changed by someone else at", timeout=5_000
+    )
+    expect(banner).to_contain_text("reload before saving")
+    clock = demo.page.evaluate(
+        "new Date().toLocaleTimeString([], {hour: '2-digit', minute: '2-digit'})"
+    )
+    assert clock[:2] in banner.inner_text()
+    other.wait_for(lambda: any(f["type"] == "update" for f in other.frames))
+    assert other.banner().count() == 0, "the saver's own save is not someone else's"
+    other.page.reload()
+    expect(other.page.locator("#id_title")).to_have_value(
+        "Retitled by the other editor"
+    )
+    expect(other.banner()).to_have_count(0)
+    # "reload" gives the current values.
+    demo.page.click("#pushy-admin-banner a")
+    expect(demo.page.locator("#id_title")).to_have_value("Retitled by the other editor")
+    expect(demo.banner()).to_have_count(0)
+
+
+def test_a_delete_elsewhere_is_shown_and_other_objects_are_not(admins, site):
+    demo, other = admins
+    pk = int(
+        site.shell(
+            "from sample_site.photosession.models import Shot; "
+            "print(Shot.objects.create(session_id=2, title='Doomed').pk)"
+        ).split()[-1]
+    )
+    demo.open_shot(pk)
+    other.open_shot(4)
+    site.shell(
+        "from sample_site.photosession.models import Shot; "
+        f"Shot.objects.get(pk={pk}).delete()"
+    )
+    expect(demo.banner()).to_contain_text("This shot was deleted by someone else at")
+    expect(demo.banner()).to_have_attribute("data-event", "delete")
+    # The other editor watches shot 4: nothing to say about the delete.
+    assert other.banner().count() == 0
+    assert any(f.get("type") == "subscribed" for f in other.frames)
+
+
+def test_only_change_forms_of_pushed_objects_load_pushy(admins, site):
+    demo, _ = admins
+    demo.page.goto(site.url + "admin/photosession/shot/")
+    assert demo.page.locator("script[src$='pushy/js/admin.js']").count() == 0
+    demo.page.goto(site.url + "admin/photosession/shot/add/")
+    assert demo.page.locator("script[src$='pushy/js/admin.js']").count() == 0
+    demo.page.goto(site.url + "admin/photosession/session/1/change/")
+    script = demo.page.locator("script[src$='pushy/js/admin.js']")
+    expect(script).to_have_attribute("data-pushy-admin-url", "/api/v1/session/1/")
