@@ -6,8 +6,8 @@ class PushyConfig(AppConfig):
     verbose_name = "pushy"
 
     def ready(self) -> None:
-        from django.db.models.signals import post_migrate
         from django.apps import apps
+        from django.db.models.signals import post_migrate
 
         from pushy import checks, signals
         from pushy.capture import checks as capture_checks
