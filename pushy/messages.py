@@ -162,6 +162,19 @@ def resync_channel() -> str:
     return conf.get("CHANNEL_PREFIX") + RESYNC_SUFFIX
 
 
+EXPLAIN_SUFFIX = ":explain"
+
+
+def explain_channel() -> str:
+    """Where ``manage.py pushy_explain`` asks gateways for their subscriber counts."""
+    return conf.get("CHANNEL_PREFIX") + EXPLAIN_SUFFIX
+
+
+def explain_reply_prefix() -> str:
+    """The Redis list keys gateways answer explain requests in (keys, not channels)."""
+    return conf.get("CHANNEL_PREFIX") + EXPLAIN_SUFFIX + ":reply:"
+
+
 def parent_url(url: str) -> str | None:
     """The collection an object URL sits in: ``/api/shot/3/`` -> ``/api/shot/``."""
     parts = urlsplit(url)

@@ -17,7 +17,9 @@ Nothing on Redis can silence it:
   since updates published meanwhile were lost;
 - a message on the control channel ``resync_channel`` (sent by
   ``manage.py pushy_capture`` when it may have missed database changes) calls
-  ``on_resync_request`` instead of being decoded;
+  ``on_resync_request`` instead of being decoded; one on a channel of
+  ``controls`` (``manage.py pushy_explain``'s) goes to its handler, which must
+  not block;
 - if the greenlet ends anyway, a link restarts it, and clients get a resync
   once it has subscribed again.
 """
@@ -122,6 +124,7 @@ class Listener:
         max_update_bytes: int = 1024 * 1024,
         resync_channel: str | None = None,
         on_resync_request: Callable[[], object] | None = None,
+        controls: dict[str, Callable[[bytes], object]] | None = None,
     ) -> None:
         self.url = url
         self.pattern = pattern
@@ -133,6 +136,8 @@ class Listener:
         # redis-py hands channels over as bytes.
         self.resync_channel = resync_channel.encode() if resync_channel else None
         self.on_resync_request = on_resync_request
+        # Other control channels: channel -> handler(body).
+        self.controls = {c.encode(): h for c, h in (controls or {}).items()}
         self.live = False
         self.reconnects = 0
         # Set once the first attempt to subscribe has succeeded or failed.
@@ -272,6 +277,9 @@ class Listener:
                     if message["channel"] == self.resync_channel:
                         self._resync_requested()
                         continue
+                    if message["channel"] in self.controls:
+                        self._control(message["channel"], message["data"])
+                        continue
                     self._handle(message["channel"], message["data"])
                     handled += 1
                     if handled % YIELD_EVERY == 0:
@@ -292,6 +300,17 @@ class Listener:
         logger.info("resync requested on %s", self.resync_channel.decode())
         if self.on_resync_request is not None:
             self.on_resync_request()
+
+    def _control(self, channel: bytes, body: bytes) -> None:
+        try:
+            self.controls[channel](body)
+        except Exception:
+            self._failure_log.log(
+                logging.ERROR,
+                "a control message on %s failed",
+                channel.decode("utf-8", "replace"),
+                exc_info=True,
+            )
 
     def _handle(self, channel: bytes, body: bytes) -> None:
         """Hand one message to the hub; nothing about it may end the pump."""

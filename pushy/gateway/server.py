@@ -25,6 +25,7 @@ from pushy.gateway import frames, sockets
 from pushy.gateway.admission import Admission
 from pushy.gateway.auth import Authorizer, origin_allowed, session_key
 from pushy.gateway.connection import Connection, Protocol
+from pushy.gateway.explain import Explainer
 from pushy.gateway.gate import Gate
 from pushy.gateway.handshake import GatewayServer, Refusal
 from pushy.gateway.hub import RESYNC_FRAME, Hub
@@ -32,7 +33,7 @@ from pushy.gateway.listener import Listener
 from pushy.gateway.logs import Throttled
 from pushy.gateway.memory import Trimmer
 from pushy.gateway.stats import Stats, prometheus_text
-from pushy.messages import resync_channel
+from pushy.messages import explain_channel, resync_channel
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ class Gateway:
         self.admission = Admission.from_settings(self.stats)
         self.origins = conf.allowed_origins()
         self.websocket_paths = {"/ws", urlsplit(conf.websocket_url()).path}
+        self.explainer = Explainer(self.hub, conf.get("REDIS_URL"))
         self.listener = Listener(
             conf.get("REDIS_URL"),
             conf.get("CHANNEL_PREFIX") + "*",
@@ -124,6 +126,7 @@ class Gateway:
             max_update_bytes=conf.get("MAX_UPDATE_BYTES"),
             resync_channel=resync_channel(),
             on_resync_request=self.resync_requested,
+            controls={explain_channel(): self.explainer.request},
         )
         self.socket = listen_socket
         self.server = GatewayServer(

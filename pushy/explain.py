@@ -1,0 +1,125 @@
+"""``manage.py pushy_explain``'s questions, one function each.
+
+Why did a page not update? For one object: what a save would publish, how many
+gateway processes listen on Redis now, how many connections on each are
+subscribed to the object's URL and its collection (asked through Redis, see
+``pushy/gateway/explain.py``), and whether a user's subscription would be allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import uuid
+from typing import Any
+
+import redis
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from django.urls import Resolver404, resolve
+from django.utils.module_loading import import_string
+
+from pushy import authorization, conf
+from pushy.connections import client_from_url
+from pushy.exceptions import PublishError
+from pushy.messages import explain_channel, explain_reply_prefix
+from pushy.publisher import redacted_redis_url
+
+# How long the command waits for the gateways' answers.
+ANSWER_TIMEOUT = 2.0
+
+
+@dataclasses.dataclass
+class GatewayCounts:
+    """How many gateways got the question, and the answers of those that replied."""
+
+    listening: int
+    answers: list[dict[str, Any]]
+
+    def total(self, url: str) -> int:
+        return sum(answer["urls"].get(url, 0) for answer in self.answers)
+
+
+def ask_gateways(urls: list[str], timeout: float = ANSWER_TIMEOUT) -> GatewayCounts:
+    """Publish the question; collect one answer per listening gateway, or time out.
+
+    PublishError when Redis cannot be reached.
+    """
+    key = explain_reply_prefix() + uuid.uuid4().hex
+    request = json.dumps({"urls": urls, "reply": key})
+    try:
+        client = client_from_url(
+            conf.get("REDIS_URL"), socket_connect_timeout=1, socket_timeout=timeout + 2
+        )
+        try:
+            listening = client.publish(explain_channel(), request)
+            answers = _collect(client, key, listening, timeout)
+        finally:
+            client.delete(key)
+            client.close()
+    except redis.RedisError as e:
+        raise PublishError(f"Redis at {redacted_redis_url()}: {e}") from e
+    return GatewayCounts(listening, answers)
+
+
+def _collect(client: redis.Redis, key: str, expected: int, timeout: float) -> list:
+    answers: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while len(answers) < expected and (left := deadline - time.monotonic()) > 0:
+        # Whole seconds: BLPOP takes fractions only since Redis 6.
+        popped = client.blpop([key], timeout=max(1, int(left + 0.999)))
+        if popped is not None:
+            answers.append(json.loads(popped[1]))
+    return sorted(answers, key=lambda answer: answer.get("gateway", ""))
+
+
+def authorizer() -> tuple[str, Any]:
+    """The name and the function of the project's authorization."""
+    path = conf.get("AUTHORIZE")
+    if path:
+        return path, import_string(path)
+    return "pushy.authorization.can_get (the default)", authorization.can_get
+
+
+def decide(user: Any, url: str) -> tuple[bool, str]:
+    """Whether ``user`` may subscribe to ``url`` as the gateway decides, and why."""
+    name, authorize = authorizer()
+    try:
+        allowed = bool(authorize(user, url))
+    except Exception as e:
+        return False, f"{name} raised {type(e).__name__}: {e} (the gateway refuses)"
+    if authorize is authorization.can_get:
+        return allowed, f"{name}: {view_answer(user, url)}"
+    return allowed, f"{name} returned {allowed}"
+
+
+def view_answer(user: Any, url: str) -> str:
+    """What the view of ``url`` answers ``user``'s GET, in words."""
+    path_info = authorization._path_info(url.split("?", 1)[0])
+    if path_info is None:
+        return f"{url} is outside FORCE_SCRIPT_NAME"
+    query = url.split("?", 1)[1] if "?" in url else ""
+    request = authorization.get_request(path_info, query, user, None)
+    try:
+        match = resolve(request.path_info)
+    except Resolver404:
+        return f"no view: {url} does not resolve in the URLconf"
+    request.resolver_match = match
+    view = view_name(match.func)
+    try:
+        response = match.func(request, *match.args, **match.kwargs)
+    except Http404:
+        return f"GET {url} ({view}) raised Http404"
+    except PermissionDenied:
+        return f"GET {url} ({view}) raised PermissionDenied"
+    except Exception as e:
+        return f"GET {url} ({view}) raised {type(e).__name__}: {e}"
+    return f"GET {url} ({view}) answered {response.status_code}"
+
+
+def view_name(func: Any) -> str:
+    """The dotted name of a view: its class for class-based views and viewsets."""
+    target = getattr(func, "view_class", None) or getattr(func, "cls", None) or func
+    name = getattr(target, "__qualname__", None) or type(target).__qualname__
+    return f"{target.__module__}.{name}"

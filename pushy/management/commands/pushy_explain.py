@@ -1,0 +1,121 @@
+from django.apps import apps
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from pushy import conf
+from pushy.checks import closest
+from pushy.exceptions import InvalidUpdate, PublishError
+from pushy.explain import ask_gateways, decide
+from pushy.messages import UPDATE, build_update, checked_body, model_label
+
+
+class Command(BaseCommand):
+    help = (
+        "Explain how a change to one object reaches browsers: the update a save "
+        "publishes, the gateways listening, their subscribers, and (--user) "
+        "whether a user may subscribe."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("model", help="app_label.model_name")
+        parser.add_argument("pk", help="primary key of the object")
+        parser.add_argument("--user", help="username whose subscription to check")
+
+    def handle(self, *args, model, pk, user, **options):
+        instance = self._load(model, pk)
+        label = model_label(instance)
+        if label not in conf.model_labels():
+            raise CommandError(
+                f"{label} is not in PUSHY_SETTINGS['MODELS']: its saves publish "
+                f"nothing. Add {label!r} to MODELS."
+            )
+        person = self._user(user) if user else None
+        try:
+            update = build_update(instance, UPDATE)
+            body = checked_body(update)
+        except InvalidUpdate as e:
+            raise CommandError(f"a save of this object publishes nothing: {e}") from e
+        self._update(update, body)
+        urls = [update.url] + ([update.collection] if update.collection else [])
+        self._gateways(urls)
+        if person is not None:
+            self._authorization(person, update)
+
+    def _update(self, update, body):
+        self.stdout.write("A save publishes:")
+        self.stdout.write(f"  channel: {update.channel}")
+        self.stdout.write(f"  body: {body.decode()}")
+        limit = conf.get("MAX_UPDATE_BYTES")
+        self.stdout.write(f"  size: {len(body):,} bytes (MAX_UPDATE_BYTES {limit:,})")
+
+    def _gateways(self, urls):
+        try:
+            counts = ask_gateways(urls)
+        except PublishError as e:
+            raise CommandError(f"cannot ask the gateways: {e}") from e
+        self.stdout.write(f"Gateway processes listening on Redis: {counts.listening}")
+        if counts.listening == 0:
+            self.stdout.write(
+                "  none: no runpushy is subscribed to this Redis and CHANNEL_PREFIX "
+                f"({conf.get('CHANNEL_PREFIX')!r}); start manage.py runpushy"
+            )
+            return
+        for answer in counts.answers:
+            per_url = ", ".join(f"{url}: {n}" for url, n in answer["urls"].items())
+            self.stdout.write(
+                f"  {answer['gateway']}: {answer['connections']} connections; "
+                f"subscribed to {per_url}"
+            )
+        missing = counts.listening - len(counts.answers)
+        if missing:
+            self.stdout.write(
+                f"  {missing} did not answer in time (an older pushy, another "
+                "subscriber to the pattern, or a busy gateway)"
+            )
+        totals = ", ".join(f"{url}: {counts.total(url)}" for url in urls)
+        self.stdout.write(f"  connections subscribed in all: {totals}")
+
+    def _authorization(self, person, update):
+        name = getattr(person, person.USERNAME_FIELD)
+        self.stdout.write(f"User {name!r}:")
+        allowed, why = decide(person, update.url)
+        verdict = "allowed" if allowed else "refused (forbidden)"
+        self.stdout.write(f"  subscribe to {update.url}: {verdict}; {why}")
+        if update.collection:
+            ok, why = decide(person, update.collection)
+            verdict = "allowed" if ok else "refused (forbidden)"
+            self.stdout.write(f"  subscribe to {update.collection}: {verdict}; {why}")
+            receives = "receives" if allowed else "does not receive"
+            self.stdout.write(
+                f"  as a subscriber of {update.collection}, {receives} this "
+                f"object's updates (needs {update.url} allowed)"
+            )
+        ttl = conf.get("AUTHORIZATION_TTL")
+        self.stdout.write(f"  (gateways keep a decision for up to {ttl}s)")
+
+    def _user(self, username):
+        User = get_user_model()
+        try:
+            return User._default_manager.get_by_natural_key(username)
+        except User.DoesNotExist:
+            raise CommandError(f"no user {username!r}") from None
+
+    def _load(self, label, pk):
+        try:
+            model = apps.get_model(label)
+        except (LookupError, ValueError):
+            raise CommandError(self._unknown_model(label)) from None
+        try:
+            return model._default_manager.get(pk=pk)
+        except model.DoesNotExist:
+            raise CommandError(f"{label} has no object with pk {pk!r}") from None
+        except (ValueError, ValidationError) as e:
+            raise CommandError(f"{pk!r} is not a valid pk for {label}: {e}") from e
+
+    def _unknown_model(self, label):
+        pushed = sorted(conf.model_labels())
+        labels = [m._meta.label_lower for m in apps.get_models()]
+        guess = closest(label, pushed) or closest(label, labels)
+        message = f"unknown model {label!r}: expected app_label.model_name"
+        return f"{message}; did you mean {guess!r}?" if guess else message
