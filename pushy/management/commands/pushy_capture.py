@@ -6,6 +6,7 @@ SIGINT. Run one or more (on any hosts); one captures, the others stand by.
 
 from __future__ import annotations
 
+import logging
 import signal
 from typing import Any
 
@@ -43,7 +44,19 @@ class Command(BaseCommand):
                 f"{e}: pushy_capture needs psycopg 3 "
                 "(pip install 'django-pushy[postgres]')."
             ) from e
+        ensure_logging()
         capture = Capture(alias)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: capture.stop())
         capture.run()
+
+
+def ensure_logging() -> None:
+    """Show the state lines (active, standing by) even when LOGGING says nothing."""
+    capture_logger = logging.getLogger("pushy.capture")
+    if not capture_logger.hasHandlers():
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        capture_logger.addHandler(handler)
+    if capture_logger.getEffectiveLevel() > logging.INFO:
+        capture_logger.setLevel(logging.INFO)
