@@ -10,8 +10,9 @@ beyond its reader, and a fast one no greenlet or timer per update.
 ``send()`` never blocks, and a client is judged by whether it keeps up over
 time, never by what one dispatch queued before its writer ran:
 
-- "stalled": its socket accepted nothing for ``WRITE_TIMEOUT``; the TCP
-  connection is dropped (a half-written frame leaves no room for a close frame);
+- "stalled": the client took no byte for ``WRITE_TIMEOUT`` (its socket accepted
+  nothing and the kernel's buffer toward it did not drain); the TCP connection
+  is dropped (a half-written frame leaves no room for a close frame);
 - "backlog": while the kernel refuses bytes (a writer greenlet waits), what is
   queued behind stayed past ``SEND_QUEUE_SIZE`` / ``SEND_QUEUE_BYTES`` for
   ``BACKLOG_GRACE`` and kept growing; the client is closed with 4008.
@@ -24,9 +25,12 @@ a partial write keeps a view of the frame it cut, never a copy.
 from __future__ import annotations
 
 import collections
+import fcntl
 import json
 import logging
 import socket
+import sys
+import termios
 import time
 from typing import Any, BinaryIO
 
@@ -260,42 +264,54 @@ class Connection:
     def _write_loop(self, pending: memoryview | None) -> None:
         """The writer greenlet: wait until the kernel takes ``pending`` (the rest
         of a frame it refused), then write the queue, until it is empty."""
-        deadline = gevent.Timeout(self.gateway.limits.write_timeout)
         try:
             while pending is not None:
                 if self.over_since and self._within_bounds():
                     self.over_since = 0.0
-                self._write_waiting(pending, deadline)
+                self._write_waiting(pending)
                 pending = self._write_nowait()
-        except gevent.Timeout as timeout:
-            if timeout is not deadline:
-                raise
+        except _Stalled:
             if not self.closing:
                 self._too_slow(
                     STALLED,
-                    "its socket accepted nothing for "
+                    "the client took no byte for "
                     f"{self.gateway.limits.write_timeout:g}s",
                 )
             self.abort()
         except OSError:
             self.abort()
         finally:
-            deadline.close()
             self.writer = None
             self.backlogged = False
             self.over_since = 0.0
         if self.closing:
             self._after_close_sent()
 
-    def _write_waiting(self, pending: memoryview, deadline: gevent.Timeout) -> None:
+    def _write_waiting(self, pending: memoryview) -> None:
         """Rule "stalled": each wait for the kernel to take a byte is bounded by
-        WRITE_TIMEOUT; any progress starts a new wait."""
+        WRITE_TIMEOUT; any progress starts a new wait.
+
+        The kernel calls a socket writable again only once a good part of its
+        buffer (up to 4 MB) has drained, which takes a slow reader longer than
+        WRITE_TIMEOUT while it is reading all along. So when the wait runs out,
+        the bytes the kernel still holds for the client are compared with those
+        it held when the wait began: fewer means the client took some, and the
+        wait starts again.
+        """
+        timeout = self.gateway.limits.write_timeout
         while pending:
+            held = _unsent(self.sock)
+            deadline = gevent.Timeout(timeout, _Stalled)
             deadline.start()
             try:
                 sent = self.sock.send(pending)  # waits until the socket is writable
+            except _Stalled:
+                now_held = _unsent(self.sock)
+                if held is None or now_held is None or now_held >= held:
+                    raise
+                continue  # the client is reading: not stalled
             finally:
-                deadline.cancel()
+                deadline.close()
             pending = pending[sent:]
         self.gateway.stats.frames_out += 1
 
@@ -346,6 +362,20 @@ class Connection:
         if writer is not None:
             writer.join(self.gateway.limits.write_timeout)
             writer.kill(block=False)
+
+
+class _Stalled(Exception):
+    """Raised in a writer whose wait for the client reached WRITE_TIMEOUT."""
+
+
+def _unsent(sock: socket.socket) -> int | None:
+    """Bytes the kernel holds for ``sock`` that the client has not acknowledged
+    (Linux's SIOCOUTQ); None where the system cannot tell."""
+    try:
+        answer = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except (OSError, AttributeError):
+        return None
+    return int.from_bytes(answer, sys.byteorder, signed=True)
 
 
 def _take_batch(queue: collections.deque[bytes]) -> list[bytes]:

@@ -23,8 +23,7 @@ COUNTERS = {
     "frames_out": "Frames written to clients",
     "messages_in": "Messages received from clients",
     "slow_closes": "Clients closed for not keeping up (both rules below)",
-    "slow_closes_stalled": "Clients dropped: their socket accepted nothing "
-    "for WRITE_TIMEOUT",
+    "slow_closes_stalled": "Clients dropped: they took no byte for WRITE_TIMEOUT",
     "slow_closes_backlog": "Clients closed with 4008: their backlog stayed past "
     "the send queue bound while growing",
     "ping_timeouts": "Clients closed for not answering a ping",

@@ -1,6 +1,7 @@
 """Clients that do not keep up are closed (4008) and never hold others back."""
 
 import json
+import threading
 import time
 
 import psutil
@@ -38,9 +39,9 @@ def wait_for(predicate, timeout: float = 10, every: float = 0.05):
     raise AssertionError("condition not met in time")
 
 
-def stuck_client(gateway: Gateway) -> RawClient:
+def stuck_client(gateway: Gateway, rcvbuf: int = 4096) -> RawClient:
     """Subscribed to every shot, with a tiny receive buffer, and never reads."""
-    raw = RawClient("127.0.0.1", gateway.port, rcvbuf=4096)
+    raw = RawClient("127.0.0.1", gateway.port, rcvbuf=rcvbuf)
     raw.upgrade()
     raw.send(_subscribe_frame("/api/shot/"))
     assert raw.recv_json()["type"] == "subscribed"
@@ -181,4 +182,60 @@ def test_resubscribing_1000_urls_at_once_is_answered_in_full(pushy_redis):
         expected = [{"type": "subscribed", "url": url} for url in urls]
         assert answers == [*expected, {"type": "pong"}]
         assert gw.get_json("/stats")["subscriptions"] == 1000
+        raw.close()
+
+
+def read_slowly(raw: RawClient, chunk: int, every: float) -> threading.Thread:
+    """Read ``chunk`` bytes every ``every`` seconds until the gateway closes."""
+    raw.received = 0
+
+    def run() -> None:
+        raw.sock.settimeout(30)
+        try:
+            while data := raw.sock.recv(chunk):
+                raw.received += len(data)
+                time.sleep(every)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_reader_that_falls_further_behind_is_closed_by_the_backlog_rule(
+    pushy_redis,
+):
+    # WRITE_TIMEOUT is out of reach: the reader makes progress all along.
+    settings = {"SEND_QUEUE_BYTES": 50_000, "WRITE_TIMEOUT": 30, "AUTHORIZE": ALLOW_ALL}
+    with Gateway(pushy_redis.url, pushy_settings=settings) as gw:
+        raw = stuck_client(gw)
+        reader = read_slowly(raw, 1024, 0.02)  # about 50 KB/s
+        started, last = time.monotonic(), 0
+        while gw.get_json("/stats")["slow_closes"] == 0:  # about 1.6 MB/s
+            assert time.monotonic() - started < 15, "not closed in time"
+            last = publish_many(pushy_redis.url, last + 1, 20)
+            time.sleep(0.05)
+        reader.join(10)
+        stats = gw.get_json("/stats")
+        assert stats["slow_closes_backlog"] == 1
+        assert stats["slow_closes_stalled"] == 0
+        assert raw.received > 20_000  # it was reading, only too slowly
+        raw.close()
+
+
+def test_a_slow_reader_that_keeps_reading_is_not_cut_off_in_a_big_frame(pushy_redis):
+    # Each 900 KB frame takes the reader longer than WRITE_TIMEOUT, but its
+    # socket keeps accepting bytes: only a socket that accepts nothing stalls.
+    settings = {"WRITE_TIMEOUT": 1, "AUTHORIZE": ALLOW_ALL}
+    with Gateway(pushy_redis.url, pushy_settings=settings) as gw:
+        raw = stuck_client(gw, rcvbuf=64 * 1024)
+        publish_burst(pushy_redis.url, 6, 900_000)
+        reader = read_slowly(raw, 32 * 1024, 0.05)  # about 640 KB/s
+        deadline = time.monotonic() + 40
+        while raw.received < 6 * 900_000:
+            assert time.monotonic() < deadline, f"{raw.received} bytes read"
+            assert reader.is_alive(), f"closed after {raw.received} bytes"
+            time.sleep(0.1)
+        assert gw.get_json("/stats")["slow_closes"] == 0
         raw.close()
