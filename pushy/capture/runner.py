@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import psycopg
 from django.apps import apps
 from django.db import Error as DatabaseError
 from django.db import connections, models
@@ -98,11 +99,8 @@ class Capture:
             started = time.monotonic()
             try:
                 self._session()
-            except DatabaseError as e:
-                self._lost(e, backoff)
-            except Exception as e:  # psycopg errors not wrapped by Django
-                if type(e).__module__.split(".")[0] != "psycopg":
-                    raise
+            except (DatabaseError, psycopg.Error) as e:
+                # Django wraps the ORM's errors; the LISTEN connection is used raw.
                 self._lost(e, backoff)
             finally:
                 self._close()

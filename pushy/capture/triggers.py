@@ -9,6 +9,9 @@ and sends a handful of notifications, each a JSON object under PostgreSQL's
     {"m": "app_label.model_name", "e": "i" | "u" | "d" | "t", "x": "<txid>",
      "k": [pk, pk, ...]}
 
+(``x``, the transaction id, is for people reading notifications; the capture
+process does not need it.)
+
 ``e`` is insert, update, delete or truncate (no ``k``: the whole table changed).
 A primary key whose JSON is longer than ``MAX_KEY_BYTES`` travels as ``null``;
 the capture process then asks for a resync of the model instead. NOTIFY is
@@ -44,7 +47,8 @@ DECLARE
     label text := TG_ARGV[0];
     pk_column text := TG_ARGV[1];
     channel text := TG_ARGV[2];
-    txid text := txid_current()::text;
+    -- For logs and debugging; never forces a transaction id on a no-op.
+    txid text := txid_current_if_assigned()::text;
     payload text;
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN

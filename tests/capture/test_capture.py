@@ -6,6 +6,7 @@ delivered; the capture process runs as a subprocess on the same test database.
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
@@ -214,3 +215,49 @@ def test_pushy_triggers_removes_and_reinstalls(settings, request):
     call_command("pushy_triggers", stdout=out)
     assert installed_tables("capture") == {"captureapp_item"}
     assert "installed: captureapp.item" in out.getvalue()
+
+
+def test_capture_survives_losing_its_database_connection(published, pushy_redis):
+    with CaptureProcess(pushy_redis.url) as capture:
+        assert published.next(10)[0] == "pushy_:resync"  # becoming active
+        with connections["capture"].cursor() as cursor:
+            # The active process's session: the one holding the advisory lock.
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                "WHERE locktype = 'advisory' AND granted "
+                "AND database = (SELECT oid FROM pg_database "
+                "WHERE datname = current_database())"
+            )
+            assert cursor.fetchall() == [(True,)]
+        capture.wait_for_log("lost the database", timeout=15)
+        capture.wait_for_log(ACTIVE, timeout=15, count=2)
+        # What changed meanwhile was not seen: pages are told to resync.
+        assert published.next(10)[0] == "pushy_:resync"
+        item = Item.objects.create(title="after")
+        body = next_update(published)
+        assert (body["event"], body["pk"]) == ("create", item.pk)
+
+
+def test_updates_redis_refused_become_a_resync_once_it_is_back(
+    settings, published, pushy_redis
+):
+    from pushy.capture.runner import Capture
+
+    item = Item.objects.create(title="a")
+    notification = json.dumps(
+        {"m": "captureapp.item", "e": "u", "x": "1", "k": [item.pk]}
+    )
+    settings.PUSHY_SETTINGS = {
+        **settings.PUSHY_SETTINGS,
+        "REDIS_URL": "redis://127.0.0.1:1/0",
+    }
+    capture = Capture("capture")
+    capture.handle([notification])
+    assert capture.resync_owed == {"captureapp.item"}
+    capture._settle_resync()  # Redis still down: still owed
+    assert capture.resync_owed == {"captureapp.item"}
+    settings.PUSHY_SETTINGS = {**settings.PUSHY_SETTINGS, "REDIS_URL": pushy_redis.url}
+    capture._settle_resync()
+    assert capture.resync_owed == set()
+    assert published.next(5) == ("pushy_:resync", {"models": ["captureapp.item"]})
+    published.assert_nothing_more()
