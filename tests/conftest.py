@@ -70,14 +70,15 @@ def subprocess_env(redis_url: str, **extra: str) -> dict[str, str]:
     """Environment for a Django subprocess sharing this test's DB and Redis."""
     from django.db import connection, connections
 
-    capture = connections["capture"].settings_dict
     env = dict(os.environ)
-    env.update(
-        PUSHY_TEST_PG_HOST=capture["HOST"],
-        PUSHY_TEST_PG_PORT=str(capture["PORT"]),
-        PUSHY_TEST_PG_USER=capture["USER"],
-        PUSHY_TEST_PG_NAME=capture["NAME"],
-    )
+    if "capture" in connections.settings:  # the PostgreSQL alias, as pointed
+        capture = connections["capture"].settings_dict
+        env.update(
+            PUSHY_TEST_PG_HOST=capture["HOST"],
+            PUSHY_TEST_PG_PORT=str(capture["PORT"]),
+            PUSHY_TEST_PG_USER=capture["USER"],
+            PUSHY_TEST_PG_NAME=capture["NAME"],
+        )
     env.update(
         DJANGO_SETTINGS_MODULE="tests.settings",
         PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]),
