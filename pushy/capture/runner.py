@@ -32,7 +32,7 @@ from django.db import connections, models
 from pushy import publisher
 from pushy.capture import capture_alias, captured_labels
 from pushy.capture.changes import collect
-from pushy.capture.triggers import notify_channel
+from pushy.capture.triggers import installed_tables, notify_channel
 from pushy.messages import DELETE, Update, build_update, resync_channel
 
 logger = logging.getLogger(__name__)
@@ -142,6 +142,7 @@ class Capture:
             self.channel,
             ", ".join(sorted(captured_labels())) or "no models",
         )
+        self._warn_missing_triggers()
         # Changes made while no process listened were lost: resync their pages.
         self.resync_owed |= captured_labels()
         self._settle_resync()
@@ -155,6 +156,19 @@ class Capture:
                 conn.execute("SELECT 1")
                 idle_since = time.monotonic()
             self._settle_resync()
+
+    def _warn_missing_triggers(self) -> None:
+        """A captured model whose table has no triggers would stay silent."""
+        installed = installed_tables(self.alias)
+        for label in sorted(captured_labels()):
+            table = apps.get_model(label)._meta.db_table
+            if table not in installed:
+                logger.warning(
+                    "pushy capture: %s (table %s) has no capture triggers, so its "
+                    "changes are not seen: run manage.py migrate or pushy_triggers",
+                    label,
+                    table,
+                )
 
     def _take_lock(self, conn: Any) -> bool:
         announced = False

@@ -207,6 +207,8 @@ def test_pushy_triggers_removes_and_reinstalls(settings, request):
     call_command("pushy_triggers", "--remove", stdout=out)
     assert installed_tables("capture") == set()
     assert "removed: table captureapp_item" in out.getvalue()
+    with CaptureProcess(settings.PUSHY_SETTINGS["REDIS_URL"]) as capture:
+        capture.wait_for_log("captureapp.tag (table captureapp_tag) has no capture")
     # Only Item captured now: Tag's triggers are not put back.
     settings.PUSHY_SETTINGS = {
         **settings.PUSHY_SETTINGS,
