@@ -121,10 +121,14 @@ class Capture:
 
     def _close(self) -> None:
         self.active = False
-        if self._listen is not None:
-            self._listen.close()  # ends the session: the lock is freed
-            self._listen = None
-        connections[self.alias].close()
+        listen, self._listen = self._listen, None
+        for wrapper in (listen, connections[self.alias]):
+            if wrapper is None:
+                continue
+            try:
+                wrapper.close()  # the LISTEN session's end frees the lock
+            except (DatabaseError, psycopg.Error) as e:
+                logger.debug("closing a broken connection: %s", e)
 
     def _session(self) -> None:
         """Connect, wait for the lock, then capture until stopped or lost."""
