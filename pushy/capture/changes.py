@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,17 @@ def parse(payload: str) -> dict[str, Any] | None:
     return fields
 
 
+def keys(elements: list[Any]) -> Iterator[Any]:
+    """The primary keys a notification's ``k`` lists; ``[first, last]`` is a run."""
+    for element in elements:
+        if not isinstance(element, list):
+            yield element
+        elif len(element) == 2 and all(type(end) is int for end in element):
+            yield from range(element[0], element[1] + 1)
+        else:
+            logger.warning("pushy capture ignores a key: %.200r", element)
+
+
 def collect(payloads: Iterable[str], labels: frozenset[str]) -> Changes:
     """Coalesce notifications, in order, into one event per object.
 
@@ -91,7 +102,7 @@ def collect(payloads: Iterable[str], labels: frozenset[str]) -> Changes:
             changes.resync.add(label)
             continue
         event = EVENTS[fields["e"]]
-        for pk in fields["k"]:
+        for pk in keys(fields["k"]):
             if pk is None:  # a key too long to send: resync the model
                 changes.resync.add(label)
                 continue

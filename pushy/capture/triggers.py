@@ -13,6 +13,9 @@ and sends a handful of notifications, each a JSON object under PostgreSQL's
 process does not need it.)
 
 ``e`` is insert, update, delete or truncate (no ``k``: the whole table changed).
+For an integer primary key, an element of ``k`` may be ``[first, last]``: every
+key from first to last, inclusive (the statement changed a run of consecutive
+keys).
 A primary key whose JSON is longer than ``MAX_KEY_BYTES`` travels as ``null``;
 the capture process then asks for a resync of the model instead. NOTIFY is
 delivered when the transaction commits, and never for one that rolls back.
@@ -50,14 +53,37 @@ DECLARE
     -- For logs and debugging; never forces a transaction id on a no-op.
     txid text := txid_current_if_assigned()::text;
     payload text;
+    query text;
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         PERFORM pg_notify(
             channel, json_build_object('m', label, 'e', 't', 'x', txid)::text);
         RETURN NULL;
     END IF;
-    FOR payload IN EXECUTE format(
-        $q$
+    IF TG_ARGV[3] = 'int' THEN
+        -- Integer keys travel as runs: [first, last] for consecutive keys, so an
+        -- UPDATE of a range of 100,000 rows is one notification.
+        query := $q$
+        SELECT json_build_object(
+            'm', %L, 'e', %L, 'x', %L, 'k', json_agg(k ORDER BY lo))::text
+        FROM (
+            SELECT k, lo,
+                   sum(octet_length(k::text) + 1) OVER (ORDER BY lo) / {chunk} AS chunk
+            FROM (
+                SELECT lo, CASE WHEN lo = hi THEN to_json(lo)
+                                ELSE json_build_array(lo, hi) END AS k
+                FROM (
+                    SELECT min(key) AS lo, max(key) AS hi
+                    FROM (SELECT key, key - row_number() OVER (ORDER BY key) AS run
+                          FROM (%s) AS changed (key)) AS numbered
+                    GROUP BY run
+                ) AS runs
+            ) AS keyed
+        ) AS sized
+        GROUP BY chunk ORDER BY chunk
+        $q$;
+    ELSE
+        query := $q$
         SELECT json_build_object(
             'm', %L, 'e', %L, 'x', %L, 'k', json_agg(k ORDER BY n))::text
         FROM (
@@ -71,7 +97,10 @@ BEGIN
             ) AS keyed
         ) AS sized
         GROUP BY chunk ORDER BY chunk
-        $q$,
+        $q$;
+    END IF;
+    FOR payload IN EXECUTE format(
+        query,
         label,
         CASE TG_OP WHEN 'INSERT' THEN 'i' WHEN 'UPDATE' THEN 'u' ELSE 'd' END,
         txid,
@@ -127,8 +156,9 @@ def _literal(value: str) -> str:
 def trigger_sql(model: type[models.Model], channel: str, qn) -> list[str]:
     """Statements that (re)create ``model``'s capture triggers."""
     table = qn(model._meta.db_table)
+    kind = "int" if integer_key(model) else "other"
     args = ", ".join(
-        _literal(v) for v in (model_label(model), model._meta.pk.column, channel)
+        _literal(v) for v in (model_label(model), model._meta.pk.column, channel, kind)
     )
     statements = []
     for suffix, event, referencing in _TRIGGERS:
@@ -139,6 +169,14 @@ def trigger_sql(model: type[models.Model], channel: str, qn) -> list[str]:
             f"FOR EACH STATEMENT EXECUTE FUNCTION {FUNCTION}({args})"
         )
     return statements
+
+
+def integer_key(model: type[models.Model]) -> bool:
+    """Whether the primary key is an integer (through a one-to-one parent link too)."""
+    field = model._meta.pk
+    while field.is_relation:
+        field = field.target_field
+    return isinstance(field, models.IntegerField)
 
 
 def drop_sql(table: str, qn) -> list[str]:

@@ -263,3 +263,35 @@ def test_updates_redis_refused_become_a_resync_once_it_is_back(
     assert capture.resync_owed == set()
     assert published.next(5) == ("pushy_:resync", {"models": ["captureapp.item"]})
     published.assert_nothing_more()
+
+
+def test_10000_changed_rows_are_a_handful_of_notifications():
+    import psycopg
+
+    from pushy.capture.changes import keys
+
+    items = Item.objects.bulk_create([Item(title="old") for _ in range(10_000)])
+    pks = sorted(item.pk for item in items)
+    db = connections["capture"].settings_dict
+    with psycopg.connect(
+        host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"],
+        autocommit=True,
+    ) as listener:  # fmt: skip
+        listener.execute('LISTEN "pushy_capture"')
+        Item.objects.update(title="all")  # one run of consecutive keys
+        Item.objects.filter(pk__in=pks[::2]).update(title="every other")
+        with connections["capture"].cursor() as cursor:
+            cursor.execute("SELECT pg_notify('pushy_capture', 'end')")
+        payloads = []
+        for notification in listener.notifies(timeout=30):
+            if notification.payload == "end":
+                break
+            payloads.append(notification.payload)
+    everything, every_other = (
+        [p for p in payloads if f'"k" : [[{pks[0]}, {pks[-1]}]]' in p],
+        [p for p in payloads if '"k" : [[' not in p],
+    )
+    assert len(everything) == 1
+    assert 1 < len(every_other) <= 10
+    assert max(len(p.encode()) for p in payloads) < 8000
+    assert sorted(k for p in every_other for k in keys(json.loads(p)["k"])) == pks[::2]

@@ -114,3 +114,9 @@ def test_checks(settings):
     assert _ids(settings, CAPTURE=["testapp.unpushed"]) == ["pushy.E041"]
     assert _ids(settings, CAPTURE=True, CAPTURE_DATABASE="nope") == ["pushy.E042"]
     assert _ids(settings, CAPTURE=True, CAPTURE_DATABASE="default") == ["pushy.W040"]
+
+
+def test_runs_of_integer_keys_are_expanded(caplog):
+    changes = collect([note("u", [[3, 6], 9, [11, 11], ["a", "b"]])], LABELS)
+    assert [pk for _, pk in changes.events] == [3, 4, 5, 6, 9, 11]
+    assert "ignores a key" in caplog.text
