@@ -298,8 +298,17 @@ class Listener:
 
     def _resync_requested(self) -> None:
         logger.info("resync requested on %s", self.resync_channel.decode())
-        if self.on_resync_request is not None:
+        if self.on_resync_request is None:
+            return
+        try:
             self.on_resync_request()
+        except Exception:  # like any message: it must not end the pump
+            self._failure_log.log(
+                logging.ERROR,
+                "a resync request on %s failed",
+                self.resync_channel.decode(),
+                exc_info=True,
+            )
 
     def _control(self, channel: bytes, body: bytes) -> None:
         try:
