@@ -150,6 +150,11 @@ class Authorizer:
         """False when every subscribe is allowed: no user to load, no thread hop."""
         return self.authorize is not authorization.allow_all
 
+    @property
+    def pending(self) -> int:
+        """Questions (sessions to read, URLs to decide) being asked right now."""
+        return len(self._inflight)
+
     # Never blocking ------------------------------------------------------
 
     def identity_now(self, key: str | None, now: float) -> Any:

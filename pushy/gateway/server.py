@@ -269,6 +269,7 @@ class Gateway:
             len(self.hub.connections), self.hub.subscriptions, self.listener.live
         )
         snapshot["max_connections"] = self.admission.max_connections
+        snapshot["authorizations_pending"] = self.authorizer.pending
         return snapshot
 
     def wsgi_app(self, environ: dict, start_response: Any) -> list[bytes]:

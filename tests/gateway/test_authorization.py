@@ -288,3 +288,25 @@ def test_a_logout_in_another_process_ends_the_subscriptions(redis_server, people
             assert gw.get_json("/stats")["subscriptions"] == 1
         finally:
             client.close()
+
+
+def test_subscribe_churn_never_queues_more_than_one_question_per_connection(gateway):
+    clients = [Client(gateway.ws_url, timeout=20) for _ in range(3)]
+    try:
+        for k, client in enumerate(clients):
+            for n in range(12):  # 12 subscribes sent at once, each a 0.1 s view
+                client.send(action="subscribe", url=f"/fn/slow/{k * 100 + n}/")
+                client.send(action="unsubscribe", url=f"/fn/slow/{k * 100 + n}/")
+        most, started = 0, time.monotonic()
+        while stat(gateway, "authorizations") < 36:
+            most = max(most, gateway.get_json("/stats")["authorizations_pending"])
+            assert time.monotonic() - started < 20, "the questions never got answered"
+            time.sleep(0.02)  # a poll of /stats while the questions are asked
+        # The readers waited for each answer: one question per connection at a time.
+        assert 1 <= most <= len(clients)
+        for client in clients:
+            answers = [client.recv()["type"] for _ in range(24)]
+            assert answers == ["subscribed", "unsubscribed"] * 12
+    finally:
+        for client in clients:
+            client.close()

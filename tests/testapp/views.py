@@ -5,6 +5,8 @@ user get for a GET": DRF permission classes, object permissions and filtered
 querysets; class-based views with the auth mixins; decorated function views.
 """
 
+import time
+
 from django.contrib.auth.decorators import login_required, permission_required
 from django.contrib.auth.mixins import LoginRequiredMixin, PermissionRequiredMixin
 from django.http import Http404, HttpResponseRedirect, JsonResponse
@@ -43,6 +45,12 @@ def moved(request):
 
 def broken(request):
     raise RuntimeError("the view failed")
+
+
+def slow(request, n):
+    """Takes a while to answer: authorization work that can pile up."""
+    time.sleep(0.1)
+    return JsonResponse({"n": n})
 
 
 def writes_session(request):
