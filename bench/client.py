@@ -42,13 +42,22 @@ def cpu_now() -> float:
 
 
 class LoadClient:
-    def __init__(self, ws_url: str, sub_url: str, conns: int, headers: dict) -> None:
+    def __init__(
+        self,
+        ws_url: str,
+        sub_url: str,
+        conns: int,
+        headers: dict,
+        cookies: list[str] | None = None,
+    ) -> None:
         parts = urlsplit(ws_url)
         self.address = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.path = parts.path or "/"
         self.sub_url = sub_url
         self.wanted = conns
         self.headers = headers
+        # Connection i sends cookies[i % len(cookies)]: many users, one process.
+        self.cookies = cookies or []
         self.selector = selectors.DefaultSelector()
         self.conns: list[Connection] = []
         self.tally = Tally()
@@ -112,11 +121,15 @@ class LoadClient:
         while time.monotonic() < deadline:
             pending = [c for c in pending if c.state not in (SUBSCRIBED, CLOSED)]
             while len(pending) < MAX_PENDING and len(self.conns) < self.wanted:
+                headers = self.headers
+                if self.cookies:
+                    cookie = self.cookies[len(self.conns) % len(self.cookies)]
+                    headers = {**headers, "Cookie": cookie}
                 conn = Connection(
                     self.address,
                     self.path,
                     self.sub_url,
-                    self.headers,
+                    headers,
                     self.tally,
                 )
                 self.conns.append(conn)
@@ -230,11 +243,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--url", required=True, help="the URL to subscribe to")
     parser.add_argument("--conns", type=int, required=True)
     parser.add_argument("--header", action="append", default=[], help="Name: value")
+    parser.add_argument(
+        "--cookie", action="append", default=[], help="Cookie values, round robin"
+    )
     parser.add_argument("--connect-timeout", type=float, default=120)
     args = parser.parse_args(argv)
     raise_open_files(args.conns + 100)
     headers = dict(h.split(": ", 1) for h in args.header)
-    client = LoadClient(args.ws, args.url, args.conns, headers)
+    client = LoadClient(args.ws, args.url, args.conns, headers, args.cookie)
     serve(client, args.connect_timeout)
 
 

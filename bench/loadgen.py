@@ -60,23 +60,33 @@ class Clients:
     """N connections to one server, spread over as many processes as needed."""
 
     def __init__(
-        self, ctx: Context, ws_url: str, conns: int, headers: dict, per_process: int
+        self,
+        ctx: Context,
+        ws_url: str,
+        conns: int,
+        headers: dict,
+        per_process: int,
+        cookies: list[str] | None = None,
     ) -> None:
         count = max(1, math.ceil(conns / per_process))
         shares = [conns // count + (i < conns % count) for i in range(count)]
         self.conns = conns
-        spawned = [self._spawn(ctx, ws_url, share, headers) for share in shares]
+        spawned = [
+            self._spawn(ctx, ws_url, share, headers, cookies or []) for share in shares
+        ]
         self.procs = [proc for proc, _ in spawned]
         self.readers = [LineReader(proc, log) for proc, log in spawned]
 
     @staticmethod
     def _spawn(
-        ctx: Context, ws_url: str, conns: int, headers: dict
+        ctx: Context, ws_url: str, conns: int, headers: dict, cookies: list[str]
     ) -> subprocess.Popen:
         args = [sys.executable, "-m", "bench.client", "--ws", ws_url]
         args += ["--url", SUBSCRIBE_URL, "--conns", str(conns)]
         for name, value in headers.items():
             args += ["--header", f"{name}: {value}"]
+        for cookie in cookies:
+            args += ["--cookie", cookie]
         log = tempfile.NamedTemporaryFile(
             "w", dir=ctx.workdir, prefix="client-", suffix=".log", delete=False
         )

@@ -39,7 +39,10 @@ PUSHY_SETTINGS = {
     "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:1/0"),
     "CHANNEL_PREFIX": "pushy_",
     "ALLOWED_ORIGINS": ["localhost"],
-    "AUTHORIZE": "bench.auth.authorize",
+    # bench.authz sets BENCH_AUTHORIZE: "" for pushy's default (run the view),
+    # or pushy.authorization.allow_all.
+    "AUTHORIZE": os.environ.get("BENCH_AUTHORIZE", "bench.auth.authorize") or None,
+    "AUTHORIZATION_TTL": float(os.environ.get("BENCH_AUTHORIZATION_TTL", 60)),
     "PING_INTERVAL": 5,
     # Every load client connects from 127.0.0.1.
     "MAX_CONNECTIONS_PER_CLIENT": None,

@@ -74,3 +74,25 @@ def test_pushy_gateway_delivers_everything(redis_server, tmp_path):
 )
 def test_channels_baseline_delivers_everything(redis_server, tmp_path):
     assert_all_delivered(run_small("channels", redis_server.url, str(tmp_path)), False)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_the_authorization_scenario_delivers_everything(redis_server, tmp_path):
+    from bench.authz import Scenario, benchmark
+
+    small = Scenario.smoke()
+    results = benchmark(small, redis_server.url, str(tmp_path))
+    for name, entry in results["rules"].items():
+        bursts = entry["burst"]
+        assert bursts["connect"]["subscribed"] == small.subscribers, (name, bursts)
+        for run in (bursts["cold"], bursts["warm"]):
+            assert run["delivered"] == run["expected"], (name, run)
+            assert run["expected"] == small.subscribers * small.burst
+        for reconnect in entry["reconnect"]["rounds"]:
+            assert reconnect["subscribed"] == small.reconnects, (name, reconnect)
+    # Every user may see every item: one view run per user for the list and per
+    # user and item, however many connections and bursts.
+    asked = results["rules"]["default"]["burst"]["stats"]["authorizations"]
+    assert asked == small.users * (small.burst + 1)
+    assert results["rules"]["allow_all"]["burst"]["stats"]["authorizations"] == 0

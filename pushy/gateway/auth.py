@@ -9,6 +9,7 @@ as after a request (``CONN_MAX_AGE`` is honoured).
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 
+import gevent
 from django.conf import settings
 from django.http.request import validate_host
 from django.utils.module_loading import import_string
@@ -63,13 +65,66 @@ def session_key(cookie_header: str | None) -> str | None:
     return morsel.value if morsel else None
 
 
-def _close_db_connections() -> None:
-    # As Django does after each request: with CONN_MAX_AGE = 0 (the default) the
-    # connection closes; with more, each pool thread keeps one, so at most
-    # DB_POOL_SIZE stay open.
-    from django.db import close_old_connections
+def _close_db_connections(load: Any = None) -> None:
+    """After a job, in its pool thread: close DB connections as after a request.
 
+    With CONN_MAX_AGE = 0 (the default) the connection closes, and with more it
+    is kept per pool thread (so at most DB_POOL_SIZE are open) -- except while
+    other jobs are waiting or running (``load.jobs`` counts this one too): then
+    the thread keeps its connection for the next one (closing only one that
+    failed). Connecting costs about three times
+    what a typical authorization view does (bench/PROFILE.md), and a burst of
+    questions would otherwise connect once per question. The last job of a
+    burst, finding the queue empty, closes as usual; a thread that went idle
+    while others still worked keeps its connection until its next job.
+    """
+    from django.db import close_old_connections, connections
+
+    if load is not None and load.jobs > 1:
+        for connection in connections.all(initialized_only=True):
+            if connection.errors_occurred:
+                connection.close_if_unusable_or_obsolete()
+        return
     close_old_connections()
+
+
+def _import_ahead() -> None:
+    """Import, in the main thread, what the pool threads' first questions would.
+
+    Seen once in the benchmark: pool threads importing the same modules at once
+    (the URLconf and its views, the session engine, the auth backends) under
+    gevent's monkey-patched locks left three of them stuck for good. Imports
+    done here, before serving, are not done there.
+    """
+    from django.contrib.auth import get_backends, get_user_model
+    from django.urls import Resolver404, get_resolver
+
+    import_module(settings.SESSION_ENGINE)
+    get_backends()
+    get_user_model()
+    resolver = get_resolver()
+    resolver.url_patterns  # noqa: B018 -- imports the URLconf and its views
+    try:
+        resolver.resolve("/")  # populates the resolver's caches
+    except Resolver404:
+        pass
+
+
+def _job(load: Any, func: Callable[..., Any], *args: Any) -> Any:
+    """``func(*args)`` in a pool thread, then its DB connections seen to."""
+    try:
+        return func(*args)
+    finally:
+        _close_db_connections(load)
+
+
+# Seconds a question (a session read, a view run) may take before its askers
+# give up: the subscribe is refused, held updates are withheld.
+QUESTION_TIMEOUT = 30.0
+
+
+class QuestionTimeout(Exception):
+    """Raised when the pool did not answer a question within QUESTION_TIMEOUT."""
 
 
 # The identity every anonymous user shares: decisions for one are for all.
@@ -107,21 +162,33 @@ def _load_session(key: str | None) -> tuple[Any, Any]:
     except Exception:
         logger.warning("could not load the session user", exc_info=True)
         return AnonymousUser(), engine.SessionStore()
-    finally:
-        _close_db_connections()
+
+
+# Where django.contrib.auth's ModelBackend caches a user's permissions on the
+# user object; a question must see permissions as they are now, not as they were
+# when the session was read (up to AUTHORIZATION_TTL earlier).
+PERMISSION_CACHES = ("_perm_cache", "_user_perm_cache", "_group_perm_cache")
+
+
+def _fresh(user: Any) -> Any:
+    """A copy of ``user`` without cached permissions (also: no sharing between
+    the pool threads that ask about one user at once)."""
+    user = copy.copy(user)
+    for name in PERMISSION_CACHES:
+        user.__dict__.pop(name, None)
+    return user
 
 
 def _ask(authorize: Callable[..., bool], who: Identity, url: str) -> bool:
     """One authorization question, in a pool thread; an error means no."""
     try:
+        user = _fresh(who.user)
         if authorize is authorization.can_get:
-            return authorization.can_get(who.user, url, who.session)
-        return bool(authorize(who.user, url))
+            return authorization.can_get(user, url, who.session)
+        return bool(authorize(user, url))
     except Exception:
         logger.exception("AUTHORIZE failed for %s: refusing", url)
         return False
-    finally:
-        _close_db_connections()
 
 
 class Authorizer:
@@ -144,6 +211,17 @@ class Authorizer:
         self.decisions: dict[tuple[Any, str], tuple[bool, float]] = {}
         self._inflight: dict[Any, AsyncResult] = {}
         self._anonymous: Identity | None = None
+        self.jobs = 0  # pool jobs waiting or running
+        # A cached answer in use is asked again in the background in the last
+        # quarter of its life, so busy entries do not expire under the hub's
+        # feet (every subscriber waiting at once); revocation still takes
+        # effect within the TTL. A quarter: busy entries cost 4/3 of the view
+        # runs of asking on expiry (half would double them; docs/decisions.md).
+        self.refresh_within = ttl / 4
+        # The latest session read of each identity: whom to ask as, for that.
+        self.people: dict[Any, Identity] = {}
+        if self.needed:
+            _import_ahead()
 
     @property
     def needed(self) -> bool:
@@ -164,6 +242,8 @@ class Authorizer:
         entry = self.sessions.get(key)
         if entry is None or entry.expires <= now:
             return MISSING
+        if entry.expires - now < self.refresh_within:
+            self._refresh(("session", key), self._read, key)
         return entry.identity
 
     def known(
@@ -171,9 +251,16 @@ class Authorizer:
     ) -> bool | None:
         """The cached decision (``stale``: however old), or None when there is none."""
         entry = self.decisions.get((identity, url))
-        if entry is None or (entry[1] <= now and not stale):
+        if entry is None:
             return None
-        return entry[0]
+        allowed, expires = entry
+        if expires <= now:
+            return allowed if stale else None
+        if expires - now < self.refresh_within:
+            who = self.people.get(identity)
+            if who is not None:
+                self._refresh((identity, url), self._decide, who, url)
+        return allowed
 
     # Blocking the calling greenlet only ----------------------------------
 
@@ -202,20 +289,34 @@ class Authorizer:
         return self._once((who.identity, url), self._decide, who, url)
 
     def _read(self, key: str | None) -> Identity:
-        user, session = self.pool.apply(_load_session, (key,))
+        user, session = self._run(_load_session, key)
         self._count("session_loads")
         entry = Identity(user, session, time.monotonic() + self.ttl)
         if key is not None:
             _remember(self.sessions, key, entry)
+        _remember(self.people, entry.identity, entry)
         return entry
 
     def _decide(self, who: Identity, url: str) -> bool:
-        allowed = self.pool.apply(_ask, (self.authorize, who, url))
+        allowed = self._run(_ask, self.authorize, who, url)
         self._count("authorizations")
         _remember(
             self.decisions, (who.identity, url), (allowed, time.monotonic() + self.ttl)
         )
         return allowed
+
+    def _run(self, func: Callable[..., Any], *args: Any) -> Any:
+        """``func(*args)`` in the pool; blocks this greenlet only.
+
+        Raises ``QuestionTimeout`` after QUESTION_TIMEOUT seconds: a view that
+        never answers must not hold its askers (and their readers) for good.
+        """
+        self.jobs += 1  # read by pool threads: see _close_db_connections
+        try:
+            with gevent.Timeout(QUESTION_TIMEOUT, QuestionTimeout):
+                return self.pool.apply(_job, (self, func, *args))
+        finally:
+            self.jobs -= 1
 
     def _once(self, key: Any, compute: Callable[..., Any], *args: Any) -> Any:
         """``compute(*args)``; if that question is already being asked, its answer."""
@@ -232,6 +333,18 @@ class Authorizer:
             del self._inflight[key]
         pending.set(value)
         return value
+
+    def _refresh(self, key: Any, compute: Callable[..., Any], *args: Any) -> None:
+        """Ask ``key``'s question again in a greenlet of its own, unless under way."""
+        if key not in self._inflight:
+            gevent.spawn(self._refresh_now, key, compute, *args)
+
+    def _refresh_now(self, key: Any, compute: Callable[..., Any], *args: Any) -> None:
+        try:
+            self._once(key, compute, *args)
+        except Exception:
+            # The entry keeps its answer until it expires; then it is asked again.
+            logger.warning("could not refresh an authorization answer", exc_info=True)
 
     def _count(self, name: str) -> None:
         if self.stats is not None:

@@ -89,11 +89,13 @@ class Gate:
         verdicts: dict[Any, str] = {}
         backlogs = self.backlogs
         sent = 0
+        # The hot loop: a warm dispatch costs a few lookups per subscriber, and
+        # the truthiness tests skip even those when nothing is held or skipped.
         for connection in subscribers:
-            if connection in skip:  # subscribed to the object too: handled there
+            if skip and connection in skip:  # subscribed to the object: done there
                 continue
-            backlog = backlogs.get(connection)
-            if backlog is not None:  # keep its order: behind what it waits for
+            if backlogs and (backlog := backlogs.get(connection)) is not None:
+                # Keep its order: behind what it already waits for.
                 self._hold(connection, backlog, Entry(frame, subscribed, url, stale))
                 continue
             key = connection.session_key
@@ -153,6 +155,9 @@ class Gate:
         try:
             while backlog and not connection.closing:
                 entry = backlog[0]
+                if entry.subscribed not in connection.urls:
+                    backlog.popleft()  # unsubscribed, revoked or gone: not asked
+                    continue
                 verdict = self._decide(connection.session_key, entry)
                 if not backlog or backlog[0] is not entry:
                     continue  # dropped for a resync while we waited

@@ -11,7 +11,7 @@ import time
 
 import pytest
 from django.conf import settings
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.test import Client as DjangoClient
 
 from pushy.messages import Update
@@ -309,4 +309,31 @@ def test_subscribe_churn_never_queues_more_than_one_question_per_connection(gate
             assert answers == ["subscribed", "unsubscribed"] * 12
     finally:
         for client in clients:
+            client.close()
+
+
+def test_a_removed_permission_ends_the_subscription_within_the_ttl(redis_server):
+    viewer = User.objects.create_user("viewer", password="x")
+    permission = Permission.objects.get(codename="view_shot")
+    viewer.user_permissions.add(permission)
+    url = "/cbv/shot-viewers/"  # PermissionRequiredMixin
+    update = Update(url=url, event="update", model="testapp.shot", pk=1)
+    with Gateway(redis_server.url, pushy_settings={"AUTHORIZATION_TTL": 1}) as gw:
+        client = Client(gw.ws_url, cookie=login(viewer)[1])
+        try:
+            client.subscribe(url)
+            publish(gw.redis_url, update)
+            assert next_update(client)["url"] == url
+            viewer.user_permissions.remove(permission)
+            removed = time.monotonic()
+            while True:
+                publish(gw.redis_url, update)
+                message = next_update(client)
+                if message["type"] == "error":
+                    break
+                time.sleep(0.05)  # a poll: an update every 50 ms until refused
+            # Within the TTL (1 s), give or take a poll and a view run.
+            assert time.monotonic() - removed < 1.8
+            assert (message["code"], message["url"]) == ("forbidden", url)
+        finally:
             client.close()
