@@ -51,6 +51,13 @@ class Gate:
         self.authorizer = authorizer
         self.backlog_limit = backlog_limit
         self.backlogs: dict[Any, collections.deque[Entry]] = {}
+        # url -> {session key: [subscribers]}, built at a dispatch, dropped when
+        # the URL's subscribers change (the hub calls forget()).
+        self.groups: dict[str, dict[Any, list]] = {}
+
+    def forget(self, url: str) -> None:
+        """The subscribers of ``url`` changed: regroup them at its next update."""
+        self.groups.pop(url, None)
 
     def deliver(
         self, update: Update, frame: bytes, object_subscribers: Any, collection: Any
@@ -85,6 +92,10 @@ class Gate:
         now: float,
         revoked: list,
     ) -> int:
+        if not skip and not self.backlogs:
+            return self._fan_out_grouped(
+                subscribers, frame, subscribed, url, stale, now, revoked
+            )
         # Subscribers sharing a session share a verdict: one cache lookup each.
         verdicts: dict[Any, str] = {}
         backlogs = self.backlogs
@@ -112,6 +123,42 @@ class Gate:
                 revoked.append((connection, subscribed))
             else:
                 self.hub.stats.updates_withheld += 1
+        return sent
+
+    def _fan_out_grouped(
+        self,
+        subscribers: Any,
+        frame: bytes,
+        subscribed: str,
+        url: str,
+        stale: bool,
+        now: float,
+        revoked: list,
+    ) -> int:
+        """The common case (nothing held, nobody skipped): one verdict per
+        session, then the same tight send loop as without authorization."""
+        groups = self.groups.get(subscribed)
+        if groups is None:
+            groups = {}
+            for connection in subscribers:
+                groups.setdefault(connection.session_key, []).append(connection)
+            self.groups[subscribed] = groups
+        sent = 0
+        for key, connections in groups.items():
+            verdict = self._verdict(key, subscribed, url, stale, now)
+            if verdict is SEND:
+                for connection in connections:
+                    connection.send(frame)
+                sent += len(connections)
+            elif verdict is PENDING:
+                for connection in connections:
+                    self._start_backlog(
+                        connection, Entry(frame, subscribed, url, stale)
+                    )
+            elif verdict is REVOKE:
+                revoked.extend((connection, subscribed) for connection in connections)
+            else:
+                self.hub.stats.updates_withheld += len(connections)
         return sent
 
     def _verdict(

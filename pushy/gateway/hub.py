@@ -71,6 +71,8 @@ class Hub:
         connection.url_bytes += url_size(url)
         self.by_url.setdefault(url, set()).add(connection)
         self.subscriptions += 1
+        if self.gate is not None:
+            self.gate.forget(url)
 
     def unsubscribe(self, connection: Subscriber, url: str) -> None:
         if url not in connection.urls:
@@ -83,6 +85,8 @@ class Hub:
             if not subscribers:
                 del self.by_url[url]
         self.subscriptions -= 1
+        if self.gate is not None:
+            self.gate.forget(url)
 
     def dispatch(self, update: Update) -> int:
         """Queue ``update`` to the subscribers of its URL and of its collection.
