@@ -1,0 +1,200 @@
+"""Unit tests of the gate's bookkeeping, with an authorizer whose answers the test
+holds back and releases: order of held updates, the backlog bound, regrouping.
+
+tests/gateway/test_authorization.py runs the same code in a real runpushy with
+real views; these pin the cases a test through sockets cannot time exactly.
+"""
+
+import json
+import time
+
+import gevent
+import gevent.event
+import pytest
+
+from pushy.gateway.auth import MISSING
+from pushy.gateway.gate import Gate
+from pushy.gateway.hub import Hub
+from pushy.gateway.stats import Stats
+from pushy.messages import Update
+
+pytestmark = pytest.mark.timeout(10)
+
+
+class Who:
+    def __init__(self, identity):
+        self.identity = identity
+
+
+class HeldAuthorizer:
+    """Knows nothing until the test answers; ``allowed`` says who may see what."""
+
+    def __init__(self, allowed):
+        self.allowed = allowed  # {(identity, url): bool}
+        self.known_answers = {}
+        self.released = gevent.event.Event()
+        self.asked = []
+
+    def identity_now(self, key, now):
+        return key if (key, None) in self.known_answers else MISSING
+
+    def known(self, identity, url, now, stale=False):
+        return self.known_answers.get((identity, url))
+
+    def who(self, key):
+        self.released.wait()
+        self.known_answers[(key, None)] = True
+        return Who(key)
+
+    def decide(self, who, url):
+        if (who.identity, url) in self.known_answers:  # cached, as the real one
+            return self.known_answers[(who.identity, url)]
+        self.released.wait()
+        self.asked.append((who.identity, url))
+        answer = self.allowed.get((who.identity, url), False)
+        self.known_answers[(who.identity, url)] = answer
+        return answer
+
+
+class Subscriber:
+    def __init__(self, key):
+        self.session_key = key
+        self.urls = set()
+        self.url_bytes = 0
+        self.closing = False
+        self.got = []
+
+    def send(self, frame):
+        # A text frame of under 126 bytes: a 2-byte header, then the JSON.
+        self.got.append(json.loads(frame[2:]))
+
+
+def gate_with(allowed, backlog_limit=100):
+    hub = Hub(Stats())
+    authorizer = HeldAuthorizer(allowed)
+    hub.gate = Gate(hub, authorizer, backlog_limit)
+    return hub, authorizer
+
+
+def item(pk, event="update"):
+    return Update(url=f"/i/{pk}/", event=event, model="a.b", pk=pk, collection="/i/")
+
+
+def test_held_updates_go_out_in_order_once_answered():
+    allowed = {("k", "/i/"): True, ("k", "/i/1/"): True, ("k", "/i/2/"): True}
+    hub, authorizer = gate_with(allowed)
+    client = Subscriber("k")
+    hub.subscribe(client, "/i/")
+    for pk in (1, 2, 1):
+        hub.dispatch(item(pk))
+    gevent.sleep(0)
+    assert client.got == []  # nothing known yet: all three held
+    authorizer.released.set()
+    gevent.sleep(0.01)
+    assert [m["pk"] for m in client.got] == [1, 2, 1]
+    # Each question asked once, though the connection had three updates waiting.
+    assert sorted(authorizer.asked) == [("k", "/i/"), ("k", "/i/1/"), ("k", "/i/2/")]
+    hub.dispatch(item(2))  # known now: sent at once, no greenlet
+    assert [m["pk"] for m in client.got] == [1, 2, 1, 2]
+
+
+def test_objects_and_collections_not_allowed_are_withheld_or_revoked():
+    allowed = {("k", "/i/"): True, ("k", "/i/1/"): True}
+    hub, authorizer = gate_with(allowed)
+    authorizer.released.set()
+    client = Subscriber("k")
+    hub.subscribe(client, "/i/")
+    hub.dispatch(item(2))  # the object is not allowed: withheld, nothing said
+    hub.dispatch(item(1))
+    gevent.sleep(0.01)
+    assert [m["pk"] for m in client.got] == [1]
+    assert hub.stats.updates_withheld == 1
+    authorizer.known_answers[("k", "/i/")] = False  # the collection, revoked
+    hub.dispatch(item(1))
+    assert client.got[-1] == {
+        "type": "error", "code": "forbidden", "message": "no longer allowed",
+        "url": "/i/",
+    }  # fmt: skip
+    assert client.urls == set() and hub.subscriptions == 0
+
+
+def test_too_many_held_updates_become_a_resync():
+    hub, authorizer = gate_with({("k", "/i/"): True}, backlog_limit=3)
+    client = Subscriber("k")
+    hub.subscribe(client, "/i/")
+    for pk in range(5):
+        hub.dispatch(item(pk))
+    assert client.got == [{"type": "resync"}]  # the 4th found 3 waiting
+    authorizer.released.set()
+    gevent.sleep(0.01)
+    assert client.got == [{"type": "resync"}]  # the rest: not allowed anyway
+
+
+def test_new_subscribers_are_grouped_in_at_the_next_update():
+    allowed = {(k, u): True for k in "ab" for u in ("/i/", "/i/1/")}
+    hub, authorizer = gate_with(allowed)
+    authorizer.released.set()
+    first, second = Subscriber("a"), Subscriber("b")
+    hub.subscribe(first, "/i/")
+    hub.dispatch(item(1))
+    gevent.sleep(0.01)
+    hub.subscribe(second, "/i/")
+    hub.dispatch(item(1))
+    gevent.sleep(0.01)
+    hub.unsubscribe(first, "/i/")
+    hub.dispatch(item(1))
+    gevent.sleep(0.01)
+    assert len(first.got) == 2 and len(second.got) == 2
+
+
+def test_a_delete_goes_only_where_the_object_was_known_allowed():
+    allowed = {("k", "/i/"): True, ("k", "/i/1/"): True}
+    hub, authorizer = gate_with(allowed)
+    authorizer.released.set()
+    client = Subscriber("k")
+    hub.subscribe(client, "/i/")
+    hub.dispatch(item(1))  # asked: allowed
+    hub.dispatch(item(9, "delete"))  # never asked: the object is gone
+    hub.dispatch(item(1, "delete"))
+    gevent.sleep(0.01)
+    assert [(m["event"], m["pk"]) for m in client.got] == [
+        ("update", 1), ("delete", 1)
+    ]  # fmt: skip
+    assert ("k", "/i/9/") not in authorizer.asked
+
+
+@pytest.fixture
+def counting_authorizer(settings):
+    from pushy.gateway.auth import Authorizer
+    from tests.testapp import auth
+
+    settings.PUSHY_SETTINGS = {
+        **settings.PUSHY_SETTINGS,
+        "AUTHORIZE": "tests.testapp.auth.counting",
+    }
+    auth.ASKED.clear()
+    authorizer = Authorizer(pool_size=2, ttl=0.4)
+    yield authorizer, auth.ASKED
+    authorizer.close()
+
+
+def test_one_question_asked_at_once_is_asked_once(counting_authorizer):
+    authorizer, asked = counting_authorizer
+    askers = [gevent.spawn(authorizer.allows, None, "/i/1/") for _ in range(20)]
+    gevent.joinall(askers, raise_error=True)
+    assert [g.value for g in askers] == [True] * 20
+    assert asked == ["/i/1/"]
+
+
+def test_a_busy_answer_is_refreshed_before_it_expires(counting_authorizer):
+    authorizer, asked = counting_authorizer
+    assert authorizer.allows(None, "/i/1/")
+    started = time.monotonic()
+    # Used in the last quarter of its 0.4 s life: asked again in the background.
+    while (
+        authorizer.known(None, "/i/1/", time.monotonic()) is not None and len(asked) < 2
+    ):
+        assert time.monotonic() - started < 2, asked
+        gevent.sleep(0.02)  # a poll, with a deadline
+    assert asked == ["/i/1/", "/i/1/"]
+    assert authorizer.known(None, "/i/1/", time.monotonic()) is True  # never expired
