@@ -21,6 +21,7 @@ def test_valid_settings_pass():
             REDIS_URL="rediss://user:pw@redis.example.com:6380/2",
             CHANNEL_PREFIX="site1:",
             AUTHORIZE="tests.testapp.auth.only_staff",
+            AUTHORIZATION_TTL=0.5,
             ALLOWED_ORIGINS=[".example.com"],
             PING_INTERVAL=1,
             DEBUG=True,
@@ -150,6 +151,8 @@ def test_authorize_must_be_callable():
         ("MAX_UPDATE_BYTES", "1M"),
         ("REDIS_HEALTH_INTERVAL", 0),
         ("REDIS_HEALTH_INTERVAL", "5"),
+        ("AUTHORIZATION_TTL", 0),
+        ("AUTHORIZATION_TTL", "60"),
     ],
 )
 def test_limits_have_the_right_type(key, value):
