@@ -82,6 +82,9 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "CAPTURE": (),
         # The database alias (PostgreSQL) whose tables carry the triggers.
         "CAPTURE_DATABASE": "default",
+        # Seconds a URL's version is kept in Redis after its last change. A client
+        # back after longer is sent a resync of that URL (its version may be gone).
+        "VERSION_TTL": 24 * 60 * 60,
     }
 )
 
@@ -94,6 +97,7 @@ INT_LIMITS = (
     "SEND_QUEUE_BYTES",
     "MAX_SUBSCRIPTION_BYTES",
     "DB_POOL_SIZE",
+    "VERSION_TTL",
 )
 # Keys whose value must be a positive int, or None.
 OPTIONAL_INT_LIMITS = ("MAX_CONNECTIONS", "MAX_CONNECTIONS_PER_CLIENT")

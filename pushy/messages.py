@@ -23,7 +23,7 @@ UPDATE = "update"
 DELETE = "delete"
 EVENTS = (CREATE, UPDATE, DELETE)
 # The body's keys; others (from a later version) are ignored by decode().
-FIELDS = ("url", "event", "model", "pk", "collection", "data")
+FIELDS = ("url", "event", "model", "pk", "collection", "data", "version")
 REQUIRED = frozenset(("url", "event", "model", "pk"))
 
 
@@ -37,6 +37,8 @@ class Update:
     pk: Any
     collection: str | None = None
     data: dict[str, Any] | None = None
+    # Given in Redis when published (pushy/versions.py); None before.
+    version: int | None = None
 
     def __post_init__(self) -> None:
         # Checked on both sides: what the publisher builds and what the gateway
@@ -61,6 +63,8 @@ class Update:
             body["collection"] = self.collection
         if self.data is not None:
             body["data"] = self.data
+        if self.version is not None:
+            body["version"] = self.version
         return body
 
     def as_message(self) -> dict[str, Any]:
@@ -135,6 +139,11 @@ def _field_problem(update: Update) -> str | None:
         return f"collection must be a str or absent, not {_type_name(collection)}"
     if data is not None and not isinstance(data, dict):
         return f"data must be an object or absent, not {_type_name(data)}"
+    version = update.version
+    if version is not None and (
+        isinstance(version, bool) or not isinstance(version, int) or version < 0
+    ):
+        return f"version must be a non-negative int or absent, not {version!r}"[:200]
     return None
 
 

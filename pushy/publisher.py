@@ -13,6 +13,7 @@ drop ever reaches Redis.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -22,9 +23,10 @@ import redis
 from django.core.signals import setting_changed
 from django.db import DEFAULT_DB_ALIAS, connections
 from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
-from pushy import conf
+from pushy import conf, versions
 from pushy.connections import client_from_url, redacted
 from pushy.exceptions import InvalidUpdate, PublishError
 from pushy.messages import CREATE, DELETE, UPDATE, Update, checked_body
@@ -76,14 +78,42 @@ def redacted_redis_url() -> str:
 
 
 def _send(updates: list[Update]) -> list[int]:
-    """PUBLISH every update in one round trip; the receiver count of each."""
+    """PUBLISH every update in one round trip; the receiver count of each.
+
+    Each PUBLISH runs inside ``versions.PUBLISH_SCRIPT``, which gives the update
+    its version in the same step (docs/decisions.md, "Versions"). The script is
+    called by its SHA; a Redis that does not know it yet (first use, restart)
+    answers NOSCRIPT, and those updates are sent again once it is loaded.
+    """
     try:
-        pipe = get_client().pipeline(transaction=False)
-        for update in updates:
-            pipe.publish(update.channel, update.encode())
-        return pipe.execute()
+        client = get_client()
+        results = _run_script(client, updates)
+        missing = [isinstance(r, NoScriptError) for r in results]
+        if any(missing):
+            client.script_load(versions.PUBLISH_SCRIPT)
+            retry = list(itertools.compress(updates, missing))
+            again = iter(_run_script(client, retry))
+            results = [
+                next(again) if m else r for m, r in zip(missing, results, strict=True)
+            ]
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return [int(result[0]) for result in results]
     except redis.RedisError as e:
         raise PublishError(f"Redis at {redacted_redis_url()}: {e}") from e
+
+
+def _run_script(client: redis.Redis, updates: list[Update]) -> list[Any]:
+    """EVALSHA the publish script for each update, in one pipeline."""
+    ttl = str(int(conf.get("VERSION_TTL")))
+    pipe = client.pipeline(transaction=False)
+    for update in updates:
+        keys = versions.publish_keys(update.url, update.collection)
+        pipe.evalsha(
+            versions.PUBLISH_SHA, len(keys), *keys, ttl, update.channel, update.encode()
+        )
+    return pipe.execute(raise_on_error=False)
 
 
 # The function that really sends; pushy.testing swaps it to capture updates.

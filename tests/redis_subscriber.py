@@ -16,6 +16,7 @@ class Subscriber:
     def __init__(self, url: str, pattern: str = "pushy_*") -> None:
         self.client = redis.Redis.from_url(url)
         self.pubsub = self.client.pubsub()
+        self.versions: list[int] = []
         self.pubsub.psubscribe(pattern)
         # Wait for the confirmation: from here on, nothing published is missed.
         confirmation = self.pubsub.get_message(timeout=5)
@@ -27,7 +28,14 @@ class Subscriber:
         while (left := deadline - time.monotonic()) > 0:
             message = self.pubsub.get_message(timeout=left)
             if message and message["type"] == "pmessage":
-                return message["channel"].decode(), json.loads(message["data"])
+                body = json.loads(message["data"])
+                if isinstance(body, dict) and "version" in body:
+                    # Given by Redis at publish (pushy/versions.py): checked
+                    # here, kept apart so bodies compare as they were built.
+                    version = body.pop("version")
+                    assert isinstance(version, int) and version > 0, version
+                    self.versions.append(version)
+                return message["channel"].decode(), body
         raise AssertionError(f"nothing published within {timeout}s")
 
     def bodies(self, count: int) -> list[dict]:

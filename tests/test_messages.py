@@ -145,8 +145,27 @@ def test_decode_checks_every_field_and_raises_only_value_error(body, reason):
 
 def test_decode_ignores_keys_of_later_versions_and_accepts_null_optionals():
     body = b'{"url":"/a/","event":"create","model":"m","pk":"k","collection":null,'
-    body += b'"data":null,"version":3,"_body":1}'
+    body += b'"data":null,"priority":3,"_body":1}'
     assert Update.decode(body) == Update(url="/a/", event="create", model="m", pk="k")
+
+
+def test_a_version_given_at_publish_is_decoded_and_sent_on():
+    body = (
+        b'{"url":"/a/","event":"update","model":"m","pk":1,"version":1764547200000000}'
+    )
+    update = Update.decode(body)
+    assert update.version == 1764547200000000
+    assert update.as_message()["version"] == 1764547200000000
+    assert "version" not in Update(url="/a/", event="update", model="m", pk=1).as_dict()
+
+
+@pytest.mark.parametrize("version", ["1", 1.5, -1, True, [1]])
+def test_a_version_that_is_not_a_non_negative_int_is_refused(version):
+    body = json.dumps(
+        {"url": "/a/", "event": "update", "model": "m", "pk": 1, "version": version}
+    )
+    with pytest.raises(ValueError, match="version must be"):
+        Update.decode(body)
 
 
 def test_update_refuses_wrong_types_when_built_by_hand():

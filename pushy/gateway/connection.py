@@ -38,6 +38,7 @@ import gevent
 
 from pushy.gateway import frames
 from pushy.gateway.hub import message_frame, url_size
+from pushy.versions import valid_version
 
 logger = logging.getLogger(__name__)
 
@@ -413,14 +414,32 @@ class Protocol:
             if not _valid_url(url):
                 self.error(connection, "invalid", "url must be a URL string", url)
             elif action == "subscribe":
-                self.subscribe(connection, url)
+                self._subscribe_request(connection, url, request)
             else:
                 self.gateway.hub.unsubscribe(connection, url)
                 connection.send(message_frame({"type": "unsubscribed", "url": url}))
         else:
             self.error(connection, "invalid", "unknown action")
 
-    def subscribe(self, connection: Connection, url: str) -> None:
+    def _subscribe_request(self, connection: Connection, url: str, request: dict):
+        """A subscribe, with the version its client last saw when it sent one."""
+        if "version" not in request:  # protocol v1
+            self.subscribe(connection, url)
+            return
+        seen = request["version"]
+        if seen is not None and not valid_version(seen):
+            message = "version must be a non-negative integer or null"
+            self.error(connection, "invalid", message, url)
+            return
+        self.subscribe(connection, url, versioned=True, seen=seen)
+
+    def subscribe(
+        self,
+        connection: Connection,
+        url: str,
+        versioned: bool = False,
+        seen: int | None = None,
+    ) -> None:
         gateway = self.gateway
         if url not in connection.urls:
             limits = gateway.limits
@@ -434,6 +453,10 @@ class Protocol:
                 self.error(connection, "forbidden", "not allowed", url)
                 return
             gateway.hub.subscribe(connection, url)
+        if versioned:  # registered first: no update can fall between the two
+            for frame in gateway.versions.subscribed(connection, url, seen):
+                connection.send(frame)
+            return
         connection.send(message_frame({"type": "subscribed", "url": url}))
 
     def _allowed(self, connection: Connection, url: str) -> bool:

@@ -125,6 +125,7 @@ class Listener:
         resync_channel: str | None = None,
         on_resync_request: Callable[[], object] | None = None,
         controls: dict[str, Callable[[bytes], object]] | None = None,
+        on_subscribed: Callable[[], object] | None = None,
     ) -> None:
         self.url = url
         self.pattern = pattern
@@ -138,6 +139,8 @@ class Listener:
         self.on_resync_request = on_resync_request
         # Other control channels: channel -> handler(body).
         self.controls = {c.encode(): h for c, h in (controls or {}).items()}
+        # Called after the first subscription (later ones call on_resync).
+        self.on_subscribed = on_subscribed
         self.live = False
         self.reconnects = 0
         # Set once the first attempt to subscribe has succeeded or failed.
@@ -255,6 +258,8 @@ class Listener:
             self.on_resync()
         else:
             logger.info("subscribed to %s at %s", self.pattern, redacted(self.url))
+            if self.on_subscribed is not None:
+                self.on_subscribed()
 
     def _lost(self, error: Exception, failures: int, backoff: float) -> None:
         log = logger.warning if failures == 1 else logger.debug

@@ -33,7 +33,9 @@ from pushy.gateway.listener import Listener
 from pushy.gateway.logs import Throttled
 from pushy.gateway.memory import Trimmer
 from pushy.gateway.stats import Stats, prometheus_text
-from pushy.messages import explain_channel, resync_channel
+from pushy.gateway.versions import VersionBook
+from pushy.messages import Update, explain_channel, resync_channel
+from pushy.versions import VERSION_ROOM
 
 logger = logging.getLogger(__name__)
 
@@ -116,17 +118,20 @@ class Gateway:
         self.origins = conf.allowed_origins()
         self.websocket_paths = {"/ws", urlsplit(conf.websocket_url()).path}
         self.explainer = Explainer(self.hub, conf.get("REDIS_URL"))
+        self.versions = VersionBook(conf.get("REDIS_URL"), conf.get("VERSION_TTL"))
         self.listener = Listener(
             conf.get("REDIS_URL"),
             conf.get("CHANNEL_PREFIX") + "*",
-            on_update=self.hub.dispatch,
+            on_update=self.dispatch,
             on_resync=self.resync,
             count=self._count,
             health_interval=conf.get("REDIS_HEALTH_INTERVAL"),
-            max_update_bytes=conf.get("MAX_UPDATE_BYTES"),
+            # The version is added in Redis, after the publisher's size check.
+            max_update_bytes=conf.get("MAX_UPDATE_BYTES") + VERSION_ROOM,
             resync_channel=resync_channel(),
             on_resync_request=self.resync_requested,
             controls={explain_channel(): self.explainer.request},
+            on_subscribed=lambda: gevent.spawn(self.versions.start_horizon),
         )
         self.socket = listen_socket
         self.server = GatewayServer(
@@ -231,9 +236,20 @@ class Gateway:
         finally:
             self.trimmer.connection_closed()
 
+    def dispatch(self, update: Update) -> int:
+        self.versions.saw(update.version)
+        return self.hub.dispatch(update)
+
     def resync(self) -> None:
+        """Redis is back after an outage: tell clients what they may have missed."""
         self.stats.redis_reconnects += 1
-        self.hub.broadcast(RESYNC_FRAME)
+        gevent.spawn(self._resync_after_outage)
+
+    def _resync_after_outage(self) -> None:
+        # Clients that send versions get a resync per changed URL; the others
+        # (and all, when versions cannot be read) the v1 "everything".
+        for connection in self.versions.after_outage(self.hub):
+            connection.send(RESYNC_FRAME)
 
     def resync_requested(self) -> None:
         """The capture process may have missed database changes: all reload."""

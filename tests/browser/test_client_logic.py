@@ -81,9 +81,10 @@ def test_subscribes_before_open_and_delivers_to_each_callback_once(app):
     }"""
     )
     assert app.evaluate("last().url") == "wss://gateway.example/pushy/ws"
+    # version null: "I speak versions, none seen yet" (docs/protocol.md).
     assert app.evaluate("last().sent") == [
-        {"action": "subscribe", "url": "/api/shot/1/"},
-        {"action": "subscribe", "url": "/api/shot/"},
+        {"action": "subscribe", "url": "/api/shot/1/", "version": None},
+        {"action": "subscribe", "url": "/api/shot/", "version": None},
     ]
     app.evaluate(
         """last().receive({type: "update", url: "/api/shot/1/", event: "update",
@@ -462,3 +463,64 @@ def test_a_gateway_resync_is_spread_too_and_close_cancels_it(app):
     )
     app.evaluate("new Promise(r => setTimeout(r, 250))")
     assert app.evaluate("got") == []
+
+
+def test_versions_are_remembered_and_sent_when_subscribing_again(app):
+    app.evaluate(
+        """() => {
+        for (const url of ["/x/1/", "/x/", "/x/2/", "/x/3/", "/x/4/"]) {
+            app.subscribe(url, record(url));
+        }
+        app.init(); last().open();
+        const s = last();
+        s.receive({type: "subscribed", url: "/x/1/", version: 10});
+        s.receive({type: "subscribed", url: "/x/", version: 10});
+        s.receive({type: "subscribed", url: "/x/2/", version: 10});
+        s.receive({type: "subscribed", url: "/x/3/"});  // a v1 gateway: none
+        // An update moves its object's and its collection's versions.
+        s.receive({type: "update", url: "/x/1/", event: "update", model: "m.m",
+                   pk: 1, collection: "/x/", version: 15});
+        s.receive({type: "resync", url: "/x/2/", version: 12});
+        s.receive({type: "subscribed", url: "/x/2/", version: 11});  // never back
+        s.drop(1006);
+    }"""
+    )
+    # The per-URL resync reached /x/2/'s callback only.
+    assert app.evaluate("got") == [
+        ["/x/1/", "update", "/x/1/"],
+        ["/x/", "update", "/x/1/"],
+        ["/x/2/", "resync", "/x/2/"],
+    ]
+    app.wait_for_function("sockets.length === 2")
+    app.evaluate("() => { got.length = 0; last().open(); }")
+    assert app.evaluate("last().sent") == [
+        {"action": "subscribe", "url": "/x/1/", "version": 15},
+        {"action": "subscribe", "url": "/x/", "version": 15},
+        {"action": "subscribe", "url": "/x/2/", "version": 12},
+        {"action": "subscribe", "url": "/x/3/", "version": None},
+        {"action": "subscribe", "url": "/x/4/", "version": None},
+    ]
+    app.evaluate(
+        """() => {
+        const s = last();
+        s.receive({type: "subscribed", url: "/x/1/", version: 20});
+        s.receive({type: "subscribed", url: "/x/", version: 20});
+        s.receive({type: "resync", url: "/x/", version: 20});  // it changed
+        s.receive({type: "subscribed", url: "/x/2/", version: 20});
+        s.receive({type: "subscribed", url: "/x/3/", version: 20});
+        s.receive({type: "subscribed", url: "/x/4/"});
+    }"""
+    )
+    # Compared by the gateway: /x/1/ and /x/2/ unchanged, /x/ changed. No version
+    # was known for /x/3/, and /x/4/'s gateway compared nothing: both resync.
+    assert sorted(app.evaluate("got")) == [
+        ["/x/", "resync", "/x/"],
+        ["/x/3/", "resync", "/x/3/"],
+        ["/x/4/", "resync", "/x/4/"],
+    ]
+    app.evaluate("() => { app.unsubscribe('/x/1/'); app.subscribe('/x/1/', a); }")
+    assert app.evaluate("last().sent.at(-1)") == {
+        "action": "subscribe",
+        "url": "/x/1/",
+        "version": None,
+    }

@@ -88,7 +88,10 @@
       this._socket = null;
       this._failures = 0; // attempts since the last stable connection
       this._everOpened = false;
-      this._resyncDue = new Set(); // urls to resync once re-subscribed
+      // After a reconnect: url -> whether its subscribe carried a version (then
+      // the gateway says if it changed; else it is resynced once subscribed).
+      this._resyncDue = new Map();
+      this._versions = new Map(); // url -> the last version seen (docs/protocol.md)
       this._timers = { retry: null, stable: null, ping: null, pong: null };
       this._stopped = true;
       this._onOnline = this._retryNow.bind(this);
@@ -133,7 +136,7 @@
         callbacks = new Map();
         this._subscriptions.set(url, callbacks);
         this._log("subscribe", url);
-        this._send({ action: "subscribe", url: url });
+        this._sendSubscribe(url);
       }
       const coalesce = options && options.coalesce !== undefined ? options.coalesce : null;
       callbacks.set(callback, { coalesce: coalesce });
@@ -153,6 +156,7 @@
       if (callbacks.size === 0) {
         this._subscriptions.delete(url);
         this._resyncDue.delete(url);
+        this._versions.delete(url);
         clearTimeout(this._pendingResyncs.get(url));
         this._pendingResyncs.delete(url);
         this._log("unsubscribe", url);
@@ -247,9 +251,12 @@
       this._everOpened = true;
       this._opened = true;
       this._refused = 0;
-      this._resyncDue = resync ? new Set(this._subscriptions.keys()) : new Set();
+      this._resyncDue = new Map();
       for (const url of this._subscriptions.keys()) {
-        this._send({ action: "subscribe", url: url });
+        if (resync) {
+          this._resyncDue.set(url, this._versions.has(url));
+        }
+        this._sendSubscribe(url);
       }
       this._timers.stable = setTimeout(() => {
         this._failures = 0;
@@ -282,11 +289,17 @@
           this._deliverUpdate(message);
           break;
         case "subscribed":
-          if (this._resyncDue.delete(message.url)) {
-            this._resync(message.url);
-          }
+          this._onSubscribed(message);
           break;
         case "resync":
+          if (typeof message.url === "string") {
+            // Versions: only this URL changed (or cannot be known not to have).
+            this._saw(message.url, message.version);
+            if (this._subscriptions.has(message.url)) {
+              this._resync(message.url);
+            }
+            break;
+          }
           for (const url of Array.from(this._subscriptions.keys())) {
             this._resync(url);
           }
@@ -303,10 +316,43 @@
       }
     }
 
+    /* Subscribe, with the last version seen (null: none yet). A gateway that
+     * knows versions answers whether it changed since; others ignore it. */
+    _sendSubscribe(url) {
+      const version = this._versions.has(url) ? this._versions.get(url) : null;
+      this._send({ action: "subscribe", url: url, version: version });
+    }
+
+    /* Re-subscribed after a reconnect: resync unless the gateway compared
+     * versions (it sends a resync of this URL itself when it changed). */
+    _onSubscribed(message) {
+      const url = message.url;
+      const compared = this._resyncDue.get(url) && typeof message.version === "number";
+      if (this._resyncDue.delete(url) && !compared) {
+        this._resync(url);
+      }
+      this._saw(url, message.version);
+    }
+
+    /* Remember the newest version seen for a subscribed url. */
+    _saw(url, version) {
+      if (typeof version !== "number" || !this._subscriptions.has(url)) {
+        return;
+      }
+      const known = this._versions.get(url);
+      if (known === undefined || version > known) {
+        this._versions.set(url, version);
+      }
+    }
+
     /* An update reaches the callbacks of its object URL and of its collection,
      * each callback once: at once for those that do not coalesce, at the next
      * animation frame for the others, with the last update of that URL. */
     _deliverUpdate(update) {
+      this._saw(update.url, update.version);
+      if (update.collection !== undefined) {
+        this._saw(update.collection, update.version);
+      }
       const [now, later] = this._updateCallbacks(update);
       now.forEach((callback) => safeCall(callback, update));
       if (later.size > 0) {

@@ -1,0 +1,162 @@
+"""Versions at the gateway: subscribe-with-version, and per-URL resyncs.
+
+A client that sends ``version`` with a subscribe (protocol addition, see
+docs/protocol.md "Versions") is told at once whether the URL changed since:
+``subscribed`` carries the version it now holds, and a ``resync`` of that URL
+follows only when it changed, or when that cannot be known (versions lost or
+expired). After a Redis outage such clients get a resync of the URLs that
+changed since the last update this gateway received (its horizon), not of all.
+
+Questions from every connection that arrive within one loop turn share one Redis
+round trip (``LOOKUP_SCRIPT``). A connection's reader waits for its answer, as it
+waits for authorization, so answers keep the order of the requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+import gevent
+import gevent.event
+import redis
+
+from pushy import versions
+from pushy.connections import client_from_url
+from pushy.gateway.hub import message_frame
+from pushy.gateway.logs import Throttled
+from pushy.versions import Snapshot
+
+logger = logging.getLogger(__name__)
+
+TIMEOUT = 2.0
+# URLs per Redis script call (a reconnecting page sends up to MAX_SUBSCRIPTIONS).
+CHUNK = 1000
+
+
+class VersionBook:
+    """The gateway's questions about versions, batched, and its horizon."""
+
+    def __init__(self, redis_url: str, ttl: float) -> None:
+        self.redis_url = redis_url
+        self.ttl = ttl
+        # Every update with a version up to this one has reached this gateway.
+        self.horizon: int | None = None
+        # Connections that sent a version: they get per-URL resyncs.
+        self.clients: weakref.WeakSet = weakref.WeakSet()
+        self._pending: list[tuple[list[str], gevent.event.AsyncResult]] = []
+        self._wake = gevent.event.Event()
+        self._worker: gevent.Greenlet | None = None
+        self._client: redis.Redis | None = None
+        self._script: Any = None
+        self._log = Throttled(logger)
+
+    def saw(self, version: int | None) -> None:
+        """An update with ``version`` reached this gateway."""
+        if version is not None and (self.horizon is None or version > self.horizon):
+            self.horizon = version
+
+    def lookup(self, urls: list[str]) -> Snapshot | None:
+        """The versions of ``urls`` now; None when Redis cannot say (in time)."""
+        result = gevent.event.AsyncResult()
+        self._pending.append((urls, result))
+        if self._worker is None or self._worker.dead:
+            self._worker = gevent.spawn(self._run)
+        self._wake.set()
+        try:
+            return result.get(timeout=TIMEOUT)
+        except gevent.Timeout:
+            return None
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            if batch:
+                self._answer(batch)
+
+    def _answer(self, batch: list[tuple[list[str], gevent.event.AsyncResult]]) -> None:
+        urls = list(dict.fromkeys(url for wanted, _ in batch for url in wanted))
+        try:
+            snapshot = self._ask(urls)
+        except (redis.RedisError, ValueError) as e:
+            self._log.log(logging.WARNING, "cannot read versions from Redis: %s", e)
+            snapshot = None
+        for _, result in batch:
+            result.set(snapshot)
+
+    def _ask(self, urls: list[str]) -> Snapshot:
+        if self._client is None:
+            self._client = client_from_url(
+                self.redis_url, socket_connect_timeout=TIMEOUT, socket_timeout=TIMEOUT
+            )
+            self._script = self._client.register_script(versions.LOOKUP_SCRIPT)
+        fixed = [versions.last_key(), versions.floor_key()]
+        merged: Snapshot | None = None
+        for start in range(0, max(len(urls), 1), CHUNK):
+            chunk = urls[start : start + CHUNK]
+            keys = fixed + [versions.url_key(url) for url in chunk]
+            snapshot = Snapshot.from_reply(chunk, self._script(keys=keys))
+            merged = snapshot if merged is None else merged.with_versions(snapshot)
+        return merged
+
+    # Answers -------------------------------------------------------------
+
+    def subscribed(self, connection: Any, url: str, seen: int | None) -> list[bytes]:
+        """The frames answering a subscribe that carried ``version`` (``seen``).
+
+        ``subscribed`` with the version the client now holds, then a resync of
+        ``url`` if it changed after ``seen``. Without an answer from Redis,
+        ``subscribed`` has no version: the client resyncs, as protocol v1 does.
+        """
+        self.clients.add(connection)
+        snapshot = self.lookup([url])
+        if snapshot is None:
+            return [message_frame({"type": "subscribed", "url": url})]
+        frames = [
+            message_frame(
+                {"type": "subscribed", "url": url, "version": snapshot.baseline}
+            )
+        ]
+        if seen is not None and snapshot.changed_since(url, seen, self.ttl):
+            frames.append(resync_frame(url, snapshot.baseline))
+        return frames
+
+    def after_outage(self, hub: Any) -> Iterable[Any]:
+        """Resync, per URL, what changed since the horizon; the clients left over.
+
+        Called once the Redis subscription is back. Returns the connections
+        that must get a plain ``{"type": "resync"}`` instead: those that never
+        sent a version, or all of them when the versions cannot be read.
+        """
+        versioned = [c for c in hub.connections if c in self.clients]
+        others = [c for c in hub.connections if c not in self.clients]
+        horizon = self.horizon
+        urls = sorted({url for c in versioned for url in c.urls})
+        snapshot = self.lookup(urls)
+        if snapshot is None:
+            return others + versioned
+        if horizon is None:  # no update and no lookup yet: nothing to compare
+            self.saw(snapshot.baseline)
+            return others + versioned
+        for url in urls:
+            if snapshot.changed_since(url, horizon, self.ttl):
+                frame = resync_frame(url, snapshot.baseline)
+                for connection in list(hub.by_url.get(url, ())):
+                    if connection in self.clients:
+                        connection.send(frame)
+        self.saw(snapshot.baseline)
+        return others
+
+    def start_horizon(self) -> None:
+        """After the first subscription: updates from here on will arrive."""
+        snapshot = self.lookup([])
+        if snapshot is not None:
+            self.saw(snapshot.baseline)
+
+
+def resync_frame(url: str, version: int) -> bytes:
+    return message_frame({"type": "resync", "url": url, "version": version})
