@@ -421,7 +421,9 @@ class Protocol:
         else:
             self.error(connection, "invalid", "unknown action")
 
-    def _subscribe_request(self, connection: Connection, url: str, request: dict):
+    def _subscribe_request(
+        self, connection: Connection, url: str, request: dict
+    ) -> None:
         """A subscribe, with the version its client last saw when it sent one."""
         if "version" not in request:  # protocol v1
             self.subscribe(connection, url)

@@ -69,7 +69,6 @@ def test_page_survives_rolling_restarts_through_nginx(page, deployment):
         (serving,) = [g for g in gateways if connections(g) == 1]
         (other,) = [g for g in gateways if g is not serving]
         subscribed_before = live.count("subscribed")
-        resyncs_before = live.page.locator("#sessions").get_attribute("data-resyncs")
 
         assert serving.stop() == 0  # SIGTERM: clients are closed with 1001
         # A change while the page is between gateways: the update or the resync
@@ -80,9 +79,9 @@ def test_page_survives_rolling_restarts_through_nginx(page, deployment):
         live.wait_for_frames("subscribed", subscribed_before + 2, timeout=30)
         wait_until(lambda gateway=other: connections(gateway) == 1)
         expect(live.status()).to_have_attribute("data-state", "open")
-        expect(live.page.locator("#sessions")).not_to_have_attribute(
-            "data-resyncs", resyncs_before
-        )
+        # Brought by the update, or by a resync of the shot list if the save
+        # came before the page was back (versions: an unchanged list is not
+        # resynced, so either may happen).
         expect(live.shot(4).locator(".title")).to_have_text(during)
         serving.start()  # back on its port, ready for the next round
 

@@ -110,7 +110,11 @@ def expected_message(body: bytes) -> dict | None:
 
 @pytest.fixture(scope="module")
 def gateway(redis_server):
-    with Gateway(redis_server.url) as gw:
+    # Every subscriber may see every URL: the subject here is what Redis may
+    # carry, and the default authorization would withhold updates of URLs no
+    # view serves (a collection subscriber sees only members it may GET).
+    settings = {"AUTHORIZE": "pushy.authorization.allow_all"}
+    with Gateway(redis_server.url, pushy_settings=settings) as gw:
         yield gw
 
 
