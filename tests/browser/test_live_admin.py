@@ -164,3 +164,37 @@ def test_only_change_forms_of_pushed_objects_load_pushy(admins, site):
     demo.page.goto(site.url + "admin/photosession/session/1/change/")
     script = demo.page.locator("script[src$='pushy/js/admin.js']")
     expect(script).to_have_attribute("data-pushy-admin-url", "/api/v1/session/1/")
+
+
+def test_a_save_while_the_form_loads_or_is_offline_is_not_missed(admins, site, gateway):
+    demo, _ = admins
+    # The form is rendered, but pushy.js is held back: the page cannot have
+    # subscribed yet when the shot is saved elsewhere.
+    held = []
+    demo.page.route("**/pushy/js/pushy.js", lambda route: held.append(route))
+    demo.page.goto(f"{site.url}admin/photosession/shot/9/change/", wait_until="commit")
+    demo.wait_for(lambda: held)
+    site.shell(
+        "from sample_site.photosession.models import Shot; "
+        "s = Shot.objects.get(pk=9); s.title = 'Saved while loading'; s.save()"
+    )
+    held[0].continue_()
+    banner = demo.banner()
+    expect(banner).to_contain_text("This shot may have been changed by someone else")
+    expect(banner).to_have_attribute("data-event", "resync")
+
+    # Offline: the page is subscribed, the gateway goes away, a save is made
+    # that no gateway hears, the gateway comes back: the page is told.
+    demo.page.unroute("**/pushy/js/pushy.js")
+    demo.open_shot(10)
+    expect(demo.banner()).to_have_count(0)
+    gateway.stop()
+    demo.page.wait_for_function("pushy.state === 'reconnecting'")
+    site.shell(
+        "from sample_site.photosession.models import Shot; "
+        "s = Shot.objects.get(pk=10); s.title = 'Saved while offline'; s.save()"
+    )
+    gateway.start()
+    expect(demo.banner()).to_contain_text(
+        "may have been changed by someone else", timeout=15_000
+    )

@@ -12,6 +12,9 @@
   const script = document.currentScript;
   const url = script && script.getAttribute("data-pushy-admin-url");
   const name = (script && script.getAttribute("data-pushy-admin-name")) || "object";
+  // The version the form's data is from: a change after it, even one made
+  // before the subscription or while offline, comes back as a resync.
+  const rendered = Number(script && script.getAttribute("data-pushy-admin-version"));
   if (!url || !global.pushy) {
     return;
   }
@@ -53,8 +56,10 @@
         "This " + name + " was deleted by someone else at " + when + "."));
       return;
     }
-    item.appendChild(document.createTextNode(
-      "This " + name + " was changed by someone else at " + when + ": "));
+    const what = event === "resync"
+      ? " may have been changed by someone else (noticed at " + when + "): "
+      : " was changed by someone else at " + when + ": ";
+    item.appendChild(document.createTextNode("This " + name + what));
     const reload = document.createElement("a");
     reload.href = global.location.href;
     reload.textContent = "reload before saving";
@@ -62,10 +67,22 @@
     item.appendChild(document.createTextNode("."));
   }
 
-  global.pushy.subscribe(url, function (message) {
-    if (submitting || message.type !== "update" || message.url !== url) {
+  function heard(message) {
+    if (submitting || message.url !== url) {
       return;
     }
-    show(message.event);
-  });
+    if (message.type === "update") {
+      show(message.event);
+    } else if (message.type === "resync") {
+      // A change this page could not hear of (a resync names only URLs that
+      // changed, when the gateway knows versions). A known delete stays shown.
+      const shown = document.getElementById("pushy-admin-banner");
+      if (!shown || shown.getAttribute("data-event") !== "delete") {
+        show("resync");
+      }
+    }
+  }
+
+  const options = Number.isSafeInteger(rendered) && rendered > 0 ? { version: rendered } : {};
+  global.pushy.subscribe(url, heard, options);
 })(window);

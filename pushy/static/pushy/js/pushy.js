@@ -126,7 +126,9 @@
     /* Call callback(update) for every change to url (an object or a list URL).
      * Works before the socket is open; several callbacks per url are fine.
      * options.coalesce (default: this.coalesce) false: every update, not only
-     * the last of each URL within an animation frame. */
+     * the last of each URL within an animation frame. options.version: the
+     * version of url the page's data is from (rendered by the server), so that
+     * a change made before the subscription is answered with a resync. */
     subscribe(url, callback, options) {
       if (typeof callback !== "function") {
         throw new TypeError("pushy.subscribe(url, callback): callback is not a function");
@@ -135,6 +137,9 @@
       if (!callbacks) {
         callbacks = new Map();
         this._subscriptions.set(url, callbacks);
+        if (options && typeof options.version === "number") {
+          this._versions.set(url, options.version);
+        }
         this._log("subscribe", url);
         this._sendSubscribe(url);
       }
