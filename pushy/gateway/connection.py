@@ -37,7 +37,9 @@ from typing import Any, BinaryIO
 import gevent
 
 from pushy.gateway import frames
+from pushy.gateway.auth import ANONYMOUS
 from pushy.gateway.hub import message_frame, url_size
+from pushy.gateway.logs import Throttled
 from pushy.versions import valid_version
 
 logger = logging.getLogger(__name__)
@@ -399,6 +401,8 @@ class Protocol:
 
     def __init__(self, gateway: Any) -> None:
         self.gateway = gateway
+        # One line per refused subscription, but no faster than one a second.
+        self._refusals = Throttled(logger, interval=1.0)
 
     def handle(self, connection: Connection, payload: bytes) -> None:
         try:
@@ -452,7 +456,7 @@ class Protocol:
                 self.error(connection, "limit", "subscription URLs too long", url)
                 return
             if not self._allowed(connection, url):
-                self.error(connection, "forbidden", "not allowed", url)
+                self.forbidden(connection, url)
                 return
             gateway.hub.subscribe(connection, url)
         if versioned:  # registered first: no update can fall between the two
@@ -460,6 +464,30 @@ class Protocol:
                 connection.send(frame)
             return
         connection.send(message_frame({"type": "subscribed", "url": url}))
+
+    def forbidden(self, connection: Connection, url: str) -> None:
+        """Refuse ``url``, saying why when the cause is likely a missing session."""
+        why = self._why_forbidden(connection)
+        self._refusals.log(logging.INFO, "refused a subscription to %s: %s", url, why)
+        self.error(connection, "forbidden", why, url)
+
+    def _why_forbidden(self, connection: Connection) -> str:
+        if connection.session_key is None:
+            return (
+                "not allowed for an anonymous user: no session cookie reached the "
+                "gateway (browsers send cookies by host name, so the page and "
+                "SOCKET_SERVER must use the same one, e.g. both localhost)"
+            )
+        try:
+            who = self.gateway.authorizer.who(connection.session_key)
+        except Exception:
+            return "not allowed"
+        if who.identity is ANONYMOUS:
+            return (
+                "not allowed for an anonymous user: the session cookie names no "
+                "logged-in user (the session expired or was logged out)"
+            )
+        return "not allowed for this user"
 
     def _allowed(self, connection: Connection, url: str) -> bool:
         # Blocks this reader until answered, so one connection never has more

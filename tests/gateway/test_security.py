@@ -36,12 +36,17 @@ def test_logged_in_staff_is_allowed_and_anonymous_is_forbidden(authorizing_gatew
     try:
         allowed.subscribe("/api/shot/1/")
         answer = anonymous.request(action="subscribe", url="/api/shot/1/")
-        assert answer == {
-            "type": "error",
-            "code": "forbidden",
-            "message": "not allowed",
-            "url": "/api/shot/1/",
-        }
+        assert answer["type"] == "error" and answer["code"] == "forbidden"
+        assert answer["url"] == "/api/shot/1/"
+        # Says why a page's user may look anonymous here: no cookie arrived.
+        assert answer["message"].startswith(
+            "not allowed for an anonymous user: no session cookie reached the gateway"
+        )
+        assert "same one" in answer["message"]
+        authorizing_gateway.wait_for_log(
+            "refused a subscription to /api/shot/1/: not allowed for an anonymous "
+            "user: no session cookie"
+        )
         # A refusal leaves the connection usable.
         assert anonymous.request(action="ping") == {"type": "pong"}
         assert authorizing_gateway.get_json("/stats")["subscriptions"] == 1
@@ -56,6 +61,7 @@ def test_logged_in_non_staff_is_refused(authorizing_gateway):
     try:
         answer = client.request(action="subscribe", url="/api/shot/")
         assert answer["code"] == "forbidden"
+        assert answer["message"] == "not allowed for this user"
     finally:
         client.close()
 
@@ -66,6 +72,10 @@ def test_garbage_cookie_means_anonymous(authorizing_gateway):
         try:
             answer = client.request(action="subscribe", url="/api/shot/")
             assert answer["code"] == "forbidden", cookie
+            if cookie == "sessionid=garbage":
+                assert (
+                    "the session cookie names no logged-in user" in (answer["message"])
+                )
         finally:
             client.close()
     assert "Traceback" not in authorizing_gateway.output()
