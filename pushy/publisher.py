@@ -16,6 +16,7 @@ import functools
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -96,12 +97,48 @@ def _send(updates: list[Update]) -> list[int]:
             results = [
                 next(again) if m else r for m, r in zip(missing, results, strict=True)
             ]
+        refused = [isinstance(r, redis.ResponseError) for r in results]
+        if any(refused):
+            plain = iter(_publish_plain(client, updates, results, refused))
+            results = [
+                next(plain) if m else r for m, r in zip(refused, results, strict=True)
+            ]
         for result in results:
             if isinstance(result, Exception):
                 raise result
-        return [int(result[0]) for result in results]
+        return [int(r) if isinstance(r, int) else int(r[0]) for r in results]
     except redis.RedisError as e:
         raise PublishError(f"Redis at {redacted_redis_url()}: {e}") from e
+
+
+_last_script_warning = 0.0
+
+
+def _publish_plain(
+    client: redis.Redis, updates: list[Update], results: list, refused: list[bool]
+) -> list[Any]:
+    """PUBLISH without a version the updates whose script Redis refused.
+
+    A Redis that runs no scripts (a cluster node not owning the version keys'
+    slot, an ACL without EVALSHA) must not stop updates: they go out as before
+    versions, and clients resync those URLs after a reconnect. Logged at most
+    once a minute.
+    """
+    global _last_script_warning
+    now = time.monotonic()
+    if now - _last_script_warning >= 60:
+        _last_script_warning = now
+        error = next(r for r, m in zip(results, refused, strict=True) if m)
+        logger.warning(
+            "Redis at %s refused pushy's version script (%s): publishing without "
+            "versions; reconnecting pages will resync every URL",
+            redacted_redis_url(),
+            error,
+        )
+    pipe = client.pipeline(transaction=False)
+    for update in itertools.compress(updates, refused):
+        pipe.publish(update.channel, update.encode())
+    return pipe.execute()
 
 
 def _run_script(client: redis.Redis, updates: list[Update]) -> list[Any]:

@@ -72,7 +72,9 @@ LOOKUP_SHA = hashlib.sha1(LOOKUP_SCRIPT.encode()).hexdigest()
 
 
 def prefix() -> str:
-    return conf.get("CHANNEL_PREFIX") + ":version:"
+    # A hash tag ({...}): on a Redis Cluster every version key is in one slot,
+    # as one script's keys must be.
+    return "{" + conf.get("CHANNEL_PREFIX") + ":version}:"
 
 
 def last_key() -> str:
