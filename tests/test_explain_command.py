@@ -172,5 +172,9 @@ def test_redis_unreachable(settings):
         **settings.PUSHY_SETTINGS,
         "REDIS_URL": "redis://127.0.0.1:1/0",
     }
-    with pytest.raises(CommandError, match="cannot ask the gateways: Redis at"):
-        explain("testapp.shot", str(shot.pk))
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="Redis could not be reached"):
+        call_command("pushy_explain", "testapp.shot", str(shot.pk), stdout=out)
+    lines = out.getvalue().splitlines()
+    assert lines[4].startswith("Gateway processes listening on Redis: unknown (")
+    assert "127.0.0.1:1" in lines[4]

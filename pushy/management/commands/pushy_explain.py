@@ -38,9 +38,11 @@ class Command(BaseCommand):
             raise CommandError(f"a save of this object publishes nothing: {e}") from e
         self._update(update, body)
         urls = [update.url] + ([update.collection] if update.collection else [])
-        self._gateways(urls)
+        reached = self._gateways(urls)
         if person is not None:
             self._authorization(person, update)
+        if not reached:
+            raise CommandError("Redis could not be reached: see above")
 
     def _update(self, update, body):
         self.stdout.write("A save publishes:")
@@ -50,17 +52,20 @@ class Command(BaseCommand):
         self.stdout.write(f"  size: {len(body):,} bytes (MAX_UPDATE_BYTES {limit:,})")
 
     def _gateways(self, urls):
+        """Print what the gateways answer; False when Redis cannot be reached."""
         try:
             counts = ask_gateways(urls)
         except PublishError as e:
-            raise CommandError(f"cannot ask the gateways: {e}") from e
+            self.stdout.write(f"Gateway processes listening on Redis: unknown ({e})")
+            self.stdout.write("  saves cannot be published either while this lasts")
+            return False
         self.stdout.write(f"Gateway processes listening on Redis: {counts.listening}")
         if counts.listening == 0:
             self.stdout.write(
                 "  none: no runpushy is subscribed to this Redis and CHANNEL_PREFIX "
                 f"({conf.get('CHANNEL_PREFIX')!r}); start manage.py runpushy"
             )
-            return
+            return True
         for answer in counts.answers:
             per_url = ", ".join(f"{url}: {n}" for url, n in answer["urls"].items())
             self.stdout.write(
@@ -75,6 +80,7 @@ class Command(BaseCommand):
             )
         totals = ", ".join(f"{url}: {counts.total(url)}" for url in urls)
         self.stdout.write(f"  connections subscribed in all: {totals}")
+        return True
 
     def _authorization(self, person, update):
         name = getattr(person, person.USERNAME_FIELD)
