@@ -19,7 +19,7 @@ from django.core.checks import register as register_check
 from django.utils.module_loading import import_string
 
 from pushy import conf
-from pushy.connections import SENTINEL_SCHEMES, parse_sentinel_url
+from pushy.redis_clients import SENTINEL_SCHEMES, parse_sentinel_url
 
 ID = "pushy.E{:03d}"
 WARNING_ID = "pushy.W{:03d}"

@@ -21,10 +21,10 @@ from django.urls import Resolver404, resolve
 from django.utils.module_loading import import_string
 
 from pushy import authorization, conf
-from pushy.connections import client_from_url
 from pushy.exceptions import PublishError
 from pushy.messages import explain_channel, explain_reply_prefix
 from pushy.publisher import redacted_redis_url
+from pushy.redis_clients import client_from_url
 
 # How long the command waits for the gateways' answers.
 ANSWER_TIMEOUT = 2.0

@@ -28,9 +28,9 @@ from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from pushy import conf, versions
-from pushy.connections import client_from_url, redacted
 from pushy.exceptions import InvalidUpdate, PublishError
 from pushy.messages import CREATE, DELETE, UPDATE, Update, checked_body
+from pushy.redis_clients import client_from_url, redacted
 
 logger = logging.getLogger(__name__)
 

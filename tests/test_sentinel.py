@@ -4,7 +4,7 @@ import pytest
 from django.core.checks import run_checks
 from django.test import override_settings
 
-from pushy.connections import SentinelURL, parse_sentinel_url, redacted
+from pushy.redis_clients import SentinelURL, parse_sentinel_url, redacted
 from tests.gateway.clients import Client
 from tests.support.gateway import Gateway
 from tests.support.servers import SentinelServer

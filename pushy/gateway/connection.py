@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import collections
 import fcntl
-import json
 import logging
 import socket
 import sys
@@ -37,15 +36,9 @@ from typing import Any, BinaryIO
 import gevent
 
 from pushy.gateway import frames
-from pushy.gateway.auth import ANONYMOUS
-from pushy.gateway.hub import message_frame, url_size
-from pushy.gateway.logs import Throttled
-from pushy.versions import valid_version
 
 logger = logging.getLogger(__name__)
 
-PONG_FRAME = message_frame({"type": "pong"})
-MAX_URL_LENGTH = 2048
 # Frames that queued up while a write was in progress go out in one write
 # (fewer system calls under load), up to about this many bytes.
 WRITE_BATCH = 64 * 1024
@@ -394,127 +387,3 @@ def _take_batch(queue: collections.deque[bytes]) -> list[bytes]:
         batch.append(frame)
         size += len(frame)
     return batch
-
-
-class Protocol:
-    """Protocol v1: the client's JSON requests and the gateway's answers."""
-
-    def __init__(self, gateway: Any) -> None:
-        self.gateway = gateway
-        # One line per refused subscription, but no faster than one a second.
-        self._refusals = Throttled(logger, interval=1.0)
-
-    def handle(self, connection: Connection, payload: bytes) -> None:
-        try:
-            request = json.loads(payload)
-        except (ValueError, RecursionError):  # RecursionError: nesting too deep
-            self.error(connection, "invalid", "not JSON")
-            return
-        action = request.get("action") if isinstance(request, dict) else None
-        if action == "ping":
-            connection.send(PONG_FRAME)
-        elif action in ("subscribe", "unsubscribe"):
-            url = request.get("url")
-            if not _valid_url(url):
-                self.error(connection, "invalid", "url must be a URL string", url)
-            elif action == "subscribe":
-                self._subscribe_request(connection, url, request)
-            else:
-                self.gateway.hub.unsubscribe(connection, url)
-                connection.send(message_frame({"type": "unsubscribed", "url": url}))
-        else:
-            self.error(connection, "invalid", "unknown action")
-
-    def _subscribe_request(
-        self, connection: Connection, url: str, request: dict
-    ) -> None:
-        """A subscribe, with the version its client last saw when it sent one."""
-        if "version" not in request:  # protocol v1
-            self.subscribe(connection, url)
-            return
-        seen = request["version"]
-        if seen is not None and not valid_version(seen):
-            message = "version must be a non-negative integer or null"
-            self.error(connection, "invalid", message, url)
-            return
-        self.subscribe(connection, url, versioned=True, seen=seen)
-
-    def subscribe(
-        self,
-        connection: Connection,
-        url: str,
-        versioned: bool = False,
-        seen: int | None = None,
-    ) -> None:
-        gateway = self.gateway
-        if url not in connection.urls:
-            limits = gateway.limits
-            if len(connection.urls) >= limits.max_subscriptions:
-                self.error(connection, "limit", "too many subscriptions", url)
-                return
-            if connection.url_bytes + url_size(url) > limits.max_subscription_bytes:
-                self.error(connection, "limit", "subscription URLs too long", url)
-                return
-            if not self._allowed(connection, url):
-                self.forbidden(connection, url)
-                return
-            gateway.hub.subscribe(connection, url)
-        if versioned:  # registered first: no update can fall between the two
-            for frame in gateway.versions.subscribed(connection, url, seen):
-                connection.send(frame)
-            return
-        connection.send(message_frame({"type": "subscribed", "url": url}))
-
-    def forbidden(self, connection: Connection, url: str) -> None:
-        """Refuse ``url``, saying why when the cause is likely a missing session."""
-        why = self._why_forbidden(connection)
-        self._refusals.log(logging.INFO, "refused a subscription to %s: %s", url, why)
-        self.error(connection, "forbidden", why, url)
-
-    def _why_forbidden(self, connection: Connection) -> str:
-        if connection.session_key is None:
-            return (
-                "not allowed for an anonymous user: no session cookie reached the "
-                "gateway (browsers send cookies by host name, so the page and "
-                "SOCKET_SERVER must use the same one, e.g. both localhost)"
-            )
-        try:
-            who = self.gateway.authorizer.who(connection.session_key)
-        except Exception:
-            return "not allowed"
-        if who.identity is ANONYMOUS:
-            return (
-                "not allowed for an anonymous user: the session cookie names no "
-                "logged-in user (the session expired or was logged out)"
-            )
-        return "not allowed for this user"
-
-    def _allowed(self, connection: Connection, url: str) -> bool:
-        # Blocks this reader until answered, so one connection never has more
-        # than one subscribe decision waiting in the pool (see docs/protocol.md).
-        authorizer = self.gateway.authorizer
-        if not authorizer.needed:
-            return True
-        try:
-            return authorizer.allows(connection.session_key, url)
-        except Exception:
-            logger.exception("authorization failed for %s: refusing", url)
-            return False
-
-    def error(
-        self, connection: Connection, code: str, message: str, url: Any = None
-    ) -> None:
-        self.gateway.stats.errors += 1
-        body: dict[str, Any] = {"type": "error", "code": code, "message": message}
-        if isinstance(url, str):
-            body["url"] = url[:MAX_URL_LENGTH]
-        connection.send(message_frame(body))
-
-
-def _valid_url(url: Any) -> bool:
-    return (
-        isinstance(url, str)
-        and 0 < len(url) <= MAX_URL_LENGTH
-        and url.isprintable()
-        and not url.isspace()
-    )

@@ -10,6 +10,7 @@ the close code the RFC asks for.
 
 from __future__ import annotations
 
+import json
 import struct
 from typing import BinaryIO
 
@@ -182,3 +183,8 @@ def _check_utf8(data: bytes) -> None:
         data.decode("utf-8")
     except UnicodeDecodeError:
         raise ProtocolError(CLOSE_INVALID_DATA, "text is not UTF-8") from None
+
+
+def message_frame(message: dict) -> bytes:
+    """One JSON message to a client, as a complete text frame."""
+    return text_frame(json.dumps(message, separators=(",", ":")).encode())

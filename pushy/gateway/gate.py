@@ -22,8 +22,9 @@ from typing import Any
 
 import gevent
 
-from pushy.gateway.auth import MISSING, Authorizer
-from pushy.gateway.hub import RESYNC_FRAME, message_frame
+from pushy.gateway.frames import message_frame
+from pushy.gateway.hub import RESYNC_FRAME
+from pushy.gateway.permissions import MISSING, Authorizer
 from pushy.messages import DELETE, Update
 
 logger = logging.getLogger(__name__)

@@ -1,12 +1,13 @@
 """Who is subscribed to what, and the fan-out of one update to its subscribers.
 
 The hub never touches a socket: it hands the same frame bytes to each
-subscriber's ``send()``, which only queues them (see ``connection.py``).
+subscriber's ``send()``, which only queues them (see ``connection.py``). With
+authorization on, delivery goes through the gate (``gate.py``), which holds
+back what a subscriber may not see.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Iterable
@@ -28,12 +29,7 @@ class Subscriber(Protocol):
     def send(self, frame: bytes) -> None: ...
 
 
-def message_frame(message: dict) -> bytes:
-    """One JSON message to a client, as a complete text frame."""
-    return frames.text_frame(json.dumps(message, separators=(",", ":")).encode())
-
-
-RESYNC_FRAME = message_frame({"type": "resync"})
+RESYNC_FRAME = frames.message_frame({"type": "resync"})
 
 
 def url_size(url: str) -> int:
@@ -99,7 +95,7 @@ class Hub:
         collection = self.by_url.get(update.collection, ()) if update.collection else ()
         if not object_subscribers and not collection:
             return 0
-        frame = message_frame(update.as_message())
+        frame = frames.message_frame(update.as_message())
         if self.gate is not None:
             return self.gate.deliver(update, frame, object_subscribers, collection)
         # No copies: send() never blocks, so no greenlet can edit the registry

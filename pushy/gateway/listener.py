@@ -37,9 +37,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from pushy.connections import client_from_url, redacted
 from pushy.gateway.logs import Throttled
 from pushy.messages import Update
+from pushy.redis_clients import client_from_url, redacted
 
 logger = logging.getLogger(__name__)
 

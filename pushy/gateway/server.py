@@ -20,11 +20,9 @@ import gevent
 import gevent.event
 
 from pushy import conf
-from pushy.connections import redacted
 from pushy.gateway import frames, sockets
 from pushy.gateway.admission import Admission
-from pushy.gateway.auth import Authorizer, origin_allowed, session_key
-from pushy.gateway.connection import Connection, Protocol
+from pushy.gateway.connection import Connection
 from pushy.gateway.explain import Explainer
 from pushy.gateway.gate import Gate
 from pushy.gateway.handshake import GatewayServer, Refusal
@@ -32,9 +30,12 @@ from pushy.gateway.hub import RESYNC_FRAME, Hub
 from pushy.gateway.listener import Listener
 from pushy.gateway.logs import Throttled
 from pushy.gateway.memory import Trimmer
+from pushy.gateway.permissions import Authorizer, origin_allowed, session_key
+from pushy.gateway.protocol import Protocol
 from pushy.gateway.stats import Stats, prometheus_text
 from pushy.gateway.versions import VersionBook
 from pushy.messages import Update, explain_channel, resync_channel
+from pushy.redis_clients import redacted
 from pushy.versions import VERSION_ROOM
 
 logger = logging.getLogger(__name__)

@@ -24,9 +24,9 @@ import gevent.event
 import redis
 
 from pushy import versions
-from pushy.connections import client_from_url
-from pushy.gateway.hub import message_frame
+from pushy.gateway.frames import message_frame
 from pushy.gateway.logs import Throttled
+from pushy.redis_clients import client_from_url
 from pushy.versions import Snapshot
 
 logger = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ from pushy.gateway.admission import (
     parse_address,
     reserve,
 )
-from pushy.gateway.auth import origin_allowed
 from pushy.gateway.handshake import Refusal
+from pushy.gateway.permissions import origin_allowed
 
 pytestmark = pytest.mark.timeout(10)
 

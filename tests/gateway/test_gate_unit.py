@@ -12,9 +12,9 @@ import gevent
 import gevent.event
 import pytest
 
-from pushy.gateway.auth import MISSING
 from pushy.gateway.gate import Gate
 from pushy.gateway.hub import Hub
+from pushy.gateway.permissions import MISSING
 from pushy.gateway.stats import Stats
 from pushy.messages import Update
 
@@ -165,7 +165,7 @@ def test_a_delete_goes_only_where_the_object_was_known_allowed():
 
 @pytest.fixture
 def counting_authorizer(settings):
-    from pushy.gateway.auth import Authorizer
+    from pushy.gateway.permissions import Authorizer
     from tests.testapp import auth
 
     settings.PUSHY_SETTINGS = {

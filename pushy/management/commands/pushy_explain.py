@@ -1,12 +1,10 @@
-from django.apps import apps
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from pushy import conf
-from pushy.checks import closest
 from pushy.exceptions import InvalidUpdate, PublishError
 from pushy.explain import ask_gateways, decide
+from pushy.management.lookup import load_object
 from pushy.messages import UPDATE, build_update, checked_body, model_label
 
 
@@ -23,7 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("--user", help="username whose subscription to check")
 
     def handle(self, *args, model, pk, user, **options):
-        instance = self._load(model, pk)
+        instance = load_object(model, pk)
         label = model_label(instance)
         if label not in conf.model_labels():
             raise CommandError(
@@ -106,22 +104,3 @@ class Command(BaseCommand):
             return User._default_manager.get_by_natural_key(username)
         except User.DoesNotExist:
             raise CommandError(f"no user {username!r}") from None
-
-    def _load(self, label, pk):
-        try:
-            model = apps.get_model(label)
-        except (LookupError, ValueError):
-            raise CommandError(self._unknown_model(label)) from None
-        try:
-            return model._default_manager.get(pk=pk)
-        except model.DoesNotExist:
-            raise CommandError(f"{label} has no object with pk {pk!r}") from None
-        except (ValueError, ValidationError) as e:
-            raise CommandError(f"{pk!r} is not a valid pk for {label}: {e}") from e
-
-    def _unknown_model(self, label):
-        pushed = sorted(conf.model_labels())
-        labels = [m._meta.label_lower for m in apps.get_models()]
-        guess = closest(label, pushed) or closest(label, labels)
-        message = f"unknown model {label!r}: expected app_label.model_name"
-        return f"{message}; did you mean {guess!r}?" if guess else message
