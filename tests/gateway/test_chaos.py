@@ -106,8 +106,11 @@ def test_every_valid_update_outside_outages_arrives():
             receive_updates(client, expected)
             assert_quiet(client)
 
-            # A large burst in one pipeline.
+            # Large bursts in one pipeline: many small updates, then 1 MB of
+            # updates near this gateway's MAX_UPDATE_BYTES (test_slow_clients.py
+            # has 200 of 64 KiB against the default limit).
             receive_updates(client, feed.updates(1000, size=100))
+            receive_updates(client, feed.updates(300, size=MAX_UPDATE_BYTES - 600))
             assert_quiet(client)
 
             # Redis killed with SIGKILL, restarted on the same port.
