@@ -18,6 +18,7 @@ Writes bench/authz_results.json; bench/PROFILE.md discusses the figures.
 
     python -m bench.authz             # the full run, a few minutes
     python -m bench.authz --smoke     # tiny, seconds (the test suite runs it)
+    python -m bench.authz --only reconnect   # the 10,000 reconnects alone
 """
 
 from __future__ import annotations
@@ -119,7 +120,12 @@ def measure_reconnect(ctx, cookies: list[str], scenario: Scenario) -> dict:
         server.stop()
 
 
-def benchmark(scenario: Scenario, redis_url: str | None, workdir: str) -> dict:
+def benchmark(
+    scenario: Scenario,
+    redis_url: str | None,
+    workdir: str,
+    parts: tuple[str, ...] = ("burst", "reconnect"),
+) -> dict:
     raise_open_files(scenario.reconnects * 2 + 1024)
     redis_server = None if redis_url else RedisServer().start()
     try:
@@ -139,10 +145,13 @@ def benchmark(scenario: Scenario, redis_url: str | None, workdir: str) -> dict:
                     "BENCH_AUTHORIZATION_TTL": str(scenario.ttl),
                 },
             )
-            logger.info("%s: burst", name)
-            entry = {"burst": measure_burst(rule_ctx, cookies, scenario)}
-            logger.info("%s: reconnect", name)
-            entry["reconnect"] = measure_reconnect(rule_ctx, cookies, scenario)
+            entry = {}
+            if "burst" in parts:
+                logger.info("%s: burst", name)
+                entry["burst"] = measure_burst(rule_ctx, cookies, scenario)
+            if "reconnect" in parts:
+                logger.info("%s: reconnect", name)
+                entry["reconnect"] = measure_reconnect(rule_ctx, cookies, scenario)
             results["rules"][name] = entry
         results["summary"] = summary(results)
         return results
@@ -153,6 +162,13 @@ def benchmark(scenario: Scenario, redis_url: str | None, workdir: str) -> dict:
 
 def summary(results: dict) -> dict:
     rules = results["rules"]
+    reconnects = {
+        name: [round(r["seconds"], 2) for r in entry["reconnect"]["rounds"]]
+        for name, entry in rules.items()
+        if "reconnect" in entry
+    }
+    if "burst" not in rules["allow_all"]:
+        return {"reconnect_seconds": reconnects}
     open_rate = rules["allow_all"]["burst"]["warm"]["per_second"]
     default = rules["default"]
     rate = default["burst"]["warm"]["per_second"]
@@ -164,10 +180,7 @@ def summary(results: dict) -> dict:
         if open_rate
         else None,
         "cold_burst_seconds": default["burst"]["cold"]["seconds"],
-        "reconnect_seconds": {
-            name: [round(r["seconds"], 2) for r in entry["reconnect"]["rounds"]]
-            for name, entry in rules.items()
-        },
+        "reconnect_seconds": reconnects,
     }
 
 
@@ -177,18 +190,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", help="use this Redis instead of a private one")
     parser.add_argument("--out", default=str(ROOT / "bench"), help="where results go")
     parser.add_argument("--ttl", type=float, default=60, help="AUTHORIZATION_TTL")
+    parser.add_argument(
+        "--only",
+        choices=("burst", "reconnect"),
+        help="run one scenario (its results go to authz_<scenario>_ttl*.json)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     scenario = Scenario.smoke() if args.smoke else Scenario()
     scenario.ttl = args.ttl
     workdir = tempfile.mkdtemp(prefix="pushy-bench-authz-")
     try:
-        results = benchmark(scenario, args.redis_url, workdir)
+        parts = (args.only,) if args.only else ("burst", "reconnect")
+        results = benchmark(scenario, args.redis_url, workdir, parts)
     except BaseException:
         logger.error("benchmark failed; server and client logs are in %s", workdir)
         raise
     shutil.rmtree(workdir, ignore_errors=True)
-    out = Path(args.out) / f"authz_results_ttl{args.ttl:g}.json"
+    name = f"authz_{args.only}" if args.only else "authz_results"
+    out = Path(args.out) / f"{name}_ttl{args.ttl:g}.json"
     if not args.smoke:
         out.write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results["summary"], indent=1))
