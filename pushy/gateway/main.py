@@ -11,6 +11,8 @@ import argparse
 import logging
 import sys
 
+from pushy.console import show_info
+
 BOOTSTRAP = (
     "from gevent import monkey; monkey.patch_all(); "
     "from pushy.gateway.main import run; run()"
@@ -28,23 +30,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def ensure_logging() -> None:
-    """Make the start-up line visible even when LOGGING says nothing about pushy."""
-    pushy_logger = logging.getLogger("pushy")
-    if not pushy_logger.hasHandlers():
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        pushy_logger.addHandler(handler)
-    if pushy_logger.getEffectiveLevel() > logging.INFO:
-        pushy_logger.setLevel(logging.INFO)
-
-
 def run(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     import django
 
     django.setup()
-    ensure_logging()
+    show_info("pushy")
 
     from pushy.gateway.server import Gateway, bind, inherited
 

@@ -7,8 +7,6 @@ hole. Every valid update published outside the outages must arrive, in order,
 and after each outage exactly one resync must come before anything newer.
 """
 
-import time
-
 import pytest
 import redis
 
@@ -63,15 +61,6 @@ def assert_quiet(client: Client) -> None:
     assert client.request(action="ping") == {"type": "pong"}
 
 
-def wait_health(gw: Gateway, status: int, timeout: float) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if gw.get("/health", timeout=2)[0] == status:
-            return time.monotonic() - start
-        time.sleep(0.05)
-    raise AssertionError(f"/health never answered {status} within {timeout}s")
-
-
 def recv_resync_then(client: Client, maybe_lost: list[int]) -> None:
     """A resync, then any of ``maybe_lost`` (published inside the outage)."""
     assert client.recv() == {"type": "resync"}
@@ -116,7 +105,7 @@ def test_every_valid_update_outside_outages_arrives():
             # Redis killed with SIGKILL, restarted on the same port.
             server.proc.kill()
             server.proc.wait()
-            wait_health(gw, 503, 10)
+            gw.wait_for_health(503, 10)
             server.stop()
             server.start()
             feed.redis.connection_pool.disconnect()
@@ -130,7 +119,7 @@ def test_every_valid_update_outside_outages_arrives():
             receive_updates(client, feed.updates(5))
             proxy.blackhole()
             lost = feed.updates(5)
-            assert wait_health(gw, 503, 15) < 15
+            assert gw.wait_for_health(503, 15) < 15
             proxy.heal()
             recv_resync_then(client, lost)
             receive_updates(client, feed.updates(20))

@@ -19,15 +19,6 @@ pytestmark = [pytest.mark.timeout(60), pytest.mark.slow]
 DETECTION_BOUND = 15.0
 
 
-def seconds_until(gw: Gateway, status: int, timeout: float) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if gw.get("/health", timeout=2)[0] == status:
-            return time.monotonic() - start
-        time.sleep(0.05)
-    raise AssertionError(f"/health never answered {status} within {timeout}s")
-
-
 def test_a_black_hole_is_detected_within_15s_with_the_defaults(redis_server):
     with TcpProxy(redis_server.port) as proxy, Gateway(proxy.redis_url()) as gw:
         client = Client(gw.ws_url, timeout=30)
@@ -36,7 +27,7 @@ def test_a_black_hole_is_detected_within_15s_with_the_defaults(redis_server):
         assert client.recv()["pk"] == 1
 
         proxy.blackhole()
-        assert seconds_until(gw, 503, DETECTION_BOUND) < DETECTION_BOUND
+        assert gw.wait_for_health(503, DETECTION_BOUND) < DETECTION_BOUND
         assert gw.get_json("/stats")["redis_subscribed"] is False
         gw.wait_for_log("no answer to PING within 5s")
         publish(redis_server.url, shot_update(2))  # lost: the resync covers it
@@ -72,7 +63,7 @@ def test_a_quiet_healthy_subscription_is_kept_and_a_short_interval_is_fast(
         assert proxy.accepted == 2
 
         proxy.blackhole()
-        assert seconds_until(gw, 503, 5) < 3  # within 2 intervals, plus slack
+        assert gw.wait_for_health(503, 5) < 3  # within 2 intervals, plus slack
         proxy.heal()
         assert client.recv() == {"type": "resync"}
         publish(redis_server.url, shot_update(4))

@@ -145,6 +145,15 @@ class Gateway:
             time.sleep(0.02)
         raise TimeoutError(f"gateway never logged {text!r}:\n{self.output()}")
 
+    def wait_for_health(self, status: int, timeout: float) -> float:
+        """Poll ``/health`` (with a deadline) until it answers ``status``; seconds."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if self.get("/health", timeout=2)[0] == status:
+                return time.monotonic() - start
+            time.sleep(0.05)
+        raise AssertionError(f"/health never answered {status} within {timeout}s")
+
     def get(self, path: str, timeout: float = 5) -> tuple[int, str]:
         """GET ``path`` from the gateway: (status, body), 4xx and 5xx included."""
         try:

@@ -6,13 +6,13 @@ SIGINT. Run one or more (on any hosts); one captures, the others stand by.
 
 from __future__ import annotations
 
-import logging
 import signal
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
 from pushy.capture import capture_alias, captured_labels, is_postgresql
+from pushy.console import show_info
 
 
 class Command(BaseCommand):
@@ -44,19 +44,8 @@ class Command(BaseCommand):
                 f"{e}: pushy_capture needs psycopg 3 "
                 "(pip install 'django-pushy[postgres]')."
             ) from e
-        ensure_logging()
+        show_info("pushy.capture")
         capture = Capture(alias)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: capture.stop())
         capture.run()
-
-
-def ensure_logging() -> None:
-    """Show the state lines (active, standing by) even when LOGGING says nothing."""
-    capture_logger = logging.getLogger("pushy.capture")
-    if not capture_logger.hasHandlers():
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        capture_logger.addHandler(handler)
-    if capture_logger.getEffectiveLevel() > logging.INFO:
-        capture_logger.setLevel(logging.INFO)

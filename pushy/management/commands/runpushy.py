@@ -47,10 +47,10 @@ class Command(BaseCommand):
         os.execve(sys.executable, _gateway_command(argv), _gateway_env())
 
     def _supervise(self, host, port, unix, workers):
-        from pushy.gateway.main import ensure_logging
+        from pushy.console import show_info
         from pushy.gateway.workers import Supervisor, listening_sockets
 
-        ensure_logging()
+        show_info("pushy")
 
         try:
             sockets = listening_sockets(host, port, unix, workers)
