@@ -23,9 +23,9 @@ import hashlib
 
 from pushy import conf
 
-# Lua: KEYS = last, floor, url[, collection]; ARGV = ttl, channel, body.
-# The body is the update's JSON object; the version is added as its last member.
-PUBLISH_SCRIPT = """
+# Lua, the start of both scripts: ``now`` from Redis' clock, ``last`` (KEYS[1]),
+# and the floor (KEYS[2]) set to now when counting (re)starts.
+_CLOCK = """
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -33,7 +33,13 @@ local last = tonumber(redis.call('GET', KEYS[1]))
 if not last or not redis.call('GET', KEYS[2]) then
   redis.call('SET', KEYS[2], string.format('%.0f', now))
 end
-last = last or 0
+"""
+
+# Lua: KEYS = last, floor, url[, collection]; ARGV = ttl, channel, body.
+# The body is the update's JSON object; the version is added as its last member.
+PUBLISH_SCRIPT = (
+    _CLOCK
+    + """last = last or 0
 local version = string.format('%.0f', math.max(last + 1, now))
 redis.call('SET', KEYS[1], version)
 redis.call('SET', KEYS[3], version, 'EX', ARGV[1])
@@ -41,27 +47,23 @@ if KEYS[4] then redis.call('SET', KEYS[4], version, 'EX', ARGV[1]) end
 local body = string.sub(ARGV[3], 1, -2) .. ',"version":' .. version .. '}'
 return {redis.call('PUBLISH', ARGV[2], body), version}
 """
+)
 
 PUBLISH_SHA = hashlib.sha1(PUBLISH_SCRIPT.encode()).hexdigest()
 
 # Lua: KEYS = last, floor, url...; returns {baseline, floor or false, now, v...}.
 # The baseline is a version no later update can have, and it is at least now:
 # "last" is moved up to it, so a client holding it is "up to date as of now".
-LOOKUP_SCRIPT = """
-if redis.replicate_commands then redis.replicate_commands() end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local last = tonumber(redis.call('GET', KEYS[1]))
-if not last or not redis.call('GET', KEYS[2]) then
-  redis.call('SET', KEYS[2], string.format('%.0f', now))
-end
-local baseline = math.max(last or 0, now)
+LOOKUP_SCRIPT = (
+    _CLOCK
+    + """local baseline = math.max(last or 0, now)
 redis.call('SET', KEYS[1], string.format('%.0f', baseline))
 local result = {string.format('%.0f', baseline), redis.call('GET', KEYS[2]),
                 string.format('%.0f', now)}
 for i = 3, #KEYS do result[#result + 1] = redis.call('GET', KEYS[i]) end
 return result
 """
+)
 
 
 # Bytes the publish script may add to a body (',"version":' and 16 digits).
