@@ -75,6 +75,17 @@
       // all refetch in the same instant.
       this.coalesce = true;
       this.resync_window = 2;
+      // Declarative subscriptions (data-pushy-url): watched from init() on when
+      // declarative is true; a URL no element names any more is unsubscribed
+      // release_delay seconds later, so an element moved or swapped by a
+      // library does not cost an unsubscribe and a subscribe.
+      this.declarative = true;
+      this.release_delay = 1;
+      // data-pushy-refresh: requests of one refresh URL within refresh_delay
+      // seconds share one fetch; a failed fetch is retried after a backoff of
+      // up to refresh_retry_cap seconds.
+      this.refresh_delay = 0.1;
+      this.refresh_retry_cap = 30;
 
       this.state = CLOSED;
       this._subscriptions = new Map(); // url -> Map callback -> {coalesce}
@@ -95,6 +106,8 @@
       this._timers = { retry: null, stable: null, ping: null, pong: null };
       this._stopped = true;
       this._onOnline = this._retryNow.bind(this);
+      this._declarations = new Declarations(this);
+      this._refresher = new Refresher(this);
     }
 
     /* Connect, and keep connected until close(). */
@@ -108,6 +121,9 @@
         global.addEventListener("online", this._onOnline);
       }
       this._connect();
+      if (this.declarative) {
+        this._declarations.start();
+      }
       return this;
     }
 
@@ -119,6 +135,8 @@
       }
       this._clearTimers();
       this._clearPending();
+      this._declarations.stop();
+      this._refresher.stop();
       this._dropSocket();
       this._setState(CLOSED);
     }
@@ -569,6 +587,522 @@
         this._timers[name] = null;
       }
     }
+  }
+
+  /* ---- Declarative subscriptions: data-pushy-url ------------------------ */
+
+  const URL_ATTR = "data-pushy-url";
+  const EVENTS_ATTR = "data-pushy-events";
+  const VERSION_ATTR = "data-pushy-version";
+  const REFRESH_ATTR = "data-pushy-refresh";
+  // The gateway's own bound (gateway/protocol.py): a longer URL is refused
+  // here, before it could make a subscribe message the gateway drops the
+  // connection for.
+  const MAX_URL_LENGTH = 2048;
+
+  /* Why url cannot be subscribed to, or null when it can. */
+  function urlProblem(url) {
+    if (url.length > MAX_URL_LENGTH) {
+      return "data-pushy-url is longer than " + MAX_URL_LENGTH + " characters";
+    }
+    if (!url.trim()) {
+      return "data-pushy-url is blank";
+    }
+    return null;
+  }
+
+  /* Dispatch pushy:<kind> on element (bubbling, cancelable); whether no
+   * listener called preventDefault(). */
+  function fire(element, kind, detail) {
+    const event = new CustomEvent("pushy:" + kind, {
+      bubbles: true,
+      cancelable: true,
+      detail: detail,
+    });
+    return element.dispatchEvent(event);
+  }
+
+  /* data-pushy-events="create delete": the update events element hears;
+   * without it, all of them. Resyncs always reach it. */
+  function wants(element, message) {
+    const only = element.getAttribute(EVENTS_ATTR);
+    if (message.type !== "update" || only === null) {
+      return true;
+    }
+    return only.split(/[\s,]+/).includes(message.event);
+  }
+
+  /* The elements with data-pushy-url, counted per URL: each URL is one
+   * subscription of the PushyApp however many elements name it. A
+   * MutationObserver binds elements as they enter the document and unbinds
+   * them as they leave; one callback receives the records of a whole task, so
+   * an element removed and re-added in it stays bound, and a URL left by its
+   * last element is released only after app.release_delay seconds. */
+  class Declarations {
+    constructor(app) {
+      this.app = app;
+      this.bound = new Map(); // element -> the URL it is bound to
+      this.elements = new Map(); // url -> Set of its bound elements
+      this.held = new Set(); // URLs our callback is subscribed to
+      this.releases = new Map(); // url -> timer of its release
+      this.observer = null;
+      this.callback = (message) => this.deliver(message);
+    }
+
+    start() {
+      if (this.observer || typeof document === "undefined" || typeof MutationObserver !== "function") {
+        return;
+      }
+      this.observer = new MutationObserver((records) => this.reconcile(records));
+      this.observer.observe(document, {
+        childList: true,
+        subtree: true,
+        attributes: true,
+        attributeFilter: [URL_ATTR],
+      });
+      this.bindTree(document);
+    }
+
+    stop() {
+      if (this.observer) {
+        this.observer.disconnect();
+        this.observer = null;
+      }
+      this.releases.forEach((timer) => clearTimeout(timer));
+      this.releases.clear();
+      for (const url of this.held) {
+        this.app.unsubscribe(url, this.callback);
+      }
+      this.held.clear();
+      this.bound.clear();
+      this.elements.clear();
+    }
+
+    /* One pass over a task's mutation records: bind what arrived, rebind what
+     * changed its URL, and unbind bound elements no longer in the document. */
+    reconcile(records) {
+      let removals = false;
+      for (const record of records) {
+        if (record.type === "attributes") {
+          if (record.target.isConnected) {
+            this.bind(record.target);
+          }
+          continue;
+        }
+        record.addedNodes.forEach((node) => {
+          if (node.nodeType === 1 && node.isConnected) {
+            this.bindTree(node);
+          }
+        });
+        removals = removals || record.removedNodes.length > 0;
+      }
+      if (removals) {
+        for (const element of Array.from(this.bound.keys())) {
+          if (!element.isConnected) {
+            this.unbind(element);
+          }
+        }
+      }
+    }
+
+    bindTree(root) {
+      if (root.nodeType === 1 && root.hasAttribute(URL_ATTR)) {
+        this.bind(root);
+      }
+      root.querySelectorAll("[" + URL_ATTR + "]").forEach((element) => this.bind(element));
+    }
+
+    /* Bind element to its data-pushy-url (rebind when it changed, unbind when
+     * it is gone). A URL the gateway could never accept is reported through
+     * the error path (console, on_error, pushy:error) and skipped. */
+    bind(element) {
+      const url = element.getAttribute(URL_ATTR);
+      const old = this.bound.get(element);
+      if (old === url) {
+        return;
+      }
+      if (old !== undefined) {
+        this.unbind(element);
+      }
+      if (url === null || url === "") {
+        return;
+      }
+      const problem = urlProblem(url);
+      if (problem) {
+        const shown = url.length > 200 ? url.slice(0, 200) + "…" : url;
+        this.app._error({ type: "error", code: "invalid", url: shown, message: problem + ": not subscribed" });
+        return;
+      }
+      this.bound.set(element, url);
+      let elements = this.elements.get(url);
+      if (!elements) {
+        elements = new Set();
+        this.elements.set(url, elements);
+      }
+      elements.add(element);
+      this.hold(url, element);
+    }
+
+    /* Subscribe to url unless it is held already or its release is pending. */
+    hold(url, element) {
+      clearTimeout(this.releases.get(url));
+      this.releases.delete(url);
+      if (this.held.has(url)) {
+        return;
+      }
+      this.held.add(url);
+      const version = Number(element.getAttribute(VERSION_ATTR));
+      const options = Number.isSafeInteger(version) && version >= 0 ? { version: version } : undefined;
+      this.app.subscribe(url, this.callback, options);
+    }
+
+    unbind(element) {
+      const url = this.bound.get(element);
+      this.bound.delete(element);
+      const elements = this.elements.get(url);
+      if (!elements) {
+        return;
+      }
+      elements.delete(element);
+      if (elements.size > 0) {
+        return;
+      }
+      this.elements.delete(url);
+      const delay = Math.max(0, Number(this.app.release_delay) || 0) * 1000;
+      this.releases.set(url, setTimeout(() => this.release(url), delay));
+    }
+
+    release(url) {
+      this.releases.delete(url);
+      if (!this.elements.has(url) && this.held.delete(url)) {
+        this.app.unsubscribe(url, this.callback);
+      }
+    }
+
+    /* A message of the PushyApp to the elements bound to its URLs: an update
+     * to those of the object (pushy:delete when it was deleted, pushy:update
+     * otherwise) and to those of its collection (pushy:update, whatever the
+     * event); a resync as pushy:resync. */
+    deliver(message) {
+      if (message.type === "update") {
+        this.dispatch(message.url, message.event === "delete" ? "delete" : "update", message);
+        if (message.collection !== undefined && message.collection !== message.url) {
+          this.dispatch(message.collection, "update", message);
+        }
+      } else if (message.type === "resync") {
+        this.dispatch(message.url, "resync", message);
+      }
+    }
+
+    dispatch(url, kind, message) {
+      const elements = this.elements.get(url);
+      if (!elements) {
+        return;
+      }
+      for (const element of Array.from(elements)) {
+        if (!element.isConnected || !wants(element, message)) {
+          continue;
+        }
+        const proceed = fire(element, kind, message);
+        if (proceed && element.hasAttribute(REFRESH_ATTR)) {
+          this.app._refresher.request(element, kind);
+        }
+      }
+    }
+  }
+
+  /* ---- data-pushy-refresh: fetch the page again, replace by id ---------- */
+
+  const FIELDS = "input, textarea, select";
+
+  /* Whether the user changed a form field from what the page rendered. */
+  function edited(field) {
+    if (field.type === "checkbox" || field.type === "radio") {
+      return field.checked !== field.defaultChecked;
+    }
+    if (field.tagName === "SELECT") {
+      return Array.from(field.options).some((option) => option.selected !== option.defaultSelected);
+    }
+    return field.value !== field.defaultValue;
+  }
+
+  /* The nodes inside element a refresh must not touch: the focused element
+   * and every form field the user has edited. */
+  function keepers(element) {
+    const keep = new Set();
+    const active = document.activeElement;
+    if (active && active !== document.body && element.contains(active)) {
+      keep.add(active);
+    }
+    element.querySelectorAll(FIELDS).forEach((field) => {
+      if (edited(field)) {
+        keep.add(field);
+      }
+    });
+    if (element.matches(FIELDS) && edited(element)) {
+      keep.add(element);
+    }
+    return keep;
+  }
+
+  function holdsAny(node, keep) {
+    for (const kept of keep) {
+      if (node.contains(kept)) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /* Make live look like fresh. Subtrees without a kept node are replaced
+   * whole; along the path to a kept node the live elements stay (their
+   * attributes and other children updated), so the kept node is never
+   * detached: it keeps focus, selection, caret and value. */
+  function merge(live, fresh, keep) {
+    if (keep.has(live)) {
+      return live;
+    }
+    if (!holdsAny(live, keep) || live.nodeName !== fresh.nodeName) {
+      live.replaceWith(fresh);
+      return fresh;
+    }
+    for (const attribute of Array.from(live.attributes)) {
+      if (!fresh.hasAttribute(attribute.name)) {
+        live.removeAttribute(attribute.name);
+      }
+    }
+    for (const attribute of Array.from(fresh.attributes)) {
+      if (live.getAttribute(attribute.name) !== attribute.value) {
+        live.setAttribute(attribute.name, attribute.value);
+      }
+    }
+    mergeChildren(live, fresh, keep);
+    return live;
+  }
+
+  /* The index in candidates (from start on) of the counterpart of a live
+   * child: same tag, same id and same name; -1 when there is none. */
+  function counterpart(child, candidates, start) {
+    for (let i = start; i < candidates.length; i += 1) {
+      const candidate = candidates[i];
+      if (
+        candidate.nodeName === child.nodeName &&
+        candidate.nodeType === 1 &&
+        candidate.id === child.id &&
+        candidate.getAttribute("name") === child.getAttribute("name")
+      ) {
+        return i;
+      }
+    }
+    return -1;
+  }
+
+  function mergeChildren(live, fresh, keep) {
+    const incoming = Array.from(fresh.childNodes);
+    const pairs = new Map(); // fresh child -> the live child that stays for it
+    let start = 0;
+    for (const child of Array.from(live.childNodes)) {
+      if (child.nodeType !== 1 || !holdsAny(child, keep)) {
+        continue;
+      }
+      const index = counterpart(child, incoming, start);
+      if (index >= 0) {
+        pairs.set(incoming[index], child);
+        start = index + 1;
+      }
+    }
+    const staying = new Set(pairs.values());
+    for (const child of Array.from(live.childNodes)) {
+      if (!staying.has(child)) {
+        child.remove();
+      }
+    }
+    // Only the staying children are left, in order: insert the others around them.
+    let cursor = live.firstChild;
+    for (const node of incoming) {
+      const stays = pairs.get(node);
+      if (stays) {
+        merge(stays, node, keep);
+        cursor = stays.nextSibling;
+      } else {
+        live.insertBefore(node, cursor);
+      }
+    }
+  }
+
+  /* Scroll offsets of element and of its descendants with an id, and of the
+   * window, to put back after a refresh. */
+  function scrollState(element) {
+    const boxes = [];
+    for (const node of [element, ...element.querySelectorAll("[id]")]) {
+      if (node.id && (node.scrollTop || node.scrollLeft)) {
+        boxes.push([node.id, node.scrollTop, node.scrollLeft]);
+      }
+    }
+    return { x: global.scrollX, y: global.scrollY, boxes: boxes };
+  }
+
+  function restoreScroll(state) {
+    for (const [id, top, left] of state.boxes) {
+      const node = document.getElementById(id);
+      if (node) {
+        node.scrollTop = top;
+        node.scrollLeft = left;
+      }
+    }
+    if (global.scrollX !== state.x || global.scrollY !== state.y) {
+      global.scrollTo(state.x, state.y);
+    }
+  }
+
+  /* Fetches for data-pushy-refresh elements: one per refresh URL at a time,
+   * requests within app.refresh_delay seconds sharing it, and one more after
+   * it when requests came while it was in flight (its answer may predate
+   * them). A failure leaves the elements as they are and tries again later. */
+  class Refresher {
+    constructor(app) {
+      this.app = app;
+      this.batches = new Map(); // refresh URL -> {elements, timer, busy, failures}
+    }
+
+    stop() {
+      this.batches.forEach((batch) => clearTimeout(batch.timer));
+      this.batches.clear();
+    }
+
+    /* Refresh element for a pushy:<kind> event; a delete removes it. */
+    request(element, kind) {
+      if (kind === "delete") {
+        element.remove();
+        return;
+      }
+      const url = this.target(element);
+      if (url === null) {
+        return;
+      }
+      let batch = this.batches.get(url);
+      if (!batch) {
+        batch = { elements: new Set(), timer: null, busy: false, failures: 0 };
+        this.batches.set(url, batch);
+      }
+      batch.elements.add(element);
+      if (!batch.busy && batch.timer === null) {
+        this.schedule(url, batch, this.app.refresh_delay);
+      }
+    }
+
+    /* The URL to fetch for element (its data-pushy-refresh, or the page),
+     * or null, reported, when it cannot be refreshed: no id, or a URL of
+     * another origin (whose HTML the page would never have shown). */
+    target(element) {
+      const problem = (message) => {
+        this.app._error({ type: "error", code: "refresh", message: message });
+        return null;
+      };
+      if (!element.id) {
+        return problem("an element with data-pushy-refresh needs an id: not refreshed");
+      }
+      let url;
+      try {
+        url = new URL(element.getAttribute(REFRESH_ATTR) || global.location.href, global.location.href);
+      } catch (error) {
+        return problem("#" + element.id + ": data-pushy-refresh is not a URL");
+      }
+      if (url.origin !== global.location.origin) {
+        return problem("#" + element.id + ": data-pushy-refresh must be of this page's origin");
+      }
+      url.hash = "";
+      return url.href;
+    }
+
+    schedule(url, batch, seconds) {
+      batch.timer = setTimeout(() => this.fetch(url, batch), Math.max(0, Number(seconds) || 0) * 1000);
+    }
+
+    fetch(url, batch) {
+      batch.timer = null;
+      batch.busy = true;
+      const elements = batch.elements;
+      batch.elements = new Set();
+      this.app._log("refresh", url, elements.size, "element(s)");
+      global
+        .fetch(url, {
+          credentials: "same-origin",
+          cache: "no-store",
+          headers: { Accept: "text/html", "X-Pushy-Refresh": "1" },
+        })
+        .then((response) => {
+          if (!response.ok) {
+            throw new Error("HTTP " + response.status);
+          }
+          if (response.redirected && new URL(response.url).pathname !== new URL(url).pathname) {
+            throw new Error("redirected to " + response.url); // a login page, say
+          }
+          return response.text();
+        })
+        .then(
+          (html) => this.done(url, batch, elements, html),
+          (error) => this.failed(url, batch, elements, error)
+        );
+    }
+
+    done(url, batch, elements, html) {
+      batch.busy = false;
+      batch.failures = 0;
+      const page = new DOMParser().parseFromString(html, "text/html");
+      for (const element of elements) {
+        if (element.isConnected) {
+          replace(element, page);
+        }
+      }
+      this.next(url, batch, this.app.refresh_delay);
+    }
+
+    failed(url, batch, elements, error) {
+      batch.busy = false;
+      batch.failures += 1;
+      elements.forEach((element) => batch.elements.add(element));
+      const wait = Math.min(Number(this.app.refresh_retry_cap) || 30, 2 ** (batch.failures - 1));
+      this.app._error({
+        type: "error",
+        code: "refresh",
+        url: url,
+        message: "could not refresh from " + url + " (" + error.message + "): trying again in " + wait + " s",
+      });
+      this.next(url, batch, wait);
+    }
+
+    /* Fetch again for the elements that asked meanwhile, or forget url. */
+    next(url, batch, seconds) {
+      for (const element of batch.elements) {
+        if (!element.isConnected) {
+          batch.elements.delete(element);
+        }
+      }
+      if (batch.elements.size === 0) {
+        if (this.batches.get(url) === batch) {
+          this.batches.delete(url);
+        }
+        return;
+      }
+      this.schedule(url, batch, seconds);
+    }
+  }
+
+  /* Put the element of the same id in page in element's place (merged, see
+   * merge()), or remove element when page has none: its object is gone.
+   * Scripts in page are never run: a DOMParser document's scripts stay inert
+   * wherever they are moved. */
+  function replace(element, page) {
+    const fresh = page.getElementById(element.id);
+    if (!fresh) {
+      element.remove();
+      return;
+    }
+    const scroll = scrollState(element);
+    const result = merge(element, document.adoptNode(fresh), keepers(element));
+    restoreScroll(scroll);
+    fire(result, "refreshed", { id: element.id });
   }
 
   PushyApp.websocketUrl = websocketUrl;
