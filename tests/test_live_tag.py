@@ -1,0 +1,174 @@
+"""``{% pushy_live %}``: the wrapper element pushy.js keeps live, rendered by
+Django's template engine (pushy.js's side: tests/browser/test_declarative.py)."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+import pytest
+from django.template import Context, Template, TemplateSyntaxError
+
+from pushy.templatetags import pushy_tags
+from tests.testapp.models import Note, Shot
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class Elements(HTMLParser):
+    """Start tags in order, as (tag, attributes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.found.append((tag, dict(attrs)))
+
+
+def render(source: str, **context) -> str:
+    return Template("{% load pushy_tags %}" + source).render(Context(context))
+
+
+def elements(source: str, **context) -> list[tuple[str, dict]]:
+    parser = Elements()
+    parser.feed(render(source, **context))
+    return parser.found
+
+
+@pytest.fixture
+def no_version(monkeypatch):
+    monkeypatch.setattr(pushy_tags, "current_version", lambda: None)
+
+
+def test_an_instance_gets_its_api_url_an_id_and_a_refresh(no_version):
+    html = render("{% pushy_live shot %}<b>{{ shot.title }}</b>{% endpushy_live %}",
+                  shot=Shot(pk=3, title="Dawn"))  # fmt: skip
+    assert html == (
+        '<div id="pushy-testapp-shot-3" data-pushy-url="/api/shot/3/" '
+        "data-pushy-refresh><b>Dawn</b></div>"
+    )
+
+
+def test_a_url_string_is_a_collection_with_an_id_from_its_words(no_version):
+    [(tag, attributes), _] = elements(
+        '{% pushy_live url tag="tbody" %}<tr></tr>{% endpushy_live %}',
+        url="/api/shot/?session=2",
+    )
+    assert tag == "tbody"
+    assert attributes == {
+        "id": "pushy-api-shot-session-2",
+        "data-pushy-url": "/api/shot/?session=2",
+        "data-pushy-refresh": None,
+    }
+
+
+def test_options_id_refresh_url_and_other_attributes(no_version):
+    [(tag, attributes)] = elements(
+        '{% pushy_live shot tag="tr" id="row-1" refresh=row_url class="row" '
+        'hx_swap="outerHTML" hidden=False %}{% endpushy_live %}',
+        shot=Shot(pk=1),
+        row_url="/rows/1/",
+    )
+    assert tag == "tr"
+    assert attributes == {
+        "id": "row-1",
+        "data-pushy-url": "/api/shot/1/",
+        "data-pushy-refresh": "/rows/1/",
+        "class": "row",
+        "hx-swap": "outerHTML",
+    }
+
+
+def test_refresh_false_leaves_only_the_subscription(no_version):
+    [(_, attributes)] = elements(
+        "{% pushy_live shot refresh=False %}{% endpushy_live %}", shot=Shot(pk=1)
+    )
+    assert "data-pushy-refresh" not in attributes
+    assert attributes["data-pushy-url"] == "/api/shot/1/"
+
+
+def test_attributes_are_escaped(no_version):
+    hostile = '"><script>alert(1)</script>'
+    html = render(
+        "{% pushy_live url id=hostile refresh=hostile title=hostile %}"
+        "{% endpushy_live %}",
+        url=hostile,
+        hostile=hostile,
+    )
+    assert "<script>" not in html
+    [(_, attributes)] = elements(
+        "{% pushy_live url id=hostile refresh=hostile %}{% endpushy_live %}",
+        url=hostile,
+        hostile=hostile,
+    )
+    assert attributes["data-pushy-url"] == hostile
+    assert attributes["data-pushy-refresh"] == hostile
+    assert attributes["id"] == hostile
+
+
+def test_a_primary_key_with_odd_characters_makes_a_usable_id(no_version):
+    [(_, attributes)] = elements(
+        "{% pushy_live note %}{% endpushy_live %}", note=Note(slug='a b"c')
+    )
+    assert attributes["id"] == "pushy-testapp-note-a-b-c"
+
+
+def test_the_body_is_rendered_with_the_context(no_version):
+    html = render(
+        "{% pushy_live '/api/shot/' %}{% for s in shots %}{{ s }};{% endfor %}"
+        "{% endpushy_live %}",
+        shots=["<a>", "b"],
+    )
+    assert ">&lt;a&gt;;b;</div>" in html
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("{% pushy_live %}{% endpushy_live %}", "needs a model instance or a URL"),
+        ("{% pushy_live url 3 %}{% endpushy_live %}", "keyword options"),
+        ('{% pushy_live url tag="img" %}{% endpushy_live %}', "void element"),
+        ('{% pushy_live url tag="a b" %}{% endpushy_live %}', "not a tag name"),
+        ("{% pushy_live nothing %}{% endpushy_live %}", "URL is empty"),
+        ("{% pushy_live 3 %}{% endpushy_live %}", "get_api_url() or a URL"),
+        ('{% pushy_live "" %}{% endpushy_live %}', "URL is empty"),
+        ("{% pushy_live url %}", "endpushy_live"),
+    ],
+)
+def test_mistakes_are_template_syntax_errors(no_version, source, message):
+    with pytest.raises(TemplateSyntaxError, match=re.escape(message)):
+        render(source, url="/api/shot/")
+
+
+def test_a_get_api_url_that_is_not_a_string_is_named(no_version, monkeypatch):
+    monkeypatch.setattr(Shot, "get_api_url", lambda self: None)
+    with pytest.raises(TemplateSyntaxError, match=r"testapp.shot.get_api_url\(\)"):
+        render("{% pushy_live shot %}{% endpushy_live %}", shot=Shot(pk=1))
+
+
+def test_carries_the_version_read_once_per_rendering(monkeypatch):
+    calls = []
+
+    def version():
+        calls.append(1)
+        return 1764547200123456
+
+    monkeypatch.setattr(pushy_tags, "current_version", version)
+    found = elements(
+        "{% for shot in shots %}{% pushy_live shot %}{% endpushy_live %}{% endfor %}",
+        shots=[Shot(pk=1), Shot(pk=2), Shot(pk=3)],
+    )
+    assert [a["data-pushy-version"] for _, a in found] == ["1764547200123456"] * 3
+    assert calls == [1]
+
+
+def test_the_version_comes_from_redis_and_is_left_out_without_it(settings):
+    [(_, attributes)] = elements("{% pushy_live '/x/' %}{% endpushy_live %}")
+    assert int(attributes["data-pushy-version"]) > 0
+    settings.PUSHY_SETTINGS = {
+        **settings.PUSHY_SETTINGS,
+        "REDIS_URL": "redis://127.0.0.1:1/0",
+    }
+    [(_, attributes)] = elements("{% pushy_live '/x/' %}{% endpushy_live %}")
+    assert "data-pushy-version" not in attributes
