@@ -24,6 +24,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "django_htmx",  # only for {% htmx_script %}: htmx itself, for the htmx page
     "pushy",
     "sample_site.photosession",
 ]

@@ -56,3 +56,21 @@ def test_the_settings_snippet_passes_the_checks(tmp_path: Path, redis_server):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+def test_the_smallest_live_page_renders_as_pasted(monkeypatch):
+    from pushy.templatetags import pushy_tags
+    from tests.testapp.models import Shot
+
+    monkeypatch.setattr(pushy_tags, "current_version", lambda: None)
+    snippet = [block for block in blocks("django") if "pushy_live shot" in block][0]
+    lines = snippet.strip().splitlines()
+    assert len(lines) == 3  # the section's title counts them
+    shot = Shot(pk=3, title="Dawn")
+    shot.get_rating_display = lambda: "★★☆☆☆"
+    html = engines["django"].from_string(snippet).render({"shot": shot})
+    assert 'src="/static/pushy/js/pushy.js"' in html
+    assert (
+        '<div id="pushy-testapp-shot-3" data-pushy-url="/api/shot/3/" '
+        "data-pushy-refresh><h2>Dawn</h2> ★★☆☆☆</div>"
+    ) in html

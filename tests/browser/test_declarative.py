@@ -413,3 +413,14 @@ def test_refresh_sends_the_page_cookies(site):
     wait_for(site.page, "events.some((e) => e[0] === 'refreshed')")
     assert "sessionid=abc" in headers.get("cookie", "")
     assert headers.get("x-pushy-refresh") == "1"
+
+
+def test_nested_elements_refreshed_together_come_from_one_fetch(site):
+    inner = row(1, "old")
+    site.open(f'<ul id="list" data-pushy-url="/x/" data-pushy-refresh>{inner}</ul>')
+    fresh = f'<ul id="list" data-pushy-url="/x/" data-pushy-refresh>{row(1, "new")}'
+    site.pages["/page"] = (200, page_html(fresh + row(2, "two") + "</ul>"))
+    site.page.evaluate("update('/x/1/', 'update', {collection: '/x/'})")
+    wait_for(site.page, "events.some((e) => e[0] === 'refreshed')")
+    assert site.page.inner_text("#list") == "new\ntwo"
+    assert site.fetches == ["/page"]

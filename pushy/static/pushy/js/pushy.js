@@ -1050,10 +1050,8 @@
       batch.busy = false;
       batch.failures = 0;
       const page = new DOMParser().parseFromString(html, "text/html");
-      for (const element of elements) {
-        if (element.isConnected) {
-          replace(element, page);
-        }
+      for (const element of outermost(elements)) {
+        replace(element, page);
       }
       this.next(url, batch, this.app.refresh_delay);
     }
@@ -1087,6 +1085,23 @@
       }
       this.schedule(url, batch, seconds);
     }
+  }
+
+  /* The connected elements of a set that are not inside another of them:
+   * refreshing those refreshes the others too (and an inner one taken from
+   * the fetched page first would be missing from its outer one). */
+  function outermost(elements) {
+    const found = [];
+    for (const element of elements) {
+      let inside = false;
+      for (let node = element.parentNode; node && !inside; node = node.parentNode) {
+        inside = elements.has(node);
+      }
+      if (element.isConnected && !inside) {
+        found.push(element);
+      }
+    }
+    return found;
   }
 
   /* Put the element of the same id in page in element's place (merged, see
