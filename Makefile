@@ -22,7 +22,9 @@ $(VENV)/.installed: setup.py requirements-test.txt sample_site/requirements.txt
 	$(PY) -m pip install --quiet -e . -r requirements-test.txt
 	touch $@
 
-# The benchmark (issue 6): pushy's gateway vs Django Channels vs a minimal floor.
+# The benchmark (issues 6 and 12): pushy's gateway against four peers (node.js ws,
+# a minimal gevent floor, Django Channels with defaults and tuned); the node.js
+# peer's packages are installed by the harness on first use (npm ci).
 # Writes bench/RESULTS.md, bench/results.json and bench/results.png.
 # Options go in BENCH_ARGS, e.g. make bench BENCH_ARGS="--servers floor,pushy".
 bench: $(VENV)/.installed $(VENV)/.bench-installed

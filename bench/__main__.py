@@ -1,6 +1,6 @@
 """``python -m bench``: run the benchmark and write bench/RESULTS.md and the plot.
 
-python -m bench                 # the full run (about 10 minutes on 2 cores)
+python -m bench                 # the full run (see bench/README.md for its time)
 python -m bench --smoke         # tiny N, seconds: what the test suite runs
 python -m bench --servers floor,pushy --sizes 100,1000 --hold 0
 """
@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import report, servers
+from bench import node_peer, report, servers
 from bench.procs import raise_open_files
 from bench.run import Plan, run
 from tests.support.servers import RedisServer
@@ -30,7 +31,9 @@ logger = logging.getLogger("bench")
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny N, for tests")
-    parser.add_argument("--servers", help="comma-separated: floor,channels,pushy")
+    parser.add_argument(
+        "--servers", help="comma-separated, of: " + ",".join(servers.STARTERS)
+    )
     parser.add_argument("--sizes", help="comma-separated N for memory and bursts")
     parser.add_argument("--latency-sizes", help="comma-separated N for latency")
     parser.add_argument(
@@ -53,6 +56,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
     ints = lambda text: [int(x) for x in text.split(",") if x]  # noqa: E731
     if args.servers:
         plan.servers = args.servers.split(",")
+        unknown = set(plan.servers) - set(servers.STARTERS)
+        if unknown:
+            raise SystemExit(f"unknown servers: {', '.join(sorted(unknown))}")
     if args.sizes:
         plan.sizes = ints(args.sizes)
     if args.latency_sizes is not None:
@@ -66,14 +72,39 @@ def make_plan(args: argparse.Namespace) -> Plan:
     return plan
 
 
-def unavailable() -> dict[str, str]:
-    """Servers that cannot run here, and why."""
+def unavailable(names: list[str]) -> dict[str, str]:
+    """Those of ``names`` that cannot run here, and why (installs the node peer)."""
     skip = {}
     if not servers.channels_installed():
-        skip["channels"] = "channels, channels_redis or daphne is not installed"
+        why = "channels, channels_redis or daphne is not installed"
+        skip.update({"channels": why, "channels-tuned": why})
     if not servers.pushy_gateway_installed():
         skip["pushy"] = "pushy's gateway (runpushy) is not available"
-    return skip
+    if "node-ws" in names:
+        why = node_peer.problem()
+        if why:
+            skip["node-ws"] = why
+    return {name: why for name, why in skip.items() if name in names}
+
+
+def machine() -> dict:
+    """What the figures were measured on."""
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        kib = int(f.readline().split()[1])
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "memory_gib": round(kib / 2**20, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "node": node_peer.version(),
+    }
 
 
 def prepare_db(ctx: servers.Context, items: int) -> str:
@@ -105,6 +136,7 @@ def context(workdir: str, redis_url: str, redis_pid: int | None) -> servers.Cont
 
 def benchmark(plan: Plan, redis_url: str | None, workdir: str) -> dict:
     """Run ``plan`` on a private Redis (or ``redis_url``); the results."""
+    load_before = os.getloadavg()  # before this run adds its own load
     # Servers and clients inherit this: 10,000 sockets need more than 1,024 fds.
     raise_open_files(max(plan.hold, max(plan.sizes, default=0)) * 2 + 1024)
     redis_server = None if redis_url else RedisServer().start()
@@ -114,13 +146,14 @@ def benchmark(plan: Plan, redis_url: str | None, workdir: str) -> dict:
         session_key = prepare_db(ctx, max(plan.burst, 1))
         headers = {"Origin": "http://localhost", "Cookie": f"sessionid={session_key}"}
         started = time.time()
-        results = run(plan, ctx, headers, unavailable())
+        results = run(plan, ctx, headers, unavailable(plan.servers))
         results["meta"] = {
             "commit": commit(),
             "started": started,
             "seconds": round(time.time() - started, 1),
             "cpus": os.cpu_count(),
-            "load_before": os.getloadavg(),
+            "machine": machine(),
+            "load_before": load_before,
             "plan": plan.__dict__,
         }
         return results

@@ -80,3 +80,8 @@ def raise_open_files(wanted: int) -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         return target
     return soft
+
+
+def load_average() -> float:
+    """The 1-minute load average (/proc/loadavg), what other sessions add included."""
+    return os.getloadavg()[0]

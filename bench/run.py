@@ -11,22 +11,32 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bench import servers
 from bench.loadgen import Clients
-from bench.procs import cpu_seconds
+from bench.procs import cpu_seconds, load_average
 from bench.servers import Context, Running
 
 logger = logging.getLogger(__name__)
 
 
+# The peers first (fastest first), pushy, then the slow Channels runs.
+SERVERS = ["floor", "node-ws", "pushy", "channels", "channels-tuned"]
+
+
 @dataclass
 class Plan:
-    servers: list[str] = field(default_factory=lambda: ["floor", "channels", "pushy"])
+    servers: list[str] = field(default_factory=lambda: list(SERVERS))
     sizes: list[int] = field(default_factory=lambda: [100, 1000, 5000])
+    # The largest N a server is measured at. Channels delivers about 2,000 updates
+    # a second here: one burst of 200 to 5,000 subscribers would take 8 minutes.
+    max_size: dict[str, int] = field(
+        default_factory=lambda: {"channels": 1000, "channels-tuned": 1000}
+    )
     latency_sizes: list[int] = field(default_factory=lambda: [100, 1000])
     latency_rate: float = 20
     latency_saves: int = 200
@@ -34,14 +44,24 @@ class Plan:
     burst_repeats: int = 3
     # No further repeat after a burst this long (a server that loses and lags
     # would take minutes for three).
-    burst_repeat_within: float = 15.0
+    burst_repeat_within: float = 30.0
     hold: int = 10000  # 0 skips the hold test
-    hold_servers: list[str] = field(default_factory=lambda: ["floor", "pushy"])
+    hold_servers: list[str] = field(
+        default_factory=lambda: ["floor", "node-ws", "pushy"]
+    )
     per_process: int = 2500  # connections per load-client process
     idle: float = 5.0  # seconds without a delivery that end a measurement
     warm_up: bool = True  # one save through a fresh server before RSS is taken
     profile: list[str] = field(default_factory=list)  # servers to sample with py-spy
     profile_dir: str = ""
+    load_every: float = 2.0  # seconds between samples of the load average
+    # Seconds a server may stay busy after the saves before the bursts get a
+    # fresh one (a server that fell behind would start them behind its backlog).
+    settle: float = 5.0
+
+    def sizes_for(self, name: str) -> list[int]:
+        limit = self.max_size.get(name)
+        return [n for n in self.sizes if limit is None or n <= limit]
 
     @classmethod
     def smoke(cls) -> Plan:
@@ -118,6 +138,7 @@ def latency(server: Running, clients: Clients, ctx: Context, plan: Plan) -> dict
     rate = str(plan.latency_rate)
     driven = drive(ctx, "latency", run, "--rate", rate, "--count", str(saves))
     got = clients.collect()
+    cost = meter.done(got["client_cpu"])
     times = {int(seq): t for seq, t in driven["times"].items()}
     complete = {
         seq: entry
@@ -140,8 +161,14 @@ def latency(server: Running, clients: Clients, ctx: Context, plan: Plan) -> dict
         "stale": got["stale"],
         "closed": got["closed"],
         "close_codes": got["close_codes"],
-        **meter.done(got["client_cpu"]),
+        **cost,
+        "server_cpu_per_delivery_us": per_delivery(cost, got["delivered"]),
     }
+
+
+def per_delivery(cost: dict, delivered: int) -> float | None:
+    """Server CPU µs per delivery over one measurement; None for none delivered."""
+    return round(cost["server_cpu_s"] / delivered * 1e6, 2) if delivered else None
 
 
 def burst(server: Running, clients: Clients, ctx: Context, plan: Plan) -> dict:
@@ -162,9 +189,7 @@ def burst(server: Running, clients: Clients, ctx: Context, plan: Plan) -> dict:
         "extra": got["extra"],
         "seconds": round(span, 4) if span else None,
         "per_second": round(delivered / span) if span else 0,
-        "server_cpu_per_delivery_us": (
-            round(cost["server_cpu_s"] / delivered * 1e6, 2) if delivered else None
-        ),
+        "server_cpu_per_delivery_us": per_delivery(cost, delivered),
         "late": got["late"],
         "stale": got["stale"],
         "closed": got["closed"],
@@ -229,28 +254,60 @@ def connect(server: Running, ctx: Context, n: int, headers: dict, plan: Plan) ->
     return clients, figures
 
 
-def measure_size(name: str, n: int, ctx: Context, headers: dict, plan: Plan) -> dict:
+def settled(server: Running, within: float) -> bool:
+    """Whether the server goes idle (under 5% of a core for 1 s) within ``within`` s."""
+    deadline = time.monotonic() + within
+    last = server.cpu()
+    while time.monotonic() < deadline:
+        time.sleep(1.0)  # CPU counters move by ticks: there is no event to await
+        now = server.cpu()
+        if now - last < 0.05:
+            return True
+        last = now
+    return False
+
+
+def open_server(
+    name: str, n: int, ctx: Context, headers: dict, plan: Plan
+) -> tuple[Running, Clients, dict]:
+    """A fresh server with N subscribed connections; the figures of the connect."""
     server = servers.start(name, ctx)
     try:
         if plan.warm_up:
             warm_up(server, ctx, headers)
         clients, figures = connect(server, ctx, n, headers, plan)
-        if name in plan.profile:
-            server.profile(os.path.join(plan.profile_dir, f"{name}-{n}"))
-        row: dict = {"n": n, "connect": figures}
-        try:
-            if n in plan.latency_sizes:
-                row["latency"] = latency(server, clients, ctx, plan)
-            if plan.burst:
-                runs = [
-                    burst(server, clients, ctx, plan) for _ in range(plan.burst_repeats)
-                ]
-                row["burst"] = median_burst(runs)
-        finally:
-            clients.quit()
+    except BaseException:
+        server.stop()
+        raise
+    if name in plan.profile:
+        server.profile(os.path.join(plan.profile_dir, f"{name}-{n}"))
+    return server, clients, figures
+
+
+def measure_size(name: str, n: int, ctx: Context, headers: dict, plan: Plan) -> dict:
+    server, clients, figures = open_server(name, n, ctx, headers, plan)
+    row: dict = {"n": n, "connect": figures}
+    try:
+        if n in plan.latency_sizes:
+            row["latency"] = latency(server, clients, ctx, plan)
+            if plan.burst and not settled(server, plan.settle):
+                # Still working off the saves it could not keep up with: the
+                # bursts would queue behind them. A fresh server starts them clean.
+                logger.info(
+                    "%s: busy %.0f s after the saves: restarting", name, plan.settle
+                )
+                server.check_alive()
+                clients.quit()
+                server.stop()
+                server, clients, row["reconnect"] = open_server(
+                    name, n, ctx, headers, plan
+                )
+        if plan.burst:
+            row["burst"] = median_burst(bursts(server, clients, ctx, plan))
         server.check_alive()
         return row
     finally:
+        clients.quit()
         server.stop()
 
 
@@ -293,6 +350,38 @@ def attempt(measure: Callable[..., dict], *args: object) -> dict:
         return {"error": f"{type(e).__name__}: {str(e)[:500]}"}
 
 
+class LoadSampler:
+    """The 1-minute load average, sampled in a thread while a server is measured.
+
+    It counts this run's own processes too (server, load client, Redis, the
+    saving process): on 2 cores a busy measurement alone reaches 1 to 2. What
+    it tells is whether anything else ran meanwhile.
+    """
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self.before = load_average()
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.every):
+            self.samples.append(load_average())
+
+    def done(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        samples = self.samples or [load_average()]
+        return {
+            "before": round(self.before, 2),
+            "mean": round(sum(samples) / len(samples), 2),
+            "max": round(max(samples), 2),
+            "samples": len(samples),
+        }
+
+
 def run(plan: Plan, ctx: Context, headers: dict, skip: dict[str, str]) -> dict:
     """Every measurement of ``plan``; servers named in ``skip`` get only the reason."""
     results: dict = {"servers": {}}
@@ -302,11 +391,18 @@ def run(plan: Plan, ctx: Context, headers: dict, skip: dict[str, str]) -> dict:
             logger.warning("skipping %s: %s", name, skip[name])
             continue
         entry: dict = {"sizes": {}}
-        for n in plan.sizes:
+        load = LoadSampler(plan.load_every)
+        started = time.monotonic()
+        for n in plan.sizes_for(name):
             logger.info("%s: N=%d", name, n)
             entry["sizes"][str(n)] = attempt(measure_size, name, n, ctx, headers, plan)
         if plan.hold and name in plan.hold_servers:
             logger.info("%s: hold %d", name, plan.hold)
             entry["hold"] = attempt(hold, name, ctx, headers, plan)
+        entry["load"] = load.done()
+        entry["seconds"] = round(time.monotonic() - started, 1)
+        logger.info(
+            "%s: done in %.0f s, load %s", name, entry["seconds"], entry["load"]
+        )
         results["servers"][name] = entry
     return results

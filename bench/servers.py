@@ -1,4 +1,4 @@
-"""Start and stop the three servers under test, each on a free port.
+"""Start and stop the servers under test, each on a free port.
 
 Every server is ready when its port accepts connections and its Redis pattern
 subscription is live (Redis's ``PUBSUB NUMPAT`` went up), so no update
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import redis
 
+from bench import node_peer
 from bench.procs import cpu_seconds, rss_bytes
 from tests.support.servers import free_port, stop_process
 
@@ -115,13 +116,15 @@ class Running:
             stop_process(proc)
 
 
-def _spawn(ctx: Context, args: list[str], settings: str) -> subprocess.Popen:
+def _spawn(
+    ctx: Context, args: list[str], settings: str, name: str = ""
+) -> subprocess.Popen:
     # Output goes to a file, not a pipe nobody drains: a chatty server must
     # never block on a full pipe in the middle of a measurement.
     log = tempfile.NamedTemporaryFile(
         "w",
         dir=ctx.workdir,
-        prefix=args[2].replace(".", "-") + "-",
+        prefix=(name or args[2]).replace(".", "-") + "-",
         suffix=".log",
         delete=False,
     )
@@ -170,8 +173,9 @@ def start_floor(ctx: Context, port: int) -> list[subprocess.Popen]:
     return [_spawn(ctx, [*args, "--redis", ctx.redis_url], "bench.settings")]
 
 
-def start_channels(ctx: Context, port: int) -> list[subprocess.Popen]:
-    settings = "bench.channels_settings"
+def start_channels(
+    ctx: Context, port: int, settings: str = "bench.channels_settings"
+) -> list[subprocess.Popen]:
     # -v 0: no access log line per connection (neither other server writes one).
     daphne = [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1"]
     daphne += ["-p", str(port)]
@@ -181,14 +185,26 @@ def start_channels(ctx: Context, port: int) -> list[subprocess.Popen]:
     ]
 
 
+def start_channels_tuned(ctx: Context, port: int) -> list[subprocess.Popen]:
+    return start_channels(ctx, port, "bench.channels_tuned_settings")
+
+
+def start_node_ws(ctx: Context, port: int) -> list[subprocess.Popen]:
+    args = [node_peer.node() or "node", str(node_peer.SERVER), "--port", str(port)]
+    args += ["--redis", ctx.redis_url]
+    return [_spawn(ctx, args, "bench.settings", name="node-ws")]
+
+
 def start_pushy(ctx: Context, port: int) -> list[subprocess.Popen]:
     args = [sys.executable, "-m", "django", "runpushy", "--host", "127.0.0.1"]
     return [_spawn(ctx, [*args, "--port", str(port)], "bench.settings")]
 
 
 STARTERS: dict[str, Callable[[Context, int], list[subprocess.Popen]]] = {
-    "floor": start_floor,
+    "node-ws": start_node_ws,
     "channels": start_channels,
+    "channels-tuned": start_channels_tuned,
+    "floor": start_floor,
     "pushy": start_pushy,
 }
 

@@ -5,14 +5,19 @@ test, started as the benchmark starts it, delivered every update of the latency
 run, of the burst and of the hold test to every connection.
 """
 
+import json
 from pathlib import Path
 
 import pytest
+import redis
+import websocket
 
-from bench import report
-from bench.__main__ import benchmark
+from bench import node_peer, report, servers
+from bench.__main__ import benchmark, context
 from bench.run import Plan
 from bench.servers import channels_installed
+from pushy.gateway.frames import message_frame, text_frame
+from pushy.messages import Update
 
 N = 20
 
@@ -74,6 +79,78 @@ def test_pushy_gateway_delivers_everything(redis_server, tmp_path):
 )
 def test_channels_baseline_delivers_everything(redis_server, tmp_path):
     assert_all_delivered(run_small("channels", redis_server.url, str(tmp_path)), False)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(
+    not channels_installed(),
+    reason="Channels is not installed (make bench installs bench/requirements.txt)",
+)
+def test_tuned_channels_delivers_everything(redis_server, tmp_path):
+    entry = run_small("channels-tuned", redis_server.url, str(tmp_path))
+    assert_all_delivered(entry, False)
+    assert entry["load"]["samples"] >= 1
+
+
+def node_or_skip() -> None:
+    """Skip unless node.js runs the peer here (installing its packages first)."""
+    why = node_peer.problem()
+    if why:
+        pytest.skip(f"the node.js peer cannot run here: {why}")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)  # the first run installs the peer's packages (npm ci)
+def test_node_ws_peer_delivers_everything(redis_server, tmp_path):
+    node_or_skip()
+    assert_all_delivered(run_small("node-ws", redis_server.url, str(tmp_path)), False)
+
+
+def receive_json(ws: websocket.WebSocket) -> dict:
+    return json.loads(ws.recv())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_node_ws_peer_frames_an_update_as_pushy_does(redis_server, tmp_path):
+    """Byte for byte the frame pushy's gateway sends, so the client counts alike."""
+    node_or_skip()
+    ctx = context(str(tmp_path), redis_server.url, None)
+    server = servers.start("node-ws", ctx)
+    publisher = redis.Redis.from_url(redis_server.url)
+    ws = websocket.create_connection(server.ws_url, timeout=10)
+    try:
+        for url in ("/api/item/", "/api/item/7/"):
+            ws.send(json.dumps({"action": "subscribe", "url": url}))
+            assert receive_json(ws) == {"type": "subscribed", "url": url}
+        ws.send(json.dumps({"action": "ping"}))
+        assert receive_json(ws) == {"type": "pong"}
+        update = Update(
+            url="/api/item/7/",
+            event="update",
+            model="benchapp.item",
+            pk=7,
+            collection="/api/item/",
+            data={"title": "run1 0 1764547200.5", "n": [1, 2.5, None]},
+            version=1764547200123456,
+        )
+        # Neither a control message nor a non-update reaches the client.
+        publisher.publish("pushy_:resync", b'{"models": ["benchapp.item"]}')
+        publisher.publish("pushy_benchapp.item", b"not json")
+        publisher.publish("pushy_benchapp.item", update.encode())
+        received = ws.recv()
+        assert text_frame(received.encode()) == message_frame(update.as_message())
+        # Subscribed to the object and to its collection: sent once, so what
+        # follows is the answer to this ping (a second copy would come first).
+        ws.send(json.dumps({"action": "ping"}))
+        assert receive_json(ws) == {"type": "pong"}
+        ws.send(json.dumps({"action": "unsubscribe", "url": "/api/item/7/"}))
+        assert receive_json(ws) == {"type": "unsubscribed", "url": "/api/item/7/"}
+    finally:
+        ws.close()
+        publisher.close()
+        server.stop()
 
 
 @pytest.mark.slow

@@ -22,7 +22,14 @@ import pushy
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "pushy"
 SKIP = shutil.ignore_patterns(
-    ".git", ".venv*", "__pycache__", "*.egg-info", "build", "dist", "*.sqlite3"
+    ".git",
+    ".venv*",
+    "__pycache__",
+    "*.egg-info",
+    "build",
+    "dist",
+    "*.sqlite3",
+    "node_modules",
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
