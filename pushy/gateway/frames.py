@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import BinaryIO
 
 OP_CONTINUATION = 0x0
 OP_TEXT = 0x1
@@ -46,10 +45,6 @@ class ProtocolError(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
-
-
-class ConnectionClosed(Exception):
-    """Raised when the client's stream ends (EOF) in or between frames."""
 
 
 def unmask(payload: bytes, mask: bytes) -> bytes:
@@ -104,59 +99,49 @@ def parse_close(payload: bytes) -> tuple[int | None, str]:
     return code, reason
 
 
-class FrameReader:
-    """Reads client messages from a binary stream, enforcing the limits.
+class FrameParser:
+    """Client messages from bytes as they arrive, enforcing the limits.
 
-    ``max_message`` bounds a whole message: the fragments of one message are
-    counted together, and a frame whose header announces more is refused before
-    its payload is read.
+    The connection feeds what each ``recv`` returned and takes complete
+    messages with ``next_message()``; nothing waits. ``max_message`` bounds a
+    whole message: the fragments of one message are counted together, and a
+    frame whose header announces more is refused as soon as its header is in,
+    before any of its payload is kept. An idle parser holds no bytes.
     """
 
-    def __init__(self, stream: BinaryIO, max_message: int) -> None:
-        self.stream = stream
+    __slots__ = ("max_message", "_buffer", "_pos", "_opcode", "_parts", "_pending")
+
+    def __init__(self, max_message: int) -> None:
         self.max_message = max_message
+        self._buffer = b""
+        self._pos = 0  # where the next frame starts in _buffer
         # The message being reassembled: a control frame may come between fragments.
         self._opcode: int | None = None
         self._parts: list[bytes] = []
         self._pending = 0
 
-    def _read(self, size: int) -> bytes:
-        data = self.stream.read(size)
-        if data is None or len(data) < size:
-            raise ConnectionClosed("stream ended inside a frame")
-        return data
+    def feed(self, data: bytes) -> None:
+        """Add received bytes (copied: the caller may reuse its buffer)."""
+        if self._pos:
+            self._buffer = self._buffer[self._pos :]
+            self._pos = 0
+        self._buffer = self._buffer + data if self._buffer else bytes(data)
 
-    def read_frame(self, pending: int) -> tuple[bool, int, bytes]:
-        """One frame as (fin, opcode, unmasked payload); ``pending`` bytes so far."""
-        first = self.stream.read(1)
-        if not first:
-            raise ConnectionClosed("stream ended")
-        head, second = first[0], self._read(1)[0]
-        fin, opcode, size = bool(head & 0x80), head & 0x0F, second & 0x7F
-        if head & 0x70:
-            raise ProtocolError(CLOSE_PROTOCOL_ERROR, "reserved bits set")
-        if opcode not in DATA_OPCODES + CONTROL_OPCODES + (OP_CONTINUATION,):
-            raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"unknown opcode {opcode}")
-        if not second & 0x80:
-            raise ProtocolError(CLOSE_PROTOCOL_ERROR, "client frame not masked")
-        if opcode in CONTROL_OPCODES and (not fin or size > _MAX_CONTROL_PAYLOAD):
-            raise ProtocolError(CLOSE_PROTOCOL_ERROR, "bad control frame")
-        if size == 126:
-            (size,) = struct.unpack("!H", self._read(2))
-        elif size == 127:
-            (size,) = struct.unpack("!Q", self._read(8))
-        if opcode not in CONTROL_OPCODES and pending + size > self.max_message:
-            raise ProtocolError(CLOSE_TOO_BIG, "message too big")
-        mask = self._read(4)
-        return fin, opcode, unmask(self._read(size), mask)
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet returned as a message."""
+        return len(self._buffer) - self._pos + self._pending
 
-    def read_message(self) -> tuple[int, bytes]:
-        """The next complete message or control frame as (opcode, payload).
-
-        Text payloads are returned still encoded, but checked to be UTF-8.
+    def next_message(self) -> tuple[int, bytes] | None:
+        """The next complete message or control frame as (opcode, payload), or
+        None until more bytes arrive. Text payloads are returned still encoded,
+        but checked to be UTF-8; ProtocolError when the client broke RFC 6455.
         """
         while True:
-            fin, opcode, payload = self.read_frame(self._pending)
+            frame = self._next_frame()
+            if frame is None:
+                return None
+            fin, opcode, payload = frame
             if opcode in CONTROL_OPCODES:
                 return opcode, payload
             if (opcode == OP_CONTINUATION) != (self._opcode is not None):
@@ -170,6 +155,44 @@ class FrameReader:
                 opcode, message = self._opcode, b"".join(self._parts)
                 self._opcode, self._parts, self._pending = None, [], 0
                 return opcode, _checked(opcode, message)
+
+    def _next_frame(self) -> tuple[bool, int, bytes] | None:
+        """One frame as (fin, opcode, unmasked payload), or None if incomplete."""
+        buffer, pos = self._buffer, self._pos
+        available = len(buffer) - pos
+        if available < 2:
+            return None
+        head, second = buffer[pos], buffer[pos + 1]
+        fin, opcode, size = bool(head & 0x80), head & 0x0F, second & 0x7F
+        if head & 0x70:
+            raise ProtocolError(CLOSE_PROTOCOL_ERROR, "reserved bits set")
+        if opcode not in DATA_OPCODES + CONTROL_OPCODES + (OP_CONTINUATION,):
+            raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"unknown opcode {opcode}")
+        if not second & 0x80:
+            raise ProtocolError(CLOSE_PROTOCOL_ERROR, "client frame not masked")
+        if opcode in CONTROL_OPCODES and (not fin or size > _MAX_CONTROL_PAYLOAD):
+            raise ProtocolError(CLOSE_PROTOCOL_ERROR, "bad control frame")
+        header = 2
+        if size == 126:
+            if available < 4:
+                return None
+            (size,) = struct.unpack_from("!H", buffer, pos + 2)
+            header = 4
+        elif size == 127:
+            if available < 10:
+                return None
+            (size,) = struct.unpack_from("!Q", buffer, pos + 2)
+            header = 10
+        if opcode not in CONTROL_OPCODES and self._pending + size > self.max_message:
+            raise ProtocolError(CLOSE_TOO_BIG, "message too big")
+        start = pos + header + 4
+        if len(buffer) < start + size:
+            return None
+        mask = buffer[start - 4 : start]
+        self._pos = start + size
+        if self._pos == len(buffer):
+            self._buffer, self._pos = b"", 0
+        return fin, opcode, unmask(buffer[start : start + size], mask)
 
 
 def _checked(opcode: int, message: bytes) -> bytes:

@@ -1,29 +1,20 @@
-"""The HTTP side of a WebSocket connection: validating and answering the upgrade.
+"""The HTTP side of the gateway: a request's head, the upgrade, plain answers.
 
-gevent's pywsgi parses the request; ``GatewayHandler`` takes over requests for
-the WebSocket path. A request that cannot be upgraded gets a plain 4xx answer,
-one over a connection limit (admission.py) a 503; a valid one gets
-``101 Switching Protocols`` and the socket is handed to the gateway.
+The gateway reads a request's head itself (acceptor.py) and ``parse_request``
+turns it into a WSGI-style environ (only what the gateway uses). A request
+that cannot be upgraded gets a plain 4xx answer, one over a connection limit
+(admission.py) a 503; a valid one gets ``101 Switching Protocols`` and its
+socket becomes a ``Connection``. ``/health``, ``/stats`` and ``/metrics`` get
+a plain answer, and every plain answer closes its connection.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import errno
 import hashlib
-import logging
-from typing import Any
-
-import gevent
-from gevent.pywsgi import WSGIHandler, WSGIServer
-
-from pushy.gateway.logs import Throttled
-
-logger = logging.getLogger(__name__)
-
-# accept() errors that mean "no descriptor or memory for one more socket now".
-OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+import re
+from urllib.parse import unquote, urlsplit
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 VERSION = "13"
@@ -49,13 +40,11 @@ class Refusal(Exception):
         # True when whoever refused has logged it already (the limits do).
         self.logged = logged
 
-    def __call__(self, environ: dict, start_response: Any) -> list[bytes]:
-        """Answer as a WSGI app would."""
+    def response(self) -> bytes:
+        """The whole HTTP answer."""
         body = (self.message + "\n").encode()
-        headers = [("Content-Type", "text/plain; charset=utf-8"), *self.headers]
-        headers.append(("Content-Length", str(len(body))))
-        start_response(self.status, headers)
-        return [body]
+        content_type = "text/plain; charset=utf-8"
+        return http_response(self.status, content_type, body, self.headers)
 
 
 def accept_key(key: str) -> str:
@@ -111,208 +100,91 @@ def check_upgrade(environ: dict) -> str:
     return key
 
 
-# As http.client's limits for a request's headers.
-MAX_HEADER_LINE = 65536
+# The most a request's head (request line and headers) may take, and the most
+# headers it may have (http.client's limit).
+MAX_HEAD = 64 * 1024
 MAX_HEADERS = 100
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
 
 
-class RequestHeaders:
-    """A request's headers, as much of ``http.client.HTTPMessage`` as pywsgi uses.
+def head_end(buffer: bytes) -> int:
+    """Where the head in ``buffer`` ends (after its empty line), or -1."""
+    found = _HEAD_END.search(buffer)
+    return found.end() if found else -1
 
-    pywsgi parses headers with the email package, which cost the gateway about
-    15 % of its CPU in a reconnect storm (measured with py-spy, 10,000 clients);
-    a request's header block needs only lines split at the first colon.
+
+def parse_request(head: bytes, remote_addr: str) -> dict:
+    """The WSGI-style environ of a request's ``head``; Refusal (400) if malformed.
+
+    Header names with an underscore are dropped (a client could otherwise spoof
+    one a proxy sets with dashes, as X_Forwarded_For); a repeated header's
+    values are joined with commas; obsolete line folding joins a line to the
+    header before it.
     """
-
-    __slots__ = ("items", "status", "_first")
-
-    def __init__(self, items: list[tuple[str, str]], status: str = "") -> None:
-        self.items = items
-        # Non-empty when the block was malformed: pywsgi answers 400.
-        self.status = status
-        self._first: dict[str, str] | None = None
-
-    def get(self, name: str, default: Any = None) -> Any:
-        if self._first is None:
-            first: dict[str, str] = {}
-            for key, value in self.items:
-                first.setdefault(key.lower(), value)
-            self._first = first
-        return self._first.get(name.lower(), default)
-
-    getheader = get
-
-    def __getitem__(self, name: str) -> Any:
-        return self.get(name)
-
-    def __delitem__(self, name: str) -> None:
-        name = name.lower()
-        self.items = [(k, v) for k, v in self.items if k.lower() != name]
-        self._first = None
-
-    def __contains__(self, name: str) -> bool:
-        return self.get(name) is not None
-
-    @property
-    def headers(self) -> Any:
-        for key, value in self.items:
-            yield f"{key}: {value}\r\n"
-
-    @property
-    def typeheader(self) -> str | None:
-        return self.get("content-type")
-
-
-def read_headers(rfile: Any) -> RequestHeaders:
-    """The header block of a request, up to its empty line (or end of stream)."""
-    items: list[tuple[str, str]] = []
-    while True:
-        line = rfile.readline(MAX_HEADER_LINE + 1)
-        if len(line) > MAX_HEADER_LINE:
-            return RequestHeaders([], "header line too long")
-        if line in (b"\r\n", b"\n", b""):
-            return RequestHeaders(items)
-        if len(items) >= MAX_HEADERS:
-            return RequestHeaders([], "too many headers")
-        text = line.decode("iso-8859-1")
-        if text[:1] in " \t":
-            if not items:
-                return RequestHeaders([], "header block starts with a folded line")
-            key, value = items[-1]  # obsolete line folding: one value
-            items[-1] = (key, f"{value} {text.strip()}")
+    lines = head.decode("iso-8859-1").split("\n")
+    parts = lines[0].rstrip("\r").split(" ")
+    if len(parts) != 3 or not parts[2].upper().startswith("HTTP/"):
+        raise Refusal("400 Bad Request", "malformed request line")
+    method, target, protocol = parts
+    path, _, query = target.partition("?")
+    if "://" in path:  # the absolute form
+        path = urlsplit(path).path
+    environ = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": unquote(path, "latin-1"),
+        "QUERY_STRING": query,
+        "SERVER_PROTOCOL": protocol,
+        "REMOTE_ADDR": remote_addr,
+    }
+    for name, value in _header_items(lines[1:]):
+        if "_" in name:
             continue
-        name, colon, value = text.partition(":")
-        if not colon or not name.strip():
-            return RequestHeaders([], "malformed header line")
-        items.append((name.strip(), value.strip()))
+        key = "HTTP_" + name.replace("-", "_").upper()
+        environ[key] = f"{environ[key]},{value}" if key in environ else value
+    return environ
 
 
-class GatewayHandler(WSGIHandler):
-    """pywsgi's handler, plus the WebSocket upgrade for the gateway's paths."""
-
-    _deadline: gevent.Timeout | None = None
-
-    def MessageClass(self, rfile: Any, *args: Any) -> RequestHeaders:  # noqa: N802
-        return read_headers(rfile)
-
-    def _check_http_version(self) -> bool:
-        # pywsgi's builds a tuple with a generator for every request.
-        return self.request_version in ("HTTP/1.1", "HTTP/1.0") or (
-            super()._check_http_version()
-        )
-
-    def _headers(self) -> Any:
-        # pywsgi's formats each header as a line and splits it again.
-        for key, value in self.headers.items:
-            if "_" in key or key.lower() in ("content-type", "content-length"):
-                continue  # as pywsgi: no underscores (spoofing), CGI names apart
-            yield "HTTP_" + key.replace("-", "_").upper(), value
-
-    def handle(self) -> None:
-        # A request must arrive whole within HANDSHAKE_TIMEOUT: the socket timeout
-        # catches a silent client, the deadline one that trickles bytes.
-        self.socket.settimeout(self.server.gateway.limits.handshake_timeout)
-        try:
-            super().handle()
-        except gevent.Timeout as timeout:
-            if timeout is not self._deadline:
-                raise
-
-    def handle_one_request(self) -> Any:
-        self._deadline = gevent.Timeout.start_new(
-            self.server.gateway.limits.handshake_timeout
-        )
-        try:
-            return super().handle_one_request()
-        finally:
-            self._deadline.cancel()
-
-    def run_application(self) -> None:
-        self._deadline.cancel()  # The request is in: no deadline for the answer.
-        gateway = self.server.gateway
-        if self.environ.get("PATH_INFO") not in gateway.websocket_paths:
-            super().run_application()
-            return
-        try:
-            key = check_upgrade(self.environ)
-            gateway.check_origin(self.environ.get("HTTP_ORIGIN"))
-            # Last: only a valid request from an allowed origin takes a place.
-            client = gateway.admission.admit(self.environ)
-        except Refusal as refusal:
-            gateway.stats.handshakes_refused += 1
-            if not refusal.logged:
-                gateway.log_refusal(refusal, self.environ)
-            self.application = refusal
-            self.close_connection = True
-            super().run_application()
-            return
-        try:
-            self._switch_protocols(key)
-            gateway.serve_websocket(self.socket, self.rfile, self.environ)
-        finally:
-            gateway.admission.release(client)
-
-    def _switch_protocols(self, key: str) -> None:
-        response = (
-            "HTTP/1.1 101 Switching Protocols\r\n"
-            "Upgrade: websocket\r\n"
-            "Connection: Upgrade\r\n"
-            f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n"
-        )
-        self.status, self.code = "101 Switching Protocols", 101
-        self.close_connection = True
-        self.socket.settimeout(None)
-        self.socket.sendall(response.encode("ascii"))
-        # Tells pywsgi a response went out, so an error later never makes it
-        # write an HTTP 500 into the WebSocket stream.
-        self.headers_sent = True
-        self.response_length = len(response)
+def _header_items(lines: list[str]) -> list[tuple[str, str]]:
+    items: list[tuple[str, str]] = []
+    for line in lines:
+        line = line.rstrip("\r")
+        if not line:
+            break
+        if len(items) >= MAX_HEADERS:
+            raise Refusal("400 Bad Request", "too many headers")
+        if line[:1] in " \t":
+            if not items:
+                raise Refusal("400 Bad Request", "header block starts with a fold")
+            name, value = items[-1]  # obsolete line folding: one value
+            items[-1] = (name, f"{value} {line.strip()}")
+            continue
+        name, colon, value = line.partition(":")
+        name = name.strip()
+        if not colon or not name:
+            raise Refusal("400 Bad Request", "malformed header line")
+        items.append((name, value.strip()))
+    return items
 
 
-class GatewayServer(WSGIServer):
-    """A pywsgi server that knows its gateway (the handler asks it for limits).
+def switch_response(key: str) -> bytes:
+    """The 101 answer that makes the connection a WebSocket."""
+    return (
+        "HTTP/1.1 101 Switching Protocols\r\n"
+        "Upgrade: websocket\r\n"
+        "Connection: Upgrade\r\n"
+        f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n"
+    ).encode("ascii")
 
-    Out of file descriptors (or kernel memory), ``accept()`` fails until some
-    connection closes. gevent's server would report each failure through the
-    hub (a traceback) and retry within a second, forever; this one pauses
-    accepting instead (0.05 s, doubling up to 1 s while it lasts; waiting
-    clients stay in the listen backlog), counts the pause in /metrics and
-    logs at most once a minute.
-    """
 
-    handler_class = GatewayHandler
-    min_pause = 0.05
-    max_pause = 1.0
-
-    def __init__(self, listener: Any, gateway: Any, **kwargs: Any) -> None:
-        super().__init__(listener, gateway.wsgi_app, **kwargs)
-        self.gateway = gateway
-        self.pause = self.min_pause
-        self._log_pause = Throttled(logger)
-
-    def do_read(self) -> Any:
-        try:
-            accepted = super().do_read()
-        except OSError as e:
-            if e.errno not in OUT_OF_RESOURCES:
-                raise
-            self._pause_accepting(e)
-            return None
-        if accepted:
-            self.pause = self.min_pause
-        return accepted
-
-    def _pause_accepting(self, error: OSError) -> None:
-        self.gateway.stats.accept_pauses += 1
-        self._log_pause.log(
-            logging.ERROR,
-            "cannot accept connections (%s): pausing accepts for up to %.0f s at a "
-            "time; raise the open-file limit (LimitNOFILE) or lower MAX_CONNECTIONS",
-            error.strerror or error,
-            self.max_pause,
-        )
-        # As gevent's own error path does: stop the watcher, restart it from a timer.
-        self.stop_accepting()
-        self._timer = self.loop.timer(self.pause)
-        self._timer.start(self._start_accepting_if_started)
-        self.pause = min(self.max_pause, self.pause * 2)
+def http_response(
+    status: str, content_type: str, body: bytes, headers: list | tuple = ()
+) -> bytes:
+    """A whole HTTP/1.1 answer that closes its connection."""
+    lines = [
+        f"HTTP/1.1 {status}",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+        *(f"{name}: {value}" for name, value in headers),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body

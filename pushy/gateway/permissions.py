@@ -262,6 +262,16 @@ class Authorizer:
                 self._refresh((identity, url), self._decide, who, url)
         return allowed
 
+    def allows_now(self, key: str | None, url: str) -> bool | None:
+        """``allows()`` from the caches alone: None when it would have to ask."""
+        if not self.needed:
+            return True
+        now = time.monotonic()
+        identity = self.identity_now(key, now)
+        if identity is MISSING:
+            return None
+        return self.known(identity, url, now)
+
     # Blocking the calling greenlet only ----------------------------------
 
     def who(self, key: str | None) -> Identity:

@@ -4,6 +4,12 @@ One ``Protocol`` per gateway turns a client's JSON text messages (subscribe,
 unsubscribe, ping; see docs/protocol.md) into calls on the hub, the
 authorizer and the versions, and answers with messages of its own. It never
 touches a socket: answers go through ``Connection.send()``.
+
+``handle()`` runs in the event loop and never blocks: a step that must wait
+(an authorization not in the cache, a version lookup in Redis) goes to
+``Connection.wait_for()``, which runs it in a greenlet and reads nothing more
+from that client until it is done, so a client's messages are answered in
+order and it never has more than one question waiting.
 """
 
 from __future__ import annotations
@@ -75,24 +81,49 @@ class Protocol:
         versioned: bool = False,
         seen: int | None = None,
     ) -> None:
-        gateway = self.gateway
         if url not in connection.urls:
-            limits = gateway.limits
+            limits = self.gateway.limits
             if len(connection.urls) >= limits.max_subscriptions:
                 self.error(connection, "limit", "too many subscriptions", url)
                 return
             if connection.url_bytes + url_size(url) > limits.max_subscription_bytes:
                 self.error(connection, "limit", "subscription URLs too long", url)
                 return
-            if not self._allowed(connection, url):
-                self.forbidden(connection, url)
+            allowed = self._allowed_now(connection, url)
+            if allowed is None:  # not in the cache: ask, off the event loop
+                ask = self._ask_and_subscribe
+                connection.wait_for(ask, connection, url, versioned, seen)
                 return
-            gateway.hub.subscribe(connection, url)
-        if versioned:  # registered first: no update can fall between the two
-            for frame in gateway.versions.subscribed(connection, url, seen):
-                connection.send(frame)
+            if not allowed:
+                connection.wait_for(self.forbidden, connection, url)
+                return
+            self.gateway.hub.subscribe(connection, url)
+        self._answer(connection, url, versioned, seen)
+
+    def _ask_and_subscribe(
+        self, connection: Connection, url: str, versioned: bool, seen: int | None
+    ) -> None:
+        """A subscribe whose decision was not cached (in a greenlet)."""
+        if not self._allowed(connection, url):
+            self.forbidden(connection, url)
+            return
+        self.gateway.hub.subscribe(connection, url)
+        self._answer(connection, url, versioned, seen)
+
+    def _answer(
+        self, connection: Connection, url: str, versioned: bool, seen: int | None
+    ) -> None:
+        """Confirm a subscription (registered first: no update can fall between)."""
+        if versioned:
+            connection.wait_for(self._answer_versioned, connection, url, seen)
             return
         connection.send(message_frame({"type": "subscribed", "url": url}))
+
+    def _answer_versioned(
+        self, connection: Connection, url: str, seen: int | None
+    ) -> None:
+        for frame in self.gateway.versions.subscribed(connection, url, seen):
+            connection.send(frame)
 
     def forbidden(self, connection: Connection, url: str) -> None:
         """Refuse ``url``, saying why when the cause is likely a missing session."""
@@ -118,9 +149,17 @@ class Protocol:
             )
         return "not allowed for this user"
 
+    def _allowed_now(self, connection: Connection, url: str) -> bool | None:
+        """The decision if it is cached (or not needed); None if it must be asked."""
+        try:
+            return self.gateway.authorizer.allows_now(connection.session_key, url)
+        except Exception:
+            logger.exception("authorization failed for %s: refusing", url)
+            return False
+
     def _allowed(self, connection: Connection, url: str) -> bool:
-        # Blocks this reader until answered, so one connection never has more
-        # than one subscribe decision waiting in the pool (see docs/protocol.md).
+        # Blocks only this greenlet; the connection reads nothing meanwhile, so
+        # it never has more than one decision waiting in the pool.
         authorizer = self.gateway.authorizer
         if not authorizer.needed:
             return True

@@ -1,8 +1,9 @@
 """The gateway process: its HTTP endpoints, its parts, and its lifecycle.
 
-``Gateway`` wires the hub, the Redis listener, the authorizer and the pywsgi
-server together, serves ``/ws`` (see handshake.py), ``/health``, ``/stats`` and
-``/metrics``, pings clients, and shuts down gracefully on SIGTERM or SIGINT.
+``Gateway`` wires the hub, the Redis listener, the authorizer and the acceptor
+together, upgrades requests for ``/ws`` (see handshake.py), answers ``/health``,
+``/stats`` and ``/metrics``, pings clients, and shuts down gracefully on
+SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import logging
 import signal
 import socket
 import time
-from typing import Any
 from urllib.parse import urlsplit
 
 import gevent
@@ -21,11 +21,18 @@ import gevent.event
 
 from pushy import conf
 from pushy.gateway import frames, sockets
+from pushy.gateway.acceptor import Acceptor, answer_and_close
 from pushy.gateway.admission import Admission
 from pushy.gateway.connection import Connection
 from pushy.gateway.explain import Explainer
 from pushy.gateway.gate import Gate
-from pushy.gateway.handshake import GatewayServer, Refusal
+from pushy.gateway.handshake import (
+    Refusal,
+    check_upgrade,
+    http_response,
+    parse_request,
+    switch_response,
+)
 from pushy.gateway.hub import RESYNC_FRAME, Hub
 from pushy.gateway.listener import Listener
 from pushy.gateway.logs import Throttled
@@ -134,10 +141,7 @@ class Gateway:
             controls={explain_channel(): self.explainer.request},
             on_subscribed=lambda: gevent.spawn(self.versions.start_horizon),
         )
-        self.socket = listen_socket
-        self.server = GatewayServer(
-            listen_socket, self, log=None, error_log=logging.getLogger(__name__)
-        )
+        self.acceptor = Acceptor(listen_socket, self)
         self.stopped = gevent.event.Event()
         self._refusal_logs: dict[str, Throttled] = {}
         self.shutting_down = False
@@ -150,7 +154,7 @@ class Gateway:
         for signum in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(signum, self._on_signal, signum)
         self.listener.start()
-        self.server.start()
+        self.acceptor.start()
         helpers = [gevent.spawn(self._heartbeat), gevent.spawn(self._trim_memory)]
         self.listener.first_attempt.wait(STARTUP_REDIS_WAIT)
         logger.info(self.startup_line())
@@ -159,7 +163,7 @@ class Gateway:
         return 0
 
     def startup_line(self) -> str:
-        address = self.socket.getsockname()
+        address = self.acceptor.address
         if isinstance(address, str):
             where = f"unix:{address} (path /ws)"
         else:
@@ -185,7 +189,7 @@ class Gateway:
         """Stop accepting, close every client with 1001, and stop within a bound."""
         self.shutting_down = True
         logger.info("%s: closing %d clients", why, len(self.hub.connections))
-        self.server.close()
+        self.acceptor.close()
         deadline = time.monotonic() + self.limits.shutdown_timeout
         clients = list(self.hub.connections)
         for start in range(0, len(clients), SHUTDOWN_BATCH):
@@ -227,15 +231,50 @@ class Gateway:
             refusal.detail,
         )
 
-    def serve_websocket(self, sock: socket.socket, rfile: Any, environ: dict) -> None:
-        if self.shutting_down:
+    def on_request(
+        self, sock: socket.socket, head: bytes, rest: bytes, remote_addr: str
+    ) -> None:
+        """A request's head is in (acceptor.py): upgrade it or answer it."""
+        try:
+            environ = parse_request(head, remote_addr)
+        except Refusal as refusal:
+            answer_and_close(sock, refusal.response())
+            return
+        if environ["PATH_INFO"] in self.websocket_paths:
+            self.upgrade(sock, environ, rest)
+        else:
+            answer_and_close(sock, self.http_answer(environ))
+
+    def upgrade(self, sock: socket.socket, environ: dict, rest: bytes) -> None:
+        """Make ``sock`` a WebSocket client, or answer why not."""
+        try:
+            if self.shutting_down:
+                raise Refusal("503 Service Unavailable", "shutting down")
+            key = check_upgrade(environ)
+            self.check_origin(environ.get("HTTP_ORIGIN"))
+            # Last: only a valid request from an allowed origin takes a place.
+            client = self.admission.admit(environ)
+        except Refusal as refusal:
+            self.stats.handshakes_refused += 1
+            if not refusal.logged:
+                self.log_refusal(refusal, environ)
+            answer_and_close(sock, refusal.response())
+            return
+        try:
+            sock.send(switch_response(key))  # a fresh socket takes it whole
+        except OSError:
+            self.admission.release(client)
+            sock.close()
             return
         self.stats.connections_total += 1
         key = session_key(environ.get("HTTP_COOKIE"))
-        try:
-            Connection(self, sock, rfile, key).serve()
-        finally:
-            self.trimmer.connection_closed()
+        Connection(self, sock, key, client).start(rest)
+
+    def connection_ended(self, connection: Connection) -> None:
+        """``connection`` left (its socket may still send a close frame)."""
+        self.hub.remove(connection)
+        self.admission.release(connection.client)
+        self.trimmer.connection_closed()
 
     def dispatch(self, update: Update) -> int:
         self.versions.saw(update.version)
@@ -289,26 +328,26 @@ class Gateway:
         snapshot["authorizations_pending"] = self.authorizer.pending
         return snapshot
 
-    def wsgi_app(self, environ: dict, start_response: Any) -> list[bytes]:
-        path = environ.get("PATH_INFO")
+    def http_answer(self, environ: dict) -> bytes:
+        """The answer to a plain HTTP request (not an upgrade)."""
+        path = environ["PATH_INFO"]
         if path == "/health":
             live = self.listener.live and not self.shutting_down
             body = {"status": "ok" if live else "unavailable", "redis": live}
-            return _json(start_response, "200 OK" if live else "503 Unavailable", body)
-        if path == "/stats":
-            return _json(start_response, "200 OK", self.snapshot())
-        if path == "/metrics":
+            status = "200 OK" if live else "503 Service Unavailable"
+            answer = _json(status, body)
+        elif path == "/stats":
+            answer = _json("200 OK", self.snapshot())
+        elif path == "/metrics":
             text = prometheus_text(self.snapshot()).encode()
             content_type = "text/plain; version=0.0.4; charset=utf-8"
-            return _reply(start_response, "200 OK", content_type, text)
-        return _reply(start_response, "404 Not Found", "text/plain", b"not found\n")
+            answer = http_response("200 OK", content_type, text)
+        else:
+            answer = http_response("404 Not Found", "text/plain", b"not found\n")
+        if environ["REQUEST_METHOD"] == "HEAD":
+            return answer[: answer.index(b"\r\n\r\n") + 4]
+        return answer
 
 
-def _json(start_response: Any, status: str, body: dict) -> list[bytes]:
-    return _reply(start_response, status, "application/json", json.dumps(body).encode())
-
-
-def _reply(start_response: Any, status: str, content_type: str, body: bytes) -> list:
-    headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
-    start_response(status, headers)
-    return [body]
+def _json(status: str, body: dict) -> bytes:
+    return http_response(status, "application/json", json.dumps(body).encode())

@@ -1,6 +1,5 @@
 """pushy.gateway.frames on its own: pure functions, no server."""
 
-import io
 import os
 import struct
 
@@ -36,32 +35,69 @@ def test_close_frame_reason_is_capped_to_a_control_frame():
     assert frames.close_frame(None) == b"\x88\x00"
 
 
-def test_reader_reassembles_fragments_around_a_control_frame():
-    stream = io.BytesIO(
+def parser_with(data: bytes, max_message: int = 10) -> frames.FrameParser:
+    parser = frames.FrameParser(max_message)
+    parser.feed(data)
+    return parser
+
+
+def test_parser_reassembles_fragments_around_a_control_frame():
+    parser = parser_with(
         frame(frames.OP_TEXT, b"he", fin=False)
         + frame(frames.OP_PING, b"p")
         + frame(frames.OP_CONTINUATION, b"llo")
     )
-    reader = frames.FrameReader(stream, max_message=10)
-    assert reader.read_message() == (frames.OP_PING, b"p")
-    assert reader.read_message() == (frames.OP_TEXT, b"hello")
-    with pytest.raises(frames.ConnectionClosed):
-        reader.read_message()
+    assert parser.next_message() == (frames.OP_PING, b"p")
+    assert parser.next_message() == (frames.OP_TEXT, b"hello")
+    assert parser.next_message() is None
+    assert parser.buffered == 0
 
 
-def test_reader_refuses_before_reading_the_payload():
-    header = frame(frames.OP_TEXT, b"", length=11)[:6]  # header and mask only
-    stream = io.BytesIO(header)
+def test_parser_refuses_as_soon_as_the_header_announces_too_much():
+    header = frame(frames.OP_TEXT, b"", length=11)[:2]  # no mask, no payload yet
     with pytest.raises(frames.ProtocolError) as info:
-        frames.FrameReader(stream, max_message=10).read_message()
+        parser_with(header).next_message()
     assert info.value.code == frames.CLOSE_TOO_BIG
-    assert stream.tell() == 2  # the mask was not even read
 
 
-def test_reader_reports_a_stream_that_ends_inside_a_frame():
-    stream = io.BytesIO(frame(frames.OP_TEXT, b"hello")[:-2])
-    with pytest.raises(frames.ConnectionClosed):
-        frames.FrameReader(stream, max_message=10).read_message()
+def test_parser_counts_the_fragments_of_one_message_together():
+    parser = parser_with(
+        frame(frames.OP_TEXT, b"123456", fin=False)
+        + frame(frames.OP_CONTINUATION, b"12345")[:2]
+    )
+    with pytest.raises(frames.ProtocolError) as info:
+        parser.next_message()
+    assert info.value.code == frames.CLOSE_TOO_BIG
+
+
+def test_parser_waits_for_a_frame_cut_anywhere():
+    data = frame(frames.OP_TEXT, b"x" * 300) + frame(frames.OP_TEXT, "é".encode())
+    parser = frames.FrameParser(max_message=1000)
+    messages = []
+    for i in range(len(data)):  # one byte at a time: every cut is tried
+        parser.feed(data[i : i + 1])
+        while (message := parser.next_message()) is not None:
+            messages.append(message)
+    assert messages == [
+        (frames.OP_TEXT, b"x" * 300),
+        (frames.OP_TEXT, "é".encode()),
+    ]
+    assert parser.buffered == 0
+
+
+def test_parser_takes_many_frames_from_one_read():
+    data = b"".join(frame(frames.OP_TEXT, b"%d" % i) for i in range(1000))
+    parser = parser_with(data)
+    got = []
+    while (message := parser.next_message()) is not None:
+        got.append(message[1])
+    assert got == [b"%d" % i for i in range(1000)]
+
+
+def test_parser_refuses_text_that_is_not_utf8():
+    with pytest.raises(frames.ProtocolError) as info:
+        parser_with(frame(frames.OP_TEXT, b"\xff")).next_message()
+    assert info.value.code == frames.CLOSE_INVALID_DATA
 
 
 @pytest.mark.parametrize(

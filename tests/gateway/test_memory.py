@@ -95,7 +95,7 @@ def test_rss_returns_close_to_its_baseline_after_10000_connections(pushy_redis):
         assert stats["subscriptions"] == 0
         print(f"baseline {baseline / MiB:.1f} MiB, peak +{(peak - baseline) / MiB:.1f}")
         # Poll (with a deadline) until the freed memory has been given back.
-        margin = 16 * MiB
+        margin = 10 * MiB
         deadline = time.monotonic() + 15
         while (left := rss() - baseline) > margin:
             assert time.monotonic() < deadline, (

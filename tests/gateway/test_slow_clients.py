@@ -236,7 +236,7 @@ def test_a_slow_reader_that_keeps_reading_is_not_cut_off_in_a_big_frame(pushy_re
         deadline = time.monotonic() + 40
         while raw.received < 6 * 900_000:
             assert time.monotonic() < deadline, f"{raw.received} bytes read"
-            assert reader.is_alive(), f"closed after {raw.received} bytes"
+            assert reader.is_alive(), f"closed after {raw.received} bytes {gw.output()}"
             time.sleep(0.1)
         assert gw.get_json("/stats")["slow_closes"] == 0
         raw.close()
