@@ -13,7 +13,11 @@ import sys
 
 from pushy.console import show_info
 
+# track_greenlet_tree off: gevent would otherwise walk and keep the spawning
+# stack of every greenlet (a cost on each spawn, and thousands of frame
+# records for the garbage collector to scan).
 BOOTSTRAP = (
+    "import gevent; gevent.config.track_greenlet_tree = False; "
     "from gevent import monkey; monkey.patch_all(); "
     "from pushy.gateway.main import run; run()"
 )

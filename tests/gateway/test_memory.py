@@ -118,3 +118,17 @@ def test_trim_is_a_no_op_where_the_c_library_has_no_malloc_trim(monkeypatch):
     trimmer.connection_closed()
     trimmer.tick()
     assert (trimmer.closed, trimmer.trims) == (0, 0)
+
+
+def test_freezing_exempts_what_is_alive_from_the_collector():
+    import gc
+
+    from pushy.gateway import memory
+
+    kept = [[] for _ in range(1000)]  # tracked objects alive now
+    try:
+        frozen = memory.freeze_startup_objects()
+        assert frozen >= len(kept)
+        assert not any(item is kept for item in gc.get_objects(2))
+    finally:
+        gc.unfreeze()
