@@ -170,7 +170,12 @@ class PendingRequest:
             return True
         self._stop_waiting()
         head, rest = self.buffer[:end], self.buffer[end:]
-        self.acceptor.gateway.on_request(self.sock, head, rest, self.remote_addr)
+        try:
+            self.acceptor.gateway.on_request(self.sock, head, rest, self.remote_addr)
+        except Exception:
+            # The boundary of one request: it costs that client only.
+            logger.exception("dropped a request after an unexpected error")
+            self.sock.close()
         return True
 
     def _stop_waiting(self) -> None:

@@ -117,7 +117,8 @@ class Connection:
         if received:
             self.parser.feed(received)
             self._guarded(self._handle_messages)
-        if not self.paused and not self.finished:
+        # Those bytes may have paused reading, or ended it (a close, a bad frame).
+        if not self.paused and not self.finished and self.reader is not None:
             self.reader.start(self._on_readable)
 
     def _on_readable(self) -> None:
