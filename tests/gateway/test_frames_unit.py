@@ -4,6 +4,8 @@ import os
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pushy.gateway import frames
 from tests.gateway.clients import frame
@@ -117,3 +119,37 @@ def test_parse_close_refuses_codes_a_peer_may_not_send(code):
     with pytest.raises(frames.ProtocolError) as info:
         frames.parse_close(struct.pack("!H", code))
     assert info.value.code == frames.CLOSE_PROTOCOL_ERROR
+
+
+def _messages_of(data: bytes, cuts: list[int]) -> list:
+    """Feed ``data`` cut at ``cuts``; the messages, or the error that ended them."""
+    parser = frames.FrameParser(max_message=1000)
+    got: list = []
+    start = 0
+    for end in [*sorted(cuts), len(data)]:
+        parser.feed(data[start:end])
+        start = max(start, end)
+        try:
+            while (message := parser.next_message()) is not None:
+                got.append(message)
+        except frames.ProtocolError as e:
+            return [*got, ("error", e.code)]
+    return got
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([0x0, 0x1, 0x2, 0x8, 0x9, 0xA, 0x3]),
+            st.binary(max_size=300),
+            st.booleans(),
+        ),
+        max_size=8,
+    ),
+    st.lists(st.integers(min_value=0, max_value=4000), max_size=20),
+)
+def test_how_bytes_arrive_never_changes_what_is_parsed(parts, cuts):
+    data = b"".join(frame(op, payload, fin=fin) for op, payload, fin in parts)
+    cuts = [c for c in cuts if c <= len(data)]
+    assert _messages_of(data, cuts) == _messages_of(data, [])
