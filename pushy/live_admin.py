@@ -15,15 +15,15 @@ import functools
 import logging
 from typing import Any
 
-import redis
 from django import forms
 from django.db import models
 from django.templatetags.static import static
 from django.utils.html import format_html
 
-from pushy import conf, publisher, versions
+from pushy import conf
 from pushy.exceptions import InvalidUpdate
 from pushy.messages import build_update, model_label
+from pushy.rendering import current_version
 
 __all__ = ["OPT_OUT_ATTRIBUTE", "install", "is_live", "live_media"]
 
@@ -93,25 +93,6 @@ def live_media(obj: models.Model) -> forms.Media:
         attributes["data_pushy_admin_version"] = str(version)
     banner = _Script(static("pushy/js/admin.js"), **attributes)
     return forms.Media(js=[client, banner])
-
-
-def current_version() -> int | None:
-    """A version no earlier change exceeds, read as the form is rendered.
-
-    The gateways' baseline (``versions.LOOKUP_SCRIPT``: at least Redis's "now"),
-    so every later change gets a greater version and the page, subscribing with
-    it, hears (as a resync) of a save made while it loaded or was offline.
-    Redis unreachable: None, and the page subscribes without one.
-    """
-    try:
-        client = publisher.get_client()
-        reply = client.register_script(versions.LOOKUP_SCRIPT)(
-            keys=[versions.last_key(), versions.floor_key()]
-        )
-        return versions.Snapshot.from_reply([], reply).baseline
-    except (redis.RedisError, ValueError) as e:
-        logger.debug("no version for the live admin: %s", e)
-        return None
 
 
 def install() -> None:

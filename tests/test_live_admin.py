@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.admin.options import ModelAdmin
 
-from pushy import live_admin
+from pushy import live_admin, rendering
 from tests.testapp.models import NoUrl, Shot, Unpushed
 
 pytestmark = pytest.mark.timeout(30)
@@ -57,7 +57,7 @@ def test_install_wraps_render_change_form_once():
 
 
 def test_the_banner_script_carries_the_version_the_form_is_from(settings):
-    before = live_admin.current_version()
+    before = rendering.current_version()
     html = str(live_admin.live_media(Shot(pk=3, title="x")))
     version = int(html.split('data-pushy-admin-version="')[1].split('"')[0])
     assert before is not None and version >= before
@@ -68,6 +68,6 @@ def test_without_redis_the_form_has_no_version_and_still_opens(settings):
         **settings.PUSHY_SETTINGS,
         "REDIS_URL": "redis://127.0.0.1:1/0",
     }
-    assert live_admin.current_version() is None
+    assert rendering.current_version() is None
     html = str(live_admin.live_media(Shot(pk=3, title="x")))
     assert "data-pushy-admin-url" in html and "data-pushy-admin-version" not in html

@@ -21,7 +21,7 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from pushy import conf
-from pushy.live_admin import current_version
+from pushy.rendering import current_version
 
 register = template.Library()
 
