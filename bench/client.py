@@ -49,6 +49,7 @@ class LoadClient:
         conns: int,
         headers: dict,
         cookies: list[str] | None = None,
+        source: str | None = None,
     ) -> None:
         parts = urlsplit(ws_url)
         self.address = (parts.hostname or "127.0.0.1", parts.port or 80)
@@ -58,6 +59,9 @@ class LoadClient:
         self.headers = headers
         # Connection i sends cookies[i % len(cookies)]: many users, one process.
         self.cookies = cookies or []
+        # The local address to connect from (bench.scale spreads its clients
+        # over several, past one address's ephemeral ports); None: the kernel's.
+        self.source = source
         self.selector = selectors.DefaultSelector()
         self.conns: list[Connection] = []
         self.tally = Tally()
@@ -131,6 +135,7 @@ class LoadClient:
                     self.sub_url,
                     headers,
                     self.tally,
+                    self.source,
                 )
                 self.conns.append(conn)
                 conn.start()
@@ -247,10 +252,13 @@ def main(argv: list[str] | None = None) -> None:
         "--cookie", action="append", default=[], help="Cookie values, round robin"
     )
     parser.add_argument("--connect-timeout", type=float, default=120)
+    parser.add_argument("--source", help="local address to connect from")
     args = parser.parse_args(argv)
     raise_open_files(args.conns + 100)
     headers = dict(h.split(": ", 1) for h in args.header)
-    client = LoadClient(args.ws, args.url, args.conns, headers, args.cookie)
+    client = LoadClient(
+        args.ws, args.url, args.conns, headers, args.cookie, args.source
+    )
     serve(client, args.connect_timeout)
 
 

@@ -1,7 +1,7 @@
 """Make the updates: real ``save()`` calls in a Django process of their own.
 
-    python -m bench.driver latency --run 3 --rate 20 --count 200
-        saves item 1 every 1/rate s; its title holds the run, the sequence
+    python -m bench.driver latency --run 3 --rate 20 --count 200 [--pk 1]
+        saves item 1 (or --pk) every 1/rate s; its title holds the run, the sequence
         number and the time just before save(), when the latency clock starts;
     python -m bench.driver burst --run 4 --count 200
         saves items 1..count in one transaction: pushy publishes the 200 updates
@@ -20,10 +20,10 @@ import time
 import django
 
 
-def latency(run: int, rate: float, count: int) -> dict:
+def latency(run: int, rate: float, count: int, pk: int = 1) -> dict:
     from bench.benchapp.models import Item
 
-    item = Item.objects.get(pk=1)
+    item = Item.objects.get(pk=pk)
     times: dict[int, float] = {}
     start = time.monotonic()
     behind = 0.0
@@ -66,10 +66,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--run", type=int, required=True, help="marks the titles")
+    parser.add_argument("--pk", type=int, default=1, help="the item to save")
     args = parser.parse_args()
     django.setup()
     if args.mode == "latency":
-        result = latency(args.run, args.rate, args.count)
+        result = latency(args.run, args.rate, args.count, args.pk)
     else:
         result = burst(args.run, args.count)
     sys.stdout.write(json.dumps(result) + "\n")

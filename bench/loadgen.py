@@ -67,21 +67,37 @@ class Clients:
         headers: dict,
         per_process: int,
         cookies: list[str] | None = None,
+        sources: list[str] | None = None,
+        connect_timeout: float | None = None,
     ) -> None:
         count = max(1, math.ceil(conns / per_process))
         shares = [conns // count + (i < conns % count) for i in range(count)]
         self.conns = conns
-        spawned = [
-            self._spawn(ctx, ws_url, share, headers, cookies or []) for share in shares
+        # Process i connects from sources[i % len(sources)] (bench.scale).
+        extra = [
+            ["--source", sources[i % len(sources)]] if sources else []
+            for i in range(count)
         ]
+        if connect_timeout:
+            extra = [[*e, "--connect-timeout", str(connect_timeout)] for e in extra]
+        spawned = [
+            self._spawn(ctx, ws_url, share, headers, cookies or [], extra[i])
+            for i, share in enumerate(shares)
+        ]
+        self.shares = shares
         self.procs = [proc for proc, _ in spawned]
         self.readers = [LineReader(proc, log) for proc, log in spawned]
 
     @staticmethod
     def _spawn(
-        ctx: Context, ws_url: str, conns: int, headers: dict, cookies: list[str]
-    ) -> subprocess.Popen:
-        args = [sys.executable, "-m", "bench.client", "--ws", ws_url]
+        ctx: Context,
+        ws_url: str,
+        conns: int,
+        headers: dict,
+        cookies: list[str],
+        extra: list[str],
+    ) -> tuple[subprocess.Popen, str]:
+        args = [sys.executable, "-m", "bench.client", "--ws", ws_url, *extra]
         args += ["--url", SUBSCRIBE_URL, "--conns", str(conns)]
         for name, value in headers.items():
             args += ["--header", f"{name}: {value}"]

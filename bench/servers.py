@@ -1,7 +1,8 @@
 """Start and stop the servers under test, each on a free port.
 
 Every server is ready when its port accepts connections and its Redis pattern
-subscription is live (Redis's ``PUBSUB NUMPAT`` went up), so no update
+subscription is live (one more Redis client holds a pattern subscription per
+server process), so no update
 published after ``start()`` returns can be missed.
 """
 
@@ -116,7 +117,7 @@ class Running:
             stop_process(proc)
 
 
-def _spawn(
+def spawn(
     ctx: Context, args: list[str], settings: str, name: str = ""
 ) -> subprocess.Popen:
     # Output goes to a file, not a pipe nobody drains: a chatty server must
@@ -141,10 +142,11 @@ def _spawn(
     return proc
 
 
-def _numpat(redis_url: str) -> int:
+def _pattern_subscribers(redis_url: str) -> int:
+    """Redis clients holding a pattern subscription (NUMPAT counts patterns only)."""
     client = redis.Redis.from_url(redis_url)
     try:
-        return int(client.execute_command("PUBSUB", "NUMPAT"))
+        return sum(int(c.get("psub", 0)) > 0 for c in client.client_list("pubsub"))
     finally:
         client.close()
 
@@ -157,11 +159,14 @@ def _accepts(port: int) -> bool:
         return False
 
 
-def _wait_ready(server: Running, ctx: Context, numpat: int, timeout: float) -> None:
+def _wait_ready(
+    server: Running, ctx: Context, before: int, timeout: float, patterns: int = 1
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         server.check_alive()
-        if _accepts(server.port) and _numpat(ctx.redis_url) > numpat:
+        live = _pattern_subscribers(ctx.redis_url)
+        if _accepts(server.port) and live >= before + patterns:
             return
         time.sleep(0.05)  # polling a port and a counter: there is no event to await
     server.stop()
@@ -170,7 +175,7 @@ def _wait_ready(server: Running, ctx: Context, numpat: int, timeout: float) -> N
 
 def start_floor(ctx: Context, port: int) -> list[subprocess.Popen]:
     args = [sys.executable, "-m", "bench.floor", "--port", str(port)]
-    return [_spawn(ctx, [*args, "--redis", ctx.redis_url], "bench.settings")]
+    return [spawn(ctx, [*args, "--redis", ctx.redis_url], "bench.settings")]
 
 
 def start_channels(
@@ -180,8 +185,8 @@ def start_channels(
     daphne = [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1"]
     daphne += ["-p", str(port)]
     return [
-        _spawn(ctx, [*daphne, "bench.channels_app:application"], settings),
-        _spawn(ctx, [sys.executable, "-m", "bench.channels_bridge"], settings),
+        spawn(ctx, [*daphne, "bench.channels_app:application"], settings),
+        spawn(ctx, [sys.executable, "-m", "bench.channels_bridge"], settings),
     ]
 
 
@@ -192,12 +197,12 @@ def start_channels_tuned(ctx: Context, port: int) -> list[subprocess.Popen]:
 def start_node_ws(ctx: Context, port: int) -> list[subprocess.Popen]:
     args = [node_peer.node() or "node", str(node_peer.SERVER), "--port", str(port)]
     args += ["--redis", ctx.redis_url]
-    return [_spawn(ctx, args, "bench.settings", name="node-ws")]
+    return [spawn(ctx, args, "bench.settings", name="node-ws")]
 
 
 def start_pushy(ctx: Context, port: int) -> list[subprocess.Popen]:
     args = [sys.executable, "-m", "django", "runpushy", "--host", "127.0.0.1"]
-    return [_spawn(ctx, [*args, "--port", str(port)], "bench.settings")]
+    return [spawn(ctx, [*args, "--port", str(port)], "bench.settings")]
 
 
 STARTERS: dict[str, Callable[[Context, int], list[subprocess.Popen]]] = {
@@ -209,13 +214,23 @@ STARTERS: dict[str, Callable[[Context, int], list[subprocess.Popen]]] = {
 }
 
 
-def start(name: str, ctx: Context, timeout: float = 30) -> Running:
-    """Start server ``name`` and wait until it is ready."""
-    numpat = _numpat(ctx.redis_url)
+def start(
+    name: str,
+    ctx: Context,
+    timeout: float = 30,
+    starter: Callable[[Context, int], list[subprocess.Popen]] | None = None,
+    patterns: int = 1,
+) -> Running:
+    """Start server ``name`` (or ``starter``'s) and wait until it is ready.
+
+    Ready: its port accepts and ``patterns`` more pattern subscriptions are
+    live in Redis (one per gateway process: ``runpushy --workers N`` makes N).
+    """
+    before = _pattern_subscribers(ctx.redis_url)
     port = free_port()
-    procs = STARTERS[name](ctx, port)
+    procs = (starter or STARTERS[name])(ctx, port)
     server = Running(name, port, procs, [p.log_path for p in procs])
-    _wait_ready(server, ctx, numpat, timeout)
+    _wait_ready(server, ctx, before, timeout, patterns)
     return server
 
 

@@ -40,6 +40,23 @@ def frame(opcode: int, payload: bytes) -> bytes:
     return head + key + masked.to_bytes(size, "big")
 
 
+def bind_source(sock: socket.socket, address: str) -> None:
+    """Connect from ``address`` (e.g. 127.0.0.2), the port still chosen at connect.
+
+    One source address reaches one server port through at most as many
+    connections as there are ephemeral ports (ip_local_port_range, ~28,000 by
+    default); several loopback addresses lift that for the scale test. Without
+    IP_BIND_ADDRESS_NO_PORT, bind() would reserve a port for the address alone,
+    and every port would count against every destination.
+    """
+    no_port = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux >= 4.2
+    try:
+        sock.setsockopt(socket.IPPROTO_IP, no_port, 1)
+    except OSError:
+        pass  # not Linux: bind() then picks the port, which works for fewer
+    sock.bind((address, 0))
+
+
 def accept_key(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key + GUID).digest())
 
@@ -112,6 +129,7 @@ class Connection:
         subscribe_url: str,
         headers: dict[str, str],
         tally: Tally,
+        source: str | None = None,
     ) -> None:
         self.address = address
         self.path = path
@@ -122,6 +140,8 @@ class Connection:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setblocking(False)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if source:
+            bind_source(self.sock, source)
         self.inbox = bytearray()
         self.outbox = bytearray()
         self.key = base64.b64encode(os.urandom(16))
