@@ -37,6 +37,7 @@ from pushy.gateway.hub import RESYNC_FRAME, Hub
 from pushy.gateway.listener import Listener
 from pushy.gateway.logs import Throttled
 from pushy.gateway.memory import Trimmer
+from pushy.gateway.pauses import PauseMonitor
 from pushy.gateway.permissions import Authorizer, origin_allowed, session_key
 from pushy.gateway.protocol import Protocol
 from pushy.gateway.stats import Stats, prometheus_text
@@ -150,6 +151,7 @@ class Gateway:
         self._refusal_logs: dict[str, Throttled] = {}
         self.shutting_down = False
         self.trimmer = Trimmer()
+        self.pauses = PauseMonitor(self.stats)
 
     # Lifecycle -----------------------------------------------------------
 
@@ -162,9 +164,11 @@ class Gateway:
         helpers = [gevent.spawn(self._heartbeat), gevent.spawn(self._trim_memory)]
         self.listener.first_attempt.wait(STARTUP_REDIS_WAIT)
         memory.freeze_startup_objects()
+        helpers.append(self.pauses.start())  # after the start-up's own collection
         logger.info(self.startup_line())
         self.stopped.wait()
         gevent.killall(helpers)
+        self.pauses.stop()
         return 0
 
     def startup_line(self) -> str:
@@ -349,6 +353,7 @@ class Gateway:
         )
         snapshot["max_connections"] = self.admission.max_connections
         snapshot["authorizations_pending"] = self.authorizer.pending
+        snapshot.update(self.pauses.snapshot())
         return snapshot
 
     def http_answer(self, environ: dict) -> bytes:

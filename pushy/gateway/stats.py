@@ -35,6 +35,8 @@ COUNTERS = {
     "authorizations": "Authorization questions answered by the site (view runs)",
     "updates_withheld": "Updates not sent to a subscriber who may not see them",
     "revocations": "Subscriptions ended because their user may no longer GET them",
+    "loop_stalls": "Times the event loop woke 50 ms or more late (nothing was sent)",
+    "gc_full_collections": "Full (generation 2) garbage collections",
 }
 
 
@@ -66,6 +68,8 @@ def prometheus_text(snapshot: dict[str, Any]) -> str:
         "redis_subscribed": "1 while the Redis subscription is live",
         "uptime": "Seconds since the gateway started",
         "max_connections": "MAX_CONNECTIONS of this process",
+        "loop_lag_max_seconds": "Longest the event loop was late in the last minute",
+        "gc_pause_max_seconds": "Longest garbage collection in the last minute",
     }
     for name, help_text in gauges.items():
         if snapshot.get(name) is None:

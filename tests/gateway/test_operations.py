@@ -54,6 +54,11 @@ def test_metrics_in_prometheus_text_format(shared_gateway):
     assert int(samples["pushy_gateway_connections"]) >= 1
     assert int(samples["pushy_gateway_redis_subscribed"]) == 1
     assert all(float(value) >= 0 for value in samples.values())
+    # Where latency tails show first: the loop's lag and the collector's pauses.
+    for name in ("loop_lag_max_seconds", "gc_pause_max_seconds"):
+        assert f"# TYPE pushy_gateway_{name} gauge" in lines
+        assert float(samples[f"pushy_gateway_{name}"]) < 5
+    assert "pushy_gateway_loop_stalls_total" in samples
 
 
 def test_unknown_path_is_404(shared_gateway):
