@@ -66,6 +66,10 @@ class LoadClient:
         self.conns: list[Connection] = []
         self.tally = Tally()
         self.stdin_buf = b""
+        # The longest time between two polls: a process starved of CPU for
+        # longer than the server's pong wait sees its connections closed.
+        self.last_poll: float | None = None
+        self.max_gap = 0.0
 
     # -- event loop -----------------------------------------------------------
 
@@ -88,6 +92,10 @@ class LoadClient:
     def poll(self, timeout: float) -> list[str]:
         """Serve sockets for up to ``timeout`` s; the lines stdin gave meanwhile."""
         lines: list[str] = []
+        now = time.monotonic()
+        if self.last_poll is not None:
+            self.max_gap = max(self.max_gap, now - self.last_poll)
+        self.last_poll = now
         for key, mask in self.selector.select(timeout):
             conn = key.data
             if conn is None:
@@ -154,6 +162,7 @@ class LoadClient:
             "errors": errors,
             "seconds": round(time.monotonic() - started, 3),
             "client_cpu": cpu_now() - cpu,
+            "max_gap_s": round(self.max_gap, 3),
         }
 
     def measure(self, command: dict) -> dict:
@@ -213,6 +222,7 @@ class LoadClient:
             "by_seq": self.tally.by_seq,
             "stale": self.tally.stale,
             "client_cpu": cpu,
+            "max_gap_s": round(self.max_gap, 3),
         }
 
     def close_all(self) -> None:

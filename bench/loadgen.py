@@ -131,6 +131,7 @@ class Clients:
             "errors": sorted({e for r in reports for e in r["errors"]})[:5],
             "seconds": max(r["seconds"] for r in reports),
             "client_cpu": sum(r["client_cpu"] for r in reports),
+            "max_gap_s": max(r.get("max_gap_s", 0) for r in reports),
         }
 
     def start_measuring(
@@ -184,6 +185,7 @@ def merge(reports: list[dict]) -> dict:
         "last": max(lasts) if lasts else None,
         "by_seq": by_seq,
         "client_cpu": sum(r["client_cpu"] for r in reports),
+        "max_gap_s": max(r.get("max_gap_s", 0) for r in reports),
         "stale": sum(r["stale"] for r in reports),
         "late": sum(r["late"] for r in reports),
     }

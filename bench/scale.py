@@ -52,9 +52,13 @@ logger = logging.getLogger("bench.scale")
 ISSUE_SCENARIOS = ((50_000, 1), (100_000, 2))
 ISSUE_HARD_LIMIT = 60_000
 TOTAL = 100_000
-# Connections from one source address to the gateway's one port: under the
-# ~28,000 ephemeral ports of the default ip_local_port_range.
-PER_SOURCE = 20_000
+# Connections from one source address to the gateway's one port. The kernel
+# caps them at the ephemeral ports (ip_local_port_range, ~28,000), and each
+# connect() searches for a free port longer the more are taken: 17,900 from one
+# address cost the load client 3x the CPU of 2,238 from each of 8 (SCALE.md).
+PER_SOURCE = 5_000
+# The comparison scenario: this many from one address (under the port cap).
+ONE_SOURCE = 20_000
 # SO_REUSEPORT spreads connections by a hash, not evenly: on several workers,
 # aim each at 95% of its MAX_CONNECTIONS, so none refuses its share.
 SPREAD_MARGIN = 0.95
@@ -73,6 +77,7 @@ class Scenario:
     workers: int
     max_connections: int  # MAX_CONNECTIONS of each gateway process
     why: str
+    per_source: int | None = None  # connections per source address; None: Plan's
 
 
 @dataclass
@@ -109,6 +114,7 @@ def plan_for(hard: int | None, cpus: int) -> Plan:
     if hard is None or hard >= ISSUE_HARD_LIMIT:
         per = default_max_connections(hard) or ISSUE_HARD_LIMIT
         scenarios = [Scenario(n, w, per, "issue 12 item 5") for n, w in ISSUE_SCENARIOS]
+        scenarios.append(one_source(per))
         why = (
             f"the issue's scenarios: the hard open-file limit "
             f"({hard or 'unlimited'}) allows 50,000 connections on one process"
@@ -125,6 +131,7 @@ def plan_for(hard: int | None, cpus: int) -> Plan:
         scenarios.append(
             Scenario(TOTAL, workers, per, f"100,000 in all, {workers} workers")
         )
+    scenarios.append(one_source(per))
     why = (
         f"the hard open-file limit is {hard} per process (below the "
         f"{ISSUE_HARD_LIMIT:,} that 50,000 connections on one process need): "
@@ -135,11 +142,16 @@ def plan_for(hard: int | None, cpus: int) -> Plan:
     return Plan(scenarios, why)
 
 
-def sources(n: int, plan: Plan) -> list[str]:
-    """Loopback source addresses, one per load-client process in turn."""
-    processes = max(1, math.ceil(n / plan.per_process))
-    per_address = max(1, plan.per_source // plan.per_process)
-    count = max(1, math.ceil(processes / per_address))
+def one_source(per: int) -> Scenario:
+    """One process again, all its connections from one source address."""
+    n = min(per, ONE_SOURCE)
+    return Scenario(n, 1, per, "all from one source address", per_source=n)
+
+
+def sources(n: int, plan: Plan, per_source: int | None = None) -> list[str]:
+    """Loopback source addresses (about ``per_source`` connections each); the
+    load-client processes take them in turn."""
+    count = max(1, math.ceil(n / (per_source or plan.per_source)))
     return [f"127.0.0.{2 + i}" for i in range(count)]
 
 
@@ -178,7 +190,7 @@ def connect(
     server: Running, ctx: Context, scenario: Scenario, headers: dict, plan: Plan
 ) -> tuple[Clients, dict]:
     """Open the scenario's N connections; the clients and the connect's figures."""
-    addresses = sources(scenario.n, plan)
+    addresses = sources(scenario.n, plan, scenario.per_source)
     started = time.monotonic()
     meter = Meter(server, ctx)
     clients = Clients(
@@ -233,6 +245,7 @@ def fan_out(
         "last_delivery_ms": ms(got["last"]),
         "gateway_cpu_s": cost["server_cpu_s"],
         "client_cpu_s": cost["client_cpu_s"],
+        "client_max_gap_s": got["max_gap_s"],
         "gateway_cpu_per_delivery_us": round(
             cost["server_cpu_s"] / got["delivered"] * 1e6, 2
         )
@@ -348,6 +361,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only", help="comma-separated N:W scenarios instead of the default ones"
     )
     parser.add_argument("--profile", action="store_true", help="py-spy the fan-out")
+    parser.add_argument(
+        "--per-source", type=int, help=f"connections per source address ({PER_SOURCE})"
+    )
     return parser.parse_args(argv)
 
 
@@ -361,6 +377,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
             Scenario(int(n), int(w), per, "chosen with --only")
             for n, w in (item.split(":") for item in args.only.split(","))
         ]
+    if args.per_source:
+        plan.per_source = args.per_source
     if args.profile:
         plan.profile_dir = str(Path(args.out) / "profiles")
         Path(plan.profile_dir).mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,11 @@ def test_every_connection_gets_the_update(tmp_path):
 
 def test_the_issues_scenarios_where_the_limit_allows_them():
     plan = plan_for(65536, 2)
-    assert [(s.n, s.workers) for s in plan.scenarios] == [(50_000, 1), (100_000, 2)]
+    assert [(s.n, s.workers) for s in plan.scenarios] == [
+        (50_000, 1),
+        (100_000, 2),
+        (20_000, 1),  # all from one source address, for comparison
+    ]
     assert all(s.max_connections == 58_883 for s in plan.scenarios)
 
 
@@ -36,12 +40,15 @@ def test_scenarios_derived_from_a_lower_limit():
         (17_900, 1, 17_900),
         (34_000, 2, 17_900),
         (100_000, 6, 17_900),
+        (17_900, 1, 17_900),
     ]
+    assert plan.scenarios[-1].per_source == 17_900
     assert "20000" in plan.choice
 
 
 def test_source_addresses_stay_under_the_ephemeral_ports():
     plan = plan_for(20_000, 2)
-    assert sources(100_000, plan) == [f"127.0.0.{i}" for i in range(2, 7)]
-    assert sources(17_900, plan) == ["127.0.0.2"]
+    assert sources(100_000, plan) == [f"127.0.0.{i}" for i in range(2, 22)]
+    assert sources(17_900, plan) == [f"127.0.0.{i}" for i in range(2, 6)]
+    assert sources(17_900, plan, 17_900) == ["127.0.0.2"]
     assert sources(200, Plan.smoke()) == ["127.0.0.2", "127.0.0.3"]
