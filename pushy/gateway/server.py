@@ -337,7 +337,13 @@ class Gateway:
             deadline = pong_deadline(pinged_at, time.monotonic(), wait)
             gevent.sleep(max(0.0, deadline - time.monotonic()))
             for client in list(self.hub.connections):
-                if client.last_seen < pinged_at and not client.closing:
+                # A client whose reading we paused (its message waits on an
+                # authorization, or the rate limit) may have answered unread.
+                if (
+                    client.last_seen < pinged_at
+                    and not client.closing
+                    and client.paused is None
+                ):
                     self.stats.ping_timeouts += 1
                     client.close(frames.CLOSE_POLICY, "ping timeout")
             gevent.sleep(interval - wait)

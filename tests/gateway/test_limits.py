@@ -147,3 +147,19 @@ def test_a_request_trickled_byte_by_byte_is_cut_off(limited):
         else:
             pytest.fail("the whole trickled request was accepted")
         assert time.monotonic() - started < 3
+
+
+def test_a_client_waiting_on_its_authorization_is_not_taken_for_silent(redis_server):
+    # Its reading is paused while the (slow) AUTHORIZE runs: its pongs wait
+    # unread, which must not count as silence.
+    settings = {"PING_INTERVAL": 1, "AUTHORIZE": "tests.gateway.authorizers.slow"}
+    with Gateway(redis_server.url, pushy_settings=settings) as gw:
+        client = Client(gw.ws_url, timeout=10)  # answers pings in recv()
+        try:
+            started = time.monotonic()
+            client.subscribe("/api/slow/1/")
+            assert time.monotonic() - started >= 2.5
+            assert client.request(action="ping") == {"type": "pong"}
+            assert gw.get_json("/stats")["ping_timeouts"] == 0
+        finally:
+            client.close()
