@@ -55,7 +55,7 @@ TOTAL = 100_000
 # Connections from one source address to the gateway's one port. The kernel
 # caps them at the ephemeral ports (ip_local_port_range, ~28,000), and each
 # connect() searches for a free port longer the more are taken: 17,900 from one
-# address cost the load client 3x the CPU of 2,238 from each of 8 (SCALE.md).
+# address cost the load client 1.8x to 3x the CPU of 4 to 8 addresses (SCALE.md).
 PER_SOURCE = 5_000
 # The comparison scenario: this many from one address (under the port cap).
 ONE_SOURCE = 20_000

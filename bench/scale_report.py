@@ -72,8 +72,9 @@ def header(meta: dict) -> str:
         f"- Machine: {m['cpu']}, {m['cpus']} cores, {m['memory_gib']} GiB, "
         f"Linux {m['kernel']}, Python {m['python']}.\n"
         f"- Load average (1 min) before the run: {meta['load_before']}; during each "
-        "scenario see its table (the run's own gateway, load clients and Redis "
-        "share the 2 cores, so a load of 3 to 7 is mostly its own).\n"
+        "scenario see its table (the run's own gateways, load-client processes "
+        "and Redis share the cores, so the load during a scenario is mostly its "
+        "own: 40 load clients and 6 gateways make 100,000).\n"
         f"- Scenarios: {meta['choice']}.\n"
     )
 
