@@ -329,11 +329,12 @@ METHOD = """
   `/api/item/` with the session cookie and an Origin header.
 - Memory per idle connection: the server's RSS (with its child processes) after
   the N connections subscribed, minus before, divided by N.
-- Latency: a separate Django process saves item 1 with `save()` at a fixed rate;
-  the title carries the wall-clock time taken just before `save()`; the client
-  records the first and last receive time of each save across all connections.
-  Only saves that reached every connection count in the percentiles (nearest
-  rank); losses are shown beside them.
+- Latency: a separate Django process saves item 1 with `save()` at a fixed rate
+  (600 saves at 20/s, so a p99 is the sixth-worst save, not decided by one stall
+  of the machine); the title carries the wall-clock time taken just before
+  `save()`; the client records the first and last receive time of each save
+  across all connections. Only saves that reached every connection count in the
+  percentiles (nearest rank); losses are shown beside them.
 - Burst: a separate Django process saves 200 items in one transaction; pushy's
   publisher sends the 200 updates in one pipeline at commit. Deliveries/s is the
   number delivered divided by the time from the commit to the last delivery; lost
