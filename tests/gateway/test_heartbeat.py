@@ -28,6 +28,7 @@ class Client:
     def __init__(self) -> None:
         self.last_seen = time.monotonic()
         self.closing = False
+        self.paused = None  # its reading is not paused (Connection.paused)
         self.closed_with: tuple[int, str] | None = None
 
     def ping(self) -> None:
