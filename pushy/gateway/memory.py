@@ -11,7 +11,6 @@ does nothing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import gc
 import logging
@@ -23,10 +22,14 @@ logger = logging.getLogger(__name__)
 
 @functools.cache
 def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, or None where the C library has none."""
-    name = ctypes.util.find_library("c")
+    """glibc's malloc_trim, or None where the C library has none.
+
+    Looked up among the symbols the process has loaded already (the C library's
+    among them): ``ctypes.util.find_library`` would run ``ldconfig`` in a child
+    process, a fork of a gateway holding thousands of descriptors.
+    """
     try:
-        libc = ctypes.CDLL(name)
+        libc = ctypes.CDLL(None)
         function = libc.malloc_trim
     except (OSError, AttributeError, TypeError):
         return None
