@@ -152,10 +152,9 @@ class Gate:
                     connection.send(frame)
                 sent += len(connections)
             elif verdict is PENDING:
-                for connection in connections:
-                    self._start_backlog(
-                        connection, Entry(frame, subscribed, url, stale)
-                    )
+                self._start_group_backlog(
+                    connections, Entry(frame, subscribed, url, stale)
+                )
             elif verdict is REVOKE:
                 revoked.extend((connection, subscribed) for connection in connections)
             else:
@@ -188,6 +187,20 @@ class Gate:
     def _start_backlog(self, connection: Any, entry: Entry) -> None:
         self.backlogs[connection] = collections.deque([entry])
         gevent.spawn(self._work_off, connection)
+
+    def _start_group_backlog(self, connections: list, entry: Entry) -> None:
+        """Hold ``entry`` for connections of one session: one greenlet works off
+        all their backlogs, so the first waits for the answer and the others
+        find it in the cache (17,900 greenlets for one question, before).
+        """
+        for connection in connections:
+            self.backlogs[connection] = collections.deque([entry])
+        gevent.spawn(self._work_off_all, connections)
+
+    def _work_off_all(self, connections: list) -> None:
+        for connection in connections:
+            if connection in self.backlogs:
+                self._work_off(connection)
 
     def _hold(self, connection: Any, backlog: collections.deque, entry: Entry) -> None:
         if len(backlog) >= self.backlog_limit:
