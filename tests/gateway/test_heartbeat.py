@@ -59,15 +59,20 @@ def stand_in(clients: list[Client]) -> SimpleNamespace:
     )
 
 
-def test_clients_pinged_late_in_a_stretched_round_are_not_closed():
-    clients = [Client() for _ in range(3)]
-    gateway = stand_in(clients)
+def run_first_round(gateway) -> None:
+    """Run the heartbeat past its first round's check (2 x WAIT of stretched
+    spread, then 3/4 WAIT) and a little more."""
     heartbeat = gevent.spawn(Gateway._heartbeat, gateway)
     try:
-        # Past the first round's check (2 x WAIT spread + 3/4 WAIT) and more.
         gevent.sleep(2 * WAIT + WAIT * (1 - HEARTBEAT_SPREAD) + 0.2)
     finally:
         heartbeat.kill()
+
+
+def test_clients_pinged_late_in_a_stretched_round_are_not_closed():
+    clients = [Client() for _ in range(3)]
+    gateway = stand_in(clients)
+    run_first_round(gateway)
     assert [c.closed_with for c in clients] == [None, None, None]
     assert gateway.stats.ping_timeouts == 0
 
@@ -77,11 +82,7 @@ def test_a_silent_client_is_still_closed_after_a_stretched_round():
     silent.ping = lambda: None  # never answers
     clients = [Client(), silent, Client()]
     gateway = stand_in(clients)
-    heartbeat = gevent.spawn(Gateway._heartbeat, gateway)
-    try:
-        gevent.sleep(2 * WAIT + WAIT * (1 - HEARTBEAT_SPREAD) + 0.2)
-    finally:
-        heartbeat.kill()
+    run_first_round(gateway)
     assert silent.closed_with == (1008, "ping timeout")
     assert [clients[0].closed_with, clients[2].closed_with] == [None, None]
 
