@@ -119,7 +119,7 @@ class Gate:
                 connection.send(frame)
                 sent += 1
             elif verdict is PENDING:
-                self._start_backlog(connection, Entry(frame, subscribed, url, stale))
+                self._start_backlogs([connection], Entry(frame, subscribed, url, stale))
             elif verdict is REVOKE:
                 revoked.append((connection, subscribed))
             else:
@@ -152,9 +152,7 @@ class Gate:
                     connection.send(frame)
                 sent += len(connections)
             elif verdict is PENDING:
-                self._start_group_backlog(
-                    connections, Entry(frame, subscribed, url, stale)
-                )
+                self._start_backlogs(connections, Entry(frame, subscribed, url, stale))
             elif verdict is REVOKE:
                 revoked.extend((connection, subscribed) for connection in connections)
             else:
@@ -184,14 +182,11 @@ class Gate:
 
     # Held updates ----------------------------------------------------------
 
-    def _start_backlog(self, connection: Any, entry: Entry) -> None:
-        self.backlogs[connection] = collections.deque([entry])
-        gevent.spawn(self._work_off, connection)
-
-    def _start_group_backlog(self, connections: list, entry: Entry) -> None:
-        """Hold ``entry`` for connections of one session: one greenlet works off
-        all their backlogs, so the first waits for the answer and the others
-        find it in the cache (17,900 greenlets for one question, before).
+    def _start_backlogs(self, connections: list, entry: Entry) -> None:
+        """Hold ``entry`` for connections of one session (or one connection):
+        one greenlet works off all their backlogs, so the first waits for the
+        answer and the others find it in the cache (17,900 greenlets for one
+        question, before).
         """
         for connection in connections:
             self.backlogs[connection] = collections.deque([entry])
