@@ -92,6 +92,13 @@ class Tally:
         self.last: float | None = None
         self.by_seq: dict[int, list] = {}
 
+    def hits(self, count: int, now: float) -> None:
+        """``count`` updates received at ``now``, titles not parsed."""
+        self.count += count
+        if self.first is None:
+            self.first = now
+        self.last = now
+
     def hit(self, buf: bytearray, at: int, now: float) -> None:
         """An update whose title starts at ``at`` (the marker's opening quote)."""
         self.count += 1
@@ -235,7 +242,10 @@ class Connection:
         self.send(OP_TEXT, json.dumps(body).encode())
 
     def _read_frames(self, now: float) -> None:
-        buf, pos, end = self.inbox, 0, len(self.inbox)
+        buf, end = self.inbox, len(self.inbox)
+        pos = 0
+        if self.state == SUBSCRIBED and not self.tally.parse_titles:
+            pos = self._count_text_run(buf, end, now)
         while end - pos >= 2:
             first, second = buf[pos], buf[pos + 1]
             size, start = second & 0x7F, pos + 2
@@ -261,6 +271,42 @@ class Connection:
                 if self.state == CLOSED:
                     return
         del buf[:pos]
+
+    def _count_text_run(self, buf: bytearray, end: int, now: float) -> int:
+        """Count a run of whole text frames at the start of ``buf`` at once.
+
+        In a burst a read holds dozens of frames; walking only their headers
+        and counting the marker over the run in C makes the client about four
+        times cheaper per frame, so a fast server is not measured at the
+        client's speed. Each update holds its marker and its type once, as in
+        ``_on_text``. Returns where the run ends; the frame loop takes the rest.
+        """
+        pos = frames_seen = 0
+        while end - pos >= 4 and buf[pos] == 0x81:  # FIN, text, unmasked
+            size = buf[pos + 1]
+            if size < 126:
+                stop = pos + 2 + size
+            elif size == 126:
+                stop = pos + 4 + (buf[pos + 2] << 8 | buf[pos + 3])
+            else:
+                break
+            if stop > end:
+                break
+            pos = stop
+            frames_seen += 1
+        if not frames_seen:
+            return 0
+        marker = self.tally.marker
+        hits = buf.count(marker, 0, pos) if marker is not None else 0
+        updates = buf.count(b'"type":"update"', 0, pos)
+        updates += buf.count(b'"type": "update"', 0, pos)
+        stale = max(0, updates - hits)
+        if hits:
+            self.updates += hits
+            self.tally.hits(hits, now)
+        self.tally.stale += stale
+        self.other_frames += frames_seen - hits - stale
+        return pos
 
     def _on_text(self, buf: bytearray, start: int, end: int, now: float) -> None:
         marker = self.tally.marker

@@ -12,7 +12,9 @@ answered. The rate limit pauses reading the same way.
 Writing has one writer at a time per connection: an event-loop callback,
 scheduled when the queue gets a frame, that writes what the kernel takes without
 waiting; only when the kernel refuses bytes does a write watcher (with a
-deadline) take over until the queue is empty.
+deadline) take over until the queue is empty. An update that arrives alone
+skips the queue: ``send()`` writes it at once when nothing is queued ahead of
+it (``Gateway.dispatch``).
 
 ``send()`` never blocks, and a client is judged by whether it keeps up over
 time, never by what one dispatch queued before its writer ran:
@@ -265,9 +267,33 @@ class Connection:
         client counts as too slow."""
         if self.closing:
             return
+        if self.writer is None and self.gateway.write_through and not self.queue:
+            self._write_through(frame)  # nothing ahead of it to keep order with
+            return
         self._enqueue(frame)
         if self.backlogged:
             self._check_backlog()
+
+    def _write_through(self, frame: bytes) -> None:
+        """Write ``frame`` now, inside the dispatch (Gateway.dispatch says when).
+
+        Nothing here may end the connection: the dispatch is walking the hub's
+        sets, which ending it would change under it.
+        """
+        try:
+            sent = self.sock.send(frame)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            # Queued instead: the writer callback meets the error after the
+            # dispatch and ends the connection then.
+            self._enqueue(frame)
+            return
+        if sent == len(frame):
+            self.gateway.stats.frames_out += 1
+            return
+        self.backlogged = True
+        self.writer = self.write_wait = _WriteWait(self, memoryview(frame)[sent:])
 
     def _enqueue(self, frame: bytes) -> None:
         self.queue.append(frame)

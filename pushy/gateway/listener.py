@@ -109,6 +109,10 @@ class Liveness:
 class Listener:
     """Subscribes to ``pattern`` at ``url``; calls ``on_update`` and ``on_resync``.
 
+    ``on_idle()``, if given, is called whenever nothing more is there to read,
+    before the listener waits for Redis: the next update will have arrived
+    alone, while the updates of a burst come one right behind the other.
+
     ``count(name)`` is called for each event worth a counter: ``updates_invalid``,
     ``updates_failed``, ``listener_restarts``, ``redis_ping_timeouts``.
     """
@@ -126,6 +130,7 @@ class Listener:
         on_resync_request: Callable[[], object] | None = None,
         controls: dict[str, Callable[[bytes], object]] | None = None,
         on_subscribed: Callable[[], object] | None = None,
+        on_idle: Callable[[], object] | None = None,
     ) -> None:
         self.url = url
         self.pattern = pattern
@@ -141,6 +146,9 @@ class Listener:
         self.controls = {c.encode(): h for c, h in (controls or {}).items()}
         # Called after the first subscription (later ones call on_resync).
         self.on_subscribed = on_subscribed
+        # Called when nothing more is there to read, before waiting for Redis:
+        # the next update arrives alone, not in a burst.
+        self.on_idle = on_idle
         self.live = False
         self.reconnects = 0
         # Set once the first attempt to subscribe has succeeded or failed.
@@ -274,6 +282,10 @@ class Listener:
         handled = 0
         liveness = Liveness(self.health_interval, time.monotonic())
         while True:
+            # can_read(0) only looks: redis-py's buffer, then one recv that
+            # returns at once; its errors are the connection's, as get_message's.
+            if self.on_idle is not None and not pubsub.connection.can_read(timeout=0):
+                self.on_idle()
             message = pubsub.get_message(timeout=liveness.wait(time.monotonic()))
             now = time.monotonic()
             if message is not None:

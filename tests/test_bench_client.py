@@ -1,0 +1,68 @@
+"""The load client's frame counting: the run-at-once fast path against the
+frame-by-frame loop, on the same bytes (bench/wsclient.py)."""
+
+import pytest
+
+from bench import wsclient
+from pushy.gateway import frames
+
+MARKER = b'"run7 '
+
+
+def update(title: str, pk: int = 1) -> bytes:
+    message = {
+        "type": "update", "url": f"/api/item/{pk}/", "event": "update",
+        "model": "benchapp.item", "pk": pk, "collection": "/api/item/",
+        "data": {"title": title},
+    }  # fmt: skip
+    return frames.message_frame(message)
+
+
+def subscribed_client(parse_titles: bool) -> wsclient.Connection:
+    tally = wsclient.Tally()
+    tally.start(MARKER, parse_titles)
+    client = wsclient.Connection(("127.0.0.1", 9), "/ws", "/api/item/", {}, tally)
+    client.state = wsclient.SUBSCRIBED
+    client.sock.close()  # never connected: only the parser is under test
+    return client
+
+
+def counts(client: wsclient.Connection) -> tuple:
+    tally = client.tally
+    return (tally.count, tally.stale, client.updates, client.other_frames)
+
+
+STREAMS = {
+    "small frames": [update("run7 1", pk) for pk in range(40)],
+    "long frames (16-bit length)": [update("run7 " + "x" * 300, pk) for pk in range(9)],
+    "mixed": [
+        update("run7 1"),
+        update("run6 1"),  # an earlier measurement's: stale
+        frames.message_frame({"type": "subscribed", "url": "/api/item/"}),
+        update("run7 2", 2),
+        frames.build_frame(frames.OP_PING, b"hi"),  # ends the run: the loop answers
+        update("run7 3", 3),
+        update("run7 " + "y" * 70_000, 4),  # a 64-bit length: the loop's
+        update("run7 4", 5),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", STREAMS)
+@pytest.mark.parametrize("cut", [None, 7, 301])
+def test_the_fast_path_counts_what_the_frame_loop_counts(name, cut):
+    data = b"".join(STREAMS[name])
+    # Titles parsed: the frame-by-frame loop only; not: the fast path first.
+    slow, fast = subscribed_client(True), subscribed_client(False)
+    slow.send = fast.send = lambda opcode, payload: None  # pongs go nowhere
+    chunks = (
+        [data] if cut is None else [data[i : i + cut] for i in range(0, len(data), cut)]
+    )
+    for chunk in chunks:
+        for client in (slow, fast):
+            client.inbox += chunk
+            client._read_frames(1.0)
+    assert counts(fast) == counts(slow)
+    assert fast.tally.count == sum(MARKER in f for f in STREAMS[name])
+    assert fast.inbox == slow.inbox == b""  # every frame taken, none cut short
+    assert fast.tally.first == fast.tally.last == 1.0
