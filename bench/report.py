@@ -167,7 +167,7 @@ def _burst_targets(results: dict, out: Targets) -> None:
             continue
         row = burst_row(n, results["meta"]["plan"]["burst"])
         (best,) = row.best(results)
-        runs = len(mine["runs_per_second"])
+        runs = mine.get("bursts", len(mine["runs_per_second"]))
         if best is None:
             out.check(False, f"burst at N={n:,}: no peer delivered the whole burst")
             continue
@@ -244,6 +244,15 @@ def header(results: dict) -> list[str]:
     return head
 
 
+def _warm_up(plan: dict) -> str:
+    if not plan.get("burst_warm_up"):
+        return ""
+    return (
+        ", after one that is not counted (the first meets cold caches: pushy's "
+        "authorization, node.js's JIT; its loss counts, its rate is in results.json)"
+    )
+
+
 def _limits(plan: dict) -> str:
     """``Channels and Channels tuned run N ≤ 1,000 only``, for the limits in force."""
     by_limit: dict[int, list[str]] = {}
@@ -271,7 +280,7 @@ def markdown(results: dict, notes: str = "") -> str:
         "above 1 is better, for the rest below 1 is; a p50 / p99 pair has a ratio "
         "each. Server CPU per delivery is what tells designs apart once the 2 cores "
         f"are saturated. Bursts: median of up to {plan['burst_repeats']} on the same "
-        "connections (one only when a burst takes longer than "
+        f"connections{_warm_up(plan)} (one only when a burst takes longer than "
         f"{plan['burst_repeat_within']:g} s).{_limits(plan)}",
         "",
         *summary(results),
