@@ -267,10 +267,14 @@ class Connection:
         client counts as too slow."""
         if self.closing:
             return
-        if self.writer is None and self.gateway.write_through and not self.queue:
-            self._write_through(frame)  # nothing ahead of it to keep order with
-            return
-        self._enqueue(frame)
+        if self.writer is None:
+            if self.gateway.write_through and not self.queue:
+                self._write_through(frame)  # nothing ahead of it to keep order with
+                return
+            self.writer = self.gateway.loop.run_callback(self._flush)
+        # _enqueue's work, inline: this line runs once per delivery.
+        self.queue.append(frame)
+        self.queued_bytes += len(frame)
         if self.backlogged:
             self._check_backlog()
 
@@ -358,7 +362,11 @@ class Connection:
         """
         queue, stats = self.queue, self.gateway.stats
         while queue:
-            batch = _take_batch(queue)
+            if self.queued_bytes <= WRITE_BATCH:  # all of it, the common case
+                batch = list(queue)
+                queue.clear()
+            else:
+                batch = _take_batch(queue)
             data = b"".join(batch)  # one frame: the same object, no copy
             self.queued_bytes -= len(data)
             try:
