@@ -208,12 +208,11 @@ def bursts(server: Running, clients: Clients, ctx: Context, plan: Plan) -> list[
     """Up to ``burst_repeats`` counted bursts, behind a warm-up one (marked
     ``warm_up``) unless a burst is slow: then the first is the one counted."""
     runs = [burst(server, clients, ctx, plan)]
-    quick = runs[0]["wall_s"] < plan.burst_repeat_within
-    if plan.burst_warm_up and quick:
+    if plan.burst_warm_up and runs[0]["wall_s"] < plan.burst_repeat_within:
         runs[0]["warm_up"] = True
-    counted = lambda: sum(not r.get("warm_up") for r in runs)  # noqa: E731
     while (
-        counted() < plan.burst_repeats and runs[-1]["wall_s"] < plan.burst_repeat_within
+        sum(not r.get("warm_up") for r in runs) < plan.burst_repeats
+        and runs[-1]["wall_s"] < plan.burst_repeat_within
     ):
         runs.append(burst(server, clients, ctx, plan))
     return runs
