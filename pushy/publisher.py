@@ -17,6 +17,7 @@ import itertools
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -37,6 +38,9 @@ logger = logging.getLogger(__name__)
 # Short, so a Redis that is down or unreachable costs a save at most this long.
 CONNECT_TIMEOUT = 1.0
 SOCKET_TIMEOUT = 2.0
+
+# Names this process's sends in Redis (versions.sender_key).
+SENDER = uuid.uuid4().hex
 
 _client_lock = threading.Lock()
 _client: redis.Redis | None = None
@@ -143,13 +147,14 @@ def _publish_plain(
 
 def _run_script(client: redis.Redis, updates: list[Update]) -> list[Any]:
     """EVALSHA the publish script for each update, in one pipeline."""
-    ttl = str(int(conf.get("VERSION_TTL")))
+    ttl = int(conf.get("VERSION_TTL"))
+    keys = [versions.book_key(), versions.sender_key(SENDER)]
     pipe = client.pipeline(transaction=False)
     for update in updates:
-        keys = versions.publish_keys(update.url, update.collection)
-        pipe.evalsha(
-            versions.PUBLISH_SHA, len(keys), *keys, ttl, update.channel, update.encode()
+        args = versions.publish_args(
+            ttl, update.channel, update.encode(), update.url, update.collection, ""
         )
+        pipe.evalsha(versions.PUBLISH_SHA, len(keys), *keys, *args)
     return pipe.execute(raise_on_error=False)
 
 

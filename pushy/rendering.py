@@ -27,7 +27,7 @@ def current_version() -> int | None:
     try:
         client = publisher.get_client()
         reply = client.register_script(versions.LOOKUP_SCRIPT)(
-            keys=[versions.last_key(), versions.floor_key()]
+            keys=[versions.book_key()], args=versions.lookup_args([])
         )
         return versions.Snapshot.from_reply([], reply).baseline
     except (redis.RedisError, ValueError) as e:

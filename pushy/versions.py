@@ -3,15 +3,32 @@
 Every update is given a version in the same Redis round trip as its PUBLISH
 (``PUBLISH_SCRIPT``): ``max(last + 1, Redis TIME in microseconds)``, so versions
 only grow, across all URLs, and track the clock closely enough that "older than
-``VERSION_TTL``" can be told from a version alone. The script stores it under the
-object's URL and under its collection's (a collection's version moves with each
-of its members'), both expiring after ``VERSION_TTL`` seconds.
+``VERSION_TTL``" can be told from a version alone. A collection's version moves
+with each of its members'.
 
-A client that reconnects sends the last version it saw per URL; the gateway
-(``LOOKUP_SCRIPT``, ``changed_since``) answers with a resync of that URL only if
-it changed since, or if that cannot be known: the versions were lost (Redis
-restarted empty: the ``floor``, set when counting (re)starts, is newer than the
-client's version) or expired. See docs/protocol.md, "Versions".
+Everything the comparison depends on lives in one sorted set, the *book*
+(``book_key()``), so that Redis can only lose it whole (an eviction, a flush):
+
+- ``u:<url>``: the URL's latest version (entries older than ``VERSION_TTL`` by
+  Redis' clock are pruned a few at a time by the publish script);
+- ``:last``: the last version given out;
+- ``:epoch:<run_id>:<floor>`` at score -1: the counting now in force began at
+  version ``floor`` on the Redis process ``run_id``.
+
+A client version below the floor belongs to an earlier epoch and says nothing.
+An epoch ends whenever Redis may have lost or rolled back what the book says:
+
+- the Redis process is not the one that counted (``run_id`` differs: a restart
+  that loaded a snapshot or an AOF, a failover to a replica), or the book is
+  gone. Noticed by every lookup (``LOOKUP_SCRIPT`` reads ``INFO``), so no
+  comparison is ever made against a book from another process. These new
+  floors jump ``JUMP`` ahead of both the clock and the last version, so that a
+  client holding a version from a host whose clock ran ahead, or from a master
+  that had counted further than its replica, is still below the new floor;
+- a gateway knows a version the book does not (its horizon is past ``:last``:
+  Redis went back); the floor is put past it;
+- pushy knows changes were made that no version records (``LOSE_SCRIPT``: a
+  publisher that had to drop queued updates, a capture process that was down).
 
 Used by the publisher and by the gateway; imports neither.
 """
@@ -23,54 +40,127 @@ import hashlib
 
 from pushy import conf
 
-# Lua, the start of both scripts: ``now`` from Redis' clock, ``last`` (KEYS[1]),
-# and the floor (KEYS[2]) set to now when counting (re)starts.
-_CLOCK = """
+# How far a floor that follows a restart or failover jumps ahead (µs): a
+# clock that was that much ahead on the old master, or a replica that much
+# behind, still leaves every old version below the new floor.
+JUMP = 10 * 60 * 1_000_000
+# A gateway's horizon further ahead of Redis' clock than this is not believed
+# (a garbage "version" on a channel must not push every version to 2^53).
+MAX_AHEAD = 24 * 3600 * 1_000_000
+# Old URL entries removed per publish, so pruning never blocks Redis long.
+PRUNE_BATCH = 32
+
+# Lua, the start of every script. KEYS[1] is the book.
+_PRELUDE = """
 if redis.replicate_commands then redis.replicate_commands() end
+local book = KEYS[1]
+local function fmt(n) return string.format('%.0f', n) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local last = tonumber(redis.call('GET', KEYS[1]))
-if not last or not redis.call('GET', KEYS[2]) then
-  redis.call('SET', KEYS[2], string.format('%.0f', now))
+local function epoch()
+  local member = redis.call('ZRANGEBYSCORE', book, -1, -1)[1]
+  if not member then return nil, nil end
+  local run, floor = string.match(member, '^:epoch:(%w+):(%d+)$')
+  return run, tonumber(floor)
+end
+local function run_id()
+  return string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
+end
+local function last_or(floor)
+  return tonumber(redis.call('ZSCORE', book, ':last')) or floor
+end
+-- A new epoch: the floor passes the clock, the last version and ``above``.
+local function new_epoch(above, jump)
+  local last = tonumber(redis.call('ZSCORE', book, ':last')) or 0
+  local floor = math.max(now, last + 1, above + 1) + jump
+  redis.call('ZREMRANGEBYSCORE', book, -1, -1)
+  redis.call('ZADD', book, -1, ':epoch:' .. run_id() .. ':' .. fmt(floor),
+             floor, ':last')
+  return floor
 end
 """
 
-# Lua: KEYS = last, floor, url[, collection]; ARGV = ttl, channel, body.
-# The body is the update's JSON object; the version is added as its last member.
+# Lua: KEYS = book, sender; ARGV = ttl, channel, body, url, collection or '',
+# seq or '', jump, prune batch. The body is the update's JSON object; the version is added
+# as its last member. ``seq`` numbers a publisher's sends: a send that repeats
+# one Redis already ran (a retry after a timeout) is skipped, so an update is
+# delivered once and never after a later one of the same publisher.
+# An empty channel only moves the versions (nothing is published).
+# Returns {receivers, version}, or {-1, 0} for a repeat.
 PUBLISH_SCRIPT = (
-    _CLOCK
-    + """last = last or 0
-local version = string.format('%.0f', math.max(last + 1, now))
-redis.call('SET', KEYS[1], version)
-redis.call('SET', KEYS[3], version, 'EX', ARGV[1])
-if KEYS[4] then redis.call('SET', KEYS[4], version, 'EX', ARGV[1]) end
-local body = string.sub(ARGV[3], 1, -2) .. ',"version":' .. version .. '}'
-return {redis.call('PUBLISH', ARGV[2], body), version}
+    _PRELUDE
+    + """
+local ttl = tonumber(ARGV[1])
+if ARGV[6] ~= '' then
+  local seq = tonumber(ARGV[6])
+  if seq <= (tonumber(redis.call('GET', KEYS[2])) or 0) then return {-1, 0} end
+  redis.call('SET', KEYS[2], ARGV[6], 'EX', ttl)
+end
+local _, floor = epoch()
+if not floor then floor = new_epoch(0, tonumber(ARGV[7])) end
+local last = last_or(floor)
+local old = redis.call('ZRANGEBYSCORE', book, 0, '(' .. fmt(now - ttl * 1000000),
+                       'LIMIT', 0, ARGV[8])
+for _, member in ipairs(old) do redis.call('ZREM', book, member) end
+local version = math.max(last + 1, now)
+local v = fmt(version)
+redis.call('ZADD', book, v, ':last', v, 'u:' .. ARGV[4])
+if ARGV[5] ~= '' then redis.call('ZADD', book, v, 'u:' .. ARGV[5]) end
+if ARGV[2] == '' then return {0, v} end
+local body = string.sub(ARGV[3], 1, -2) .. ',"version":' .. v .. '}'
+return {redis.call('PUBLISH', ARGV[2], body), v}
 """
 )
 
-PUBLISH_SHA = hashlib.sha1(PUBLISH_SCRIPT.encode()).hexdigest()
-
-# Lua: KEYS = last, floor, url...; returns {baseline, floor or false, now, v...}.
-# The baseline is a version no later update can have, and it is at least now:
-# "last" is moved up to it, so a client holding it is "up to date as of now".
+# Lua: KEYS = book; ARGV = jump, horizon (0: none), max_ahead, url...
+# Returns {baseline, floor, now, v...}. The baseline is a version no later
+# update can have, at least now: ":last" is moved up to it (a write, so a Redis
+# refusing writes (OOM, paused) fails the lookup, and the gateway says so).
 LOOKUP_SCRIPT = (
-    _CLOCK
-    + """local baseline = math.max(last or 0, now)
-redis.call('SET', KEYS[1], string.format('%.0f', baseline))
-local result = {string.format('%.0f', baseline), redis.call('GET', KEYS[2]),
-                string.format('%.0f', now)}
-for i = 3, #KEYS do result[#result + 1] = redis.call('GET', KEYS[i]) end
+    _PRELUDE
+    + """
+local jump = tonumber(ARGV[1])
+local horizon = tonumber(ARGV[2])
+if horizon > now + tonumber(ARGV[3]) then horizon = 0 end
+local run, floor = epoch()
+if not floor or run ~= run_id() then floor = new_epoch(horizon, jump) end
+local last = last_or(floor)
+if horizon > last then
+  floor = new_epoch(horizon, jump)
+  last = floor
+end
+local baseline = fmt(math.max(last, now))
+redis.call('ZADD', book, baseline, ':last')
+local result = {baseline, fmt(floor), fmt(now)}
+for i = 4, #ARGV do
+  local v = redis.call('ZSCORE', book, 'u:' .. ARGV[i])
+  result[#result + 1] = v and fmt(tonumber(v)) or false
+end
 return result
 """
 )
 
+# Lua: KEYS = book; ARGV = expected floor ('' : any), resync channel ('' : none),
+# body. Changes were made that no version records: a new floor (no jump: the
+# clock is the same), and a resync request for the connected clients. With an
+# expected floor, nothing happens unless it is still the floor in force (many
+# gateways noticing one loss move the floor once). Returns the floor in force.
+LOSE_SCRIPT = (
+    _PRELUDE
+    + """
+local _, floor = epoch()
+if floor and ARGV[1] ~= '' and fmt(floor) ~= ARGV[1] then return fmt(floor) end
+floor = new_epoch(0, 0)
+if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+return fmt(floor)
+"""
+)
+
+PUBLISH_SHA = hashlib.sha1(PUBLISH_SCRIPT.encode()).hexdigest()
+LOOKUP_SHA = hashlib.sha1(LOOKUP_SCRIPT.encode()).hexdigest()
 
 # Bytes the publish script may add to a body (',"version":' and 16 digits).
 VERSION_ROOM = 32
-
-
-LOOKUP_SHA = hashlib.sha1(LOOKUP_SCRIPT.encode()).hexdigest()
 
 
 def prefix() -> str:
@@ -79,26 +169,30 @@ def prefix() -> str:
     return "{" + conf.get("CHANNEL_PREFIX") + ":version}:"
 
 
-def last_key() -> str:
-    """The last version given out (no expiry)."""
-    return prefix() + ":last"
+def book_key() -> str:
+    """The sorted set holding every URL's version, the last one and the epoch."""
+    return prefix() + "book"
 
 
-def floor_key() -> str:
-    """The version counting (re)started at: older versions say nothing."""
-    return prefix() + ":floor"
+def sender_key(sender: str) -> str:
+    """The last ``seq`` a publisher's sends reached (see PUBLISH_SCRIPT)."""
+    return prefix() + "sender:" + sender
 
 
-def url_key(url: str) -> str:
-    # The ":url:" part keeps URLs apart from the two keys above.
-    return prefix() + "url:" + url
+def url_member(url: str) -> str:
+    return "u:" + url
 
 
-def publish_keys(url: str, collection: str | None) -> list[str]:
-    keys = [last_key(), floor_key(), url_key(url)]
-    if collection:
-        keys.append(url_key(collection))
-    return keys
+def publish_args(
+    ttl: int, channel: str, body: bytes, url: str, collection: str | None, seq: str
+) -> list:
+    """ARGV for PUBLISH_SCRIPT (KEYS: ``book_key()``, ``sender_key(...)``)."""
+    return [ttl, channel, body, url, collection or "", seq, JUMP, PRUNE_BATCH]
+
+
+def lookup_args(urls: list[str], horizon: int | None = None) -> list:
+    """ARGV for LOOKUP_SCRIPT (KEYS: ``book_key()``)."""
+    return [JUMP, horizon or 0, MAX_AHEAD, *urls]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +200,7 @@ class Snapshot:
     """What Redis said about some URLs' versions at one instant."""
 
     baseline: int
-    floor: int | None
+    floor: int
     now: int
     versions: dict[str, int | None]
 
@@ -115,10 +209,10 @@ class Snapshot:
         baseline, floor, now, *found = reply
         return cls(
             baseline=int(baseline),
-            floor=None if floor is None else int(floor),
+            floor=int(floor),
             now=int(now),
             versions={
-                url: None if v is None else int(v)
+                url: None if not v else int(v)
                 for url, v in zip(urls, found, strict=True)
             },
         )
@@ -130,11 +224,12 @@ class Snapshot:
     def changed_since(self, url: str, seen: int, ttl: float) -> bool:
         """Whether ``url`` may have changed after version ``seen``.
 
-        True when it did, and when that cannot be known: counting restarted
-        after ``seen`` (the versions were lost), or ``url`` has no version and
-        ``seen`` is older than ``ttl`` seconds (it may have expired).
+        True when it did, and when that cannot be known: ``seen`` is from an
+        earlier epoch (below the floor) or from a later one than Redis knows
+        (past the baseline: Redis went back), or ``url`` has no version and
+        ``seen`` is older than ``ttl`` seconds (it may have been pruned).
         """
-        if self.floor is None or seen < self.floor:
+        if seen < self.floor or seen > self.baseline:
             return True
         current = self.versions.get(url)
         if current is not None:

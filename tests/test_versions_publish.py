@@ -22,10 +22,14 @@ def test_versions_grow_and_are_stored_for_the_url_and_its_collection(
     first, second = published.versions
     assert 0 < first < second
     store = redis.Redis.from_url(pushy_redis.url)
-    assert int(store.get(versions.url_key("/api/shot/1/"))) == first
-    assert int(store.get(versions.url_key("/api/shot/"))) == second
-    assert int(store.get(versions.last_key())) == second
-    assert int(store.get(versions.floor_key())) == first  # counting began here
+    book = versions.book_key()
+    assert store.zscore(book, versions.url_member("/api/shot/1/")) == first
+    assert store.zscore(book, versions.url_member("/api/shot/")) == second
+    assert store.zscore(book, ":last") == second
+    # Counting began in an epoch of this Redis process, with a floor below both.
+    [epoch] = store.zrangebyscore(book, -1, -1)
+    _, _, run, floor = epoch.decode().split(":")
+    assert run == store.info("server")["run_id"] and int(floor) < first
     store.close()
 
 

@@ -27,16 +27,22 @@ def test_no_stored_version_is_no_change_within_the_ttl_and_unknown_after():
     assert snapshot(u=None).changed_since("u", NOW - DAY * 1_000_000, DAY)
 
 
-def test_a_version_from_before_the_floor_or_without_a_floor_is_lost():
+def test_a_version_from_before_the_floor_is_from_another_epoch():
     assert snapshot(u=None).changed_since("u", FLOOR - 1, 100 * DAY)
-    lost = Snapshot(baseline=NOW, floor=None, now=NOW, versions={"u": 1})
-    assert lost.changed_since("u", NOW, DAY)
+    assert snapshot(u=FLOOR - 5).changed_since("u", FLOOR - 1, 100 * DAY)
+    assert not snapshot(u=FLOOR - 5).changed_since("u", FLOOR, 100 * DAY)
+
+
+def test_a_version_redis_never_gave_out_is_never_unchanged():
+    # Past the baseline: Redis went back (an older snapshot, a lagging replica).
+    assert snapshot(u=NOW - 5).changed_since("u", NOW + 1, DAY)
+    assert snapshot(u=None).changed_since("u", NOW + 1, DAY)
 
 
 def test_replies_parse_and_chunks_merge():
     first = Snapshot.from_reply(["a", "b"], [b"30", b"10", b"29", b"20", None])
     assert first == Snapshot(30, 10, 29, {"a": 20, "b": None})
-    second = Snapshot.from_reply(["c"], [b"31", None, b"31", b"25"])
+    second = Snapshot.from_reply(["c"], [b"31", b"10", b"31", b"25"])
     assert first.with_versions(second).versions == {"a": 20, "b": None, "c": 25}
     assert first.with_versions(second).baseline == 30
 

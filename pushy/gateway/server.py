@@ -147,7 +147,10 @@ class Gateway:
         self.origins = conf.allowed_origins()
         self.websocket_paths = {"/ws", urlsplit(conf.websocket_url()).path}
         self.explainer = Explainer(self.hub, conf.get("REDIS_URL"))
-        self.versions = VersionBook(conf.get("REDIS_URL"), conf.get("VERSION_TTL"))
+        self.versions = VersionBook(
+            conf.get("REDIS_URL"), conf.get("VERSION_TTL"), on_epoch=self.resync_clients
+        )
+        self._resyncing = False
         self.listener = Listener(
             conf.get("REDIS_URL"),
             conf.get("CHANNEL_PREFIX") + "*",
@@ -178,7 +181,11 @@ class Gateway:
             gevent.signal_handler(signum, self._on_signal, signum)
         self.listener.start()
         self.acceptor.start()
-        helpers = [gevent.spawn(self._heartbeat), gevent.spawn(self._trim_memory)]
+        helpers = [
+            gevent.spawn(self._heartbeat),
+            gevent.spawn(self._trim_memory),
+            gevent.spawn(self._probe_versions),
+        ]
         self.listener.first_attempt.wait(STARTUP_REDIS_WAIT)
         memory.freeze_startup_objects()
         helpers.append(self.pauses.start())  # after the start-up's own collection
@@ -328,13 +335,31 @@ class Gateway:
     def resync(self) -> None:
         """Redis is back after an outage: tell clients what they may have missed."""
         self.stats.redis_reconnects += 1
-        gevent.spawn(self._resync_after_outage)
+        self.resync_clients()
+
+    def resync_clients(self) -> None:
+        """Resync what clients cannot be sure of (after an outage, a new epoch)."""
+        if not self._resyncing:
+            self._resyncing = True
+            gevent.spawn(self._resync_after_outage)
 
     def _resync_after_outage(self) -> None:
         # Clients that send versions get a resync per changed URL; the others
-        # (and all, when versions cannot be read) the v1 "everything".
-        for connection in self.versions.after_outage(self.hub):
-            connection.send(RESYNC_FRAME)
+        # (and all, when versions cannot be read) the v1 "everything". The
+        # lookup inside may itself find a new epoch: this resync covers it.
+        try:
+            for connection in self.versions.after_outage(self.hub):
+                connection.send(RESYNC_FRAME)
+        finally:
+            self._resyncing = False
+
+    def _probe_versions(self) -> None:
+        """Ask Redis about versions now and then, so /health and epochs stay true."""
+        interval = conf.get("REDIS_HEALTH_INTERVAL")
+        while True:
+            gevent.sleep(interval)
+            if self.listener.live:
+                self.versions.probe()
 
     def resync_requested(self) -> None:
         """The capture process may have missed database changes: all reload."""
@@ -400,14 +425,25 @@ class Gateway:
         snapshot.update(self.pauses.snapshot())
         return snapshot
 
+    def health(self) -> tuple[str, dict]:
+        """/health's status line and body: 503 while what is published cannot
+        be arriving here (docs/protocol.md, "Operations endpoints")."""
+        if self.shutting_down:
+            reason = "shutting_down"
+        elif not self.listener.live:
+            reason = "redis_subscription_down"
+        else:
+            reason = self.versions.problem
+        if reason is None:
+            return "200 OK", {"status": "ok", "redis": True}
+        body = {"status": "unavailable", "redis": False, "reason": reason}
+        return "503 Service Unavailable", body
+
     def http_answer(self, environ: dict) -> bytes:
         """The answer to a plain HTTP request (not an upgrade)."""
         path = environ["PATH_INFO"]
         if path == "/health":
-            live = self.listener.live and not self.shutting_down
-            body = {"status": "ok" if live else "unavailable", "redis": live}
-            status = "200 OK" if live else "503 Service Unavailable"
-            answer = _json(status, body)
+            answer = _json(*self.health())
         elif path == "/stats":
             answer = _json("200 OK", self.snapshot())
         elif path == "/metrics":

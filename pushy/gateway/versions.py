@@ -10,13 +10,21 @@ changed since the last update this gateway received (its horizon), not of all.
 Questions from every connection that arrive within one loop turn share one Redis
 round trip (``LOOKUP_SCRIPT``). A connection's reader waits for its answer, as it
 waits for authorization, so answers keep the order of the requests.
+
+Every lookup also tells whether Redis still holds what the versions depend on:
+the script starts a new epoch when the Redis process changed (a restart, a
+failover) or went back behind this gateway's horizon, and ``on_epoch`` is called
+when the floor moved, so that connected clients resync as after an outage. The
+gateway asks once every ``REDIS_HEALTH_INTERVAL`` even when no client does
+(``probe()``): a Redis that refuses the lookup's write (out of memory) or does
+not answer it (paused, hung) is the ``problem`` /health reports.
 """
 
 from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import gevent
@@ -39,9 +47,18 @@ CHUNK = 1000
 class VersionBook:
     """The gateway's questions about versions, batched, and its horizon."""
 
-    def __init__(self, redis_url: str, ttl: float) -> None:
+    def __init__(
+        self, redis_url: str, ttl: float, on_epoch: Callable[[], object] = lambda: None
+    ) -> None:
         self.redis_url = redis_url
         self.ttl = ttl
+        self.on_epoch = on_epoch
+        # The floor of the epoch in force, as the last answer said.
+        self.floor: int | None = None
+        # Why versions cannot be read now (None: they can): /health says it.
+        self.problem: str | None = None
+        # Set when Redis refused a write for lack of memory, until a write works.
+        self._oom_floor: int | None = None
         # Every update with a version up to this one has reached this gateway.
         self.horizon: int | None = None
         # Connections that sent a version: they get per-URL resyncs.
@@ -83,10 +100,62 @@ class VersionBook:
         try:
             snapshot = self._ask(urls)
         except (redis.RedisError, ValueError) as e:
-            self._log.log(logging.WARNING, "cannot read versions from Redis: %s", e)
+            self._failed(e)
             snapshot = None
+        else:
+            self._answered(snapshot)
         for _, result in batch:
             result.set(snapshot)
+
+    def _failed(self, error: Exception) -> None:
+        if isinstance(error, redis.ResponseError) and str(error).startswith("OOM"):
+            self.problem = "redis_out_of_memory"
+            if self._oom_floor is None:
+                self._oom_floor = self.floor
+                logger.error(
+                    "Redis refuses writes (out of memory): versions cannot move, "
+                    "so returning pages will be resynced once it accepts them"
+                )
+        elif isinstance(error, redis.TimeoutError):
+            self.problem = "redis_not_answering"
+        elif isinstance(error, redis.ConnectionError):
+            self.problem = "redis_unreachable"
+        # Other refusals (an ACL without scripts) stop versions, not delivery.
+        self._log.log(logging.WARNING, "cannot read versions from Redis: %s", error)
+
+    def _answered(self, snapshot: Snapshot) -> None:
+        self.problem = None
+        moved = self.floor is not None and snapshot.floor != self.floor
+        self.floor = snapshot.floor
+        if self._oom_floor is not None:
+            # Writes work again. Publishers that died meanwhile could not move
+            # the versions of what they published without them: a new epoch.
+            expected, self._oom_floor = self._oom_floor, None
+            self._lose(expected)
+        if moved:
+            logger.warning(
+                "Redis started a new version epoch (restarted, failed over, went "
+                "back or lost changes): clients resync what they cannot vouch for"
+            )
+            self.on_epoch()
+
+    def _lose(self, expected: int | None) -> None:
+        try:
+            self._client.eval(
+                versions.LOSE_SCRIPT,
+                1,
+                versions.book_key(),
+                "" if expected is None else expected,
+                "",
+                "",
+            )
+        except redis.RedisError as e:
+            self._oom_floor = expected  # try again with the next answer
+            self._log.log(logging.WARNING, "cannot start a version epoch: %s", e)
+
+    def probe(self) -> None:
+        """Ask Redis once (a lookup of no URL): keeps ``problem`` and the floor true."""
+        self.lookup([])
 
     def _ask(self, urls: list[str]) -> Snapshot:
         if self._client is None:
@@ -94,12 +163,12 @@ class VersionBook:
                 self.redis_url, socket_connect_timeout=TIMEOUT, socket_timeout=TIMEOUT
             )
             self._script = self._client.register_script(versions.LOOKUP_SCRIPT)
-        fixed = [versions.last_key(), versions.floor_key()]
+        keys = [versions.book_key()]
         merged: Snapshot | None = None
         for start in range(0, max(len(urls), 1), CHUNK):
             chunk = urls[start : start + CHUNK]
-            keys = fixed + [versions.url_key(url) for url in chunk]
-            snapshot = Snapshot.from_reply(chunk, self._script(keys=keys))
+            args = versions.lookup_args(chunk, self.horizon)
+            snapshot = Snapshot.from_reply(chunk, self._script(keys=keys, args=args))
             merged = snapshot if merged is None else merged.with_versions(snapshot)
         return merged
 
