@@ -81,11 +81,11 @@ end
 """
 
 # Lua: KEYS = book, sender; ARGV = ttl, channel, body, url, collection or '',
-# seq or '', jump, prune batch. The body is the update's JSON object; the version is added
-# as its last member. ``seq`` numbers a publisher's sends: a send that repeats
-# one Redis already ran (a retry after a timeout) is skipped, so an update is
-# delivered once and never after a later one of the same publisher.
-# An empty channel only moves the versions (nothing is published).
+# seq or '', jump, prune batch. The body is the update's JSON object; the
+# version is added as its last member. ``seq`` numbers a publisher's sends: a
+# send that repeats one Redis already ran (a retry after a timeout) is skipped,
+# so an update is delivered once and never after a later one of the same
+# publisher. An empty channel only moves the versions (nothing is published).
 # Returns {receivers, version}, or {-1, 0} for a repeat.
 PUBLISH_SCRIPT = (
     _PRELUDE
