@@ -87,6 +87,13 @@ def client_from_url(url: str, **options: Any) -> redis.Redis:
     )
 
 
+def out_of_memory(error: BaseException) -> bool:
+    """Whether Redis refused a command for lack of memory (``OOM ...``)."""
+    if isinstance(error, redis.exceptions.OutOfMemoryError):
+        return True
+    return isinstance(error, redis.ResponseError) and str(error).startswith("OOM")
+
+
 def redacted(url: str) -> str:
     """``url`` without credentials or query, for log lines."""
     scheme, sep, rest = url.partition("://")

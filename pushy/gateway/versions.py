@@ -34,7 +34,7 @@ import redis
 from pushy import versions
 from pushy.gateway.frames import message_frame
 from pushy.gateway.logs import Throttled
-from pushy.redis_clients import client_from_url
+from pushy.redis_clients import client_from_url, out_of_memory
 from pushy.versions import Snapshot
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ class VersionBook:
             result.set(snapshot)
 
     def _failed(self, error: Exception) -> None:
-        if isinstance(error, redis.ResponseError) and str(error).startswith("OOM"):
+        if out_of_memory(error):
             self.problem = "redis_out_of_memory"
             if self._oom_floor is None:
                 self._oom_floor = self.floor
