@@ -42,7 +42,7 @@ def test_every_gateway_delivers_each_update_once(pushy_redis, two_gateways):
 def test_documented_nginx_config_is_rendered_with_the_given_ports():
     text = render([5001, 5002, 5003], 5000, 4999)
     assert text.count("server 127.0.0.1:500") == 4
-    assert "server 127.0.0.1:5003 max_fails=1 fail_timeout=5s;" in text
+    assert "server 127.0.0.1:5003 max_fails=0;" in text
     assert "listen 127.0.0.1:4999;" in text
     assert "8001" not in text and "8000" not in text
 

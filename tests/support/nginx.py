@@ -29,7 +29,10 @@ pid {dir}/nginx.pid;
 error_log {dir}/error.log info;
 events {{ worker_connections 4096; }}
 http {{
-    access_log {dir}/access.log;
+    # When each request ended, its status, and every gateway nginx tried for it.
+    log_format upstreams '$msec $status "$upstream_addr" "$upstream_status" '
+                         '$request_time $request_uri';
+    access_log {dir}/access.log upstreams;
     client_body_temp_path {dir}/body;
     proxy_temp_path {dir}/proxy;
     fastcgi_temp_path {dir}/fastcgi;
@@ -48,9 +51,17 @@ def documented_config() -> str:
     return match.group(1)
 
 
-def render(gateway_ports: list[int], site_port: int, listen_port: int) -> str:
-    """The documented server configuration, pointed at these ports."""
-    text = documented_config()
+def render(
+    gateway_ports: list[int],
+    site_port: int,
+    listen_port: int,
+    config: str | None = None,
+) -> str:
+    """The documented server configuration, pointed at these ports.
+
+    ``config`` replaces the documented block (an experiment with another one).
+    """
+    text = documented_config() if config is None else config
     gateway_line = re.compile(r"^(\s*)server 127\.0\.0\.1:800[1-9]( [^;]*)?;\n", re.M)
     first = gateway_line.search(text)
     if first is None:
@@ -67,7 +78,11 @@ class Nginx:
     """nginx in the foreground, in a private prefix directory, stopped by pid."""
 
     def __init__(
-        self, gateway_ports: list[int], site_port: int, port: int | None = None
+        self,
+        gateway_ports: list[int],
+        site_port: int,
+        port: int | None = None,
+        config: str | None = None,
     ) -> None:
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="pushy-nginx-")
@@ -78,7 +93,7 @@ class Nginx:
                 # not enter the private temp directory.
                 user="user root;" if os.geteuid() == 0 else "",
                 dir=self.dir,
-                server=render(gateway_ports, site_port, self.port),
+                server=render(gateway_ports, site_port, self.port, config),
             )
         )
         self.proc: subprocess.Popen | None = None
@@ -124,6 +139,11 @@ class Nginx:
 
     def log(self) -> str:
         path = Path(self.dir, "error.log")
+        return path.read_text() if path.exists() else ""
+
+    def access_log(self) -> str:
+        """One line per finished request: the ``upstreams`` format above."""
+        path = Path(self.dir, "access.log")
         return path.read_text() if path.exists() else ""
 
     def stop(self) -> None:
