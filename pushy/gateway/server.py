@@ -48,6 +48,9 @@ from pushy.versions import VERSION_ROOM
 
 logger = logging.getLogger(__name__)
 
+# Seconds between version probes while the last one found a problem.
+PROBE_RETRY = 0.5
+
 # Clients closed per event-loop turn at shutdown, so closing thousands of
 # clients does not starve the loop that writes their close frames.
 SHUTDOWN_BATCH = 500
@@ -357,7 +360,9 @@ class Gateway:
         """Ask Redis about versions now and then, so /health and epochs stay true."""
         interval = conf.get("REDIS_HEALTH_INTERVAL")
         while True:
-            gevent.sleep(interval)
+            # Sooner while something is wrong, so /health turns 200 soon after.
+            troubled = self.versions.problem is not None
+            gevent.sleep(min(interval, PROBE_RETRY) if troubled else interval)
             if self.listener.live:
                 self.versions.probe()
 
