@@ -88,9 +88,7 @@ def live_media(obj: models.Model) -> forms.Media:
         "data_pushy_admin_url": url,
         "data_pushy_admin_name": str(obj._meta.verbose_name),
     }
-    version = current_version()
-    if version is not None:
-        attributes["data_pushy_admin_version"] = str(version)
+    attributes["data_pushy_admin_version"] = str(current_version())
     banner = _Script(static("pushy/js/admin.js"), **attributes)
     return forms.Media(js=[client, banner])
 

@@ -16,13 +16,19 @@ from pushy import publisher, versions
 logger = logging.getLogger(__name__)
 
 
-def current_version() -> int | None:
+# The version of a page rendered while Redis could not say: no epoch vouches
+# for it, so the page resyncs as soon as it subscribes.
+UNKNOWN = 0
+
+
+def current_version() -> int:
     """A version no earlier change exceeds, read as a page is rendered.
 
     The gateways' baseline (``versions.LOOKUP_SCRIPT``: at least Redis's "now"),
     so every later change gets a greater version and the page, subscribing with
     it, hears (as a resync) of a save made while it loaded or was offline.
-    Redis unreachable: None, and the page subscribes without one.
+    Redis unreachable: ``UNKNOWN`` (0), older than every epoch, so the page
+    refetches once it subscribes rather than miss a change made meanwhile.
     """
     try:
         client = publisher.get_client()
@@ -32,4 +38,4 @@ def current_version() -> int | None:
         return versions.Snapshot.from_reply([], reply).baseline
     except (redis.RedisError, ValueError) as e:
         logger.debug("no version for the page: %s", e)
-        return None
+        return UNKNOWN

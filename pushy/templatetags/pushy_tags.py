@@ -163,8 +163,9 @@ def _url_and_id(target: Any) -> tuple[str, str]:
 
 def _page_version(context: template.Context) -> int | None:
     """A version no earlier change exceeds, read once per rendering (Redis
-    unreachable: None). pushy.js subscribes with it, so a change made between
-    this rendering and the subscription comes as a resync, which refreshes."""
+    unreachable: 0, which always resyncs). pushy.js subscribes with it, so a
+    change made between this rendering and the subscription comes as a resync,
+    which refreshes."""
     cache = context.render_context
     if VERSION_KEY not in cache:
         cache[VERSION_KEY] = current_version()

@@ -14,7 +14,9 @@
   const name = (script && script.getAttribute("data-pushy-admin-name")) || "object";
   // The version the form's data is from: a change after it, even one made
   // before the subscription or while offline, comes back as a resync.
-  const rendered = Number(script && script.getAttribute("data-pushy-admin-version"));
+  // 0 when Redis could not say as the form was rendered: it always resyncs.
+  const attribute = script && script.getAttribute("data-pushy-admin-version");
+  const rendered = attribute === null || attribute === "" ? NaN : Number(attribute);
   if (!url || !global.pushy) {
     return;
   }
@@ -83,6 +85,6 @@
     }
   }
 
-  const options = Number.isSafeInteger(rendered) && rendered > 0 ? { version: rendered } : {};
+  const options = Number.isSafeInteger(rendered) && rendered >= 0 ? { version: rendered } : {};
   global.pushy.subscribe(url, heard, options);
 })(window);
