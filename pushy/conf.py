@@ -85,6 +85,10 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         # Seconds a URL's version is kept in Redis after its last change. A client
         # back after longer is sent a resync of that URL (its version may be gone).
         "VERSION_TTL": 24 * 60 * 60,
+        # Seconds a save (its after-commit publish) waits for Redis to confirm its
+        # updates; what is not confirmed by then stays queued and goes out in
+        # order from the process's sender thread (pushy/sending.py).
+        "PUBLISH_TIMEOUT": 0.05,
     }
 )
 
@@ -110,6 +114,7 @@ NUMBER_LIMITS = (
     "WRITE_TIMEOUT",
     "HANDSHAKE_TIMEOUT",
     "SHUTDOWN_TIMEOUT",
+    "PUBLISH_TIMEOUT",
 )
 
 

@@ -246,6 +246,10 @@ def _data(instance: models.Model) -> dict[str, Any] | None:
     return json.loads(text)
 
 
+class UpdateTooLarge(InvalidUpdate):
+    """An update whose body is over ``MAX_UPDATE_BYTES``."""
+
+
 def checked_body(update: Update) -> bytes:
     """The Redis body of ``update``; InvalidUpdate if it is not JSON or too large.
 
@@ -255,7 +259,7 @@ def checked_body(update: Update) -> bytes:
     body = update.encode()
     limit = conf.get("MAX_UPDATE_BYTES")
     if len(body) > limit:
-        raise InvalidUpdate(
+        raise UpdateTooLarge(
             f"update of {update.model} pk={update.pk} is {len(body):,} bytes, over "
             f"MAX_UPDATE_BYTES ({limit:,}); send less in get_pushy_data()"
         )
@@ -266,8 +270,88 @@ def build_update(instance: models.Model, event: str) -> Update:
     """The update for ``instance`` now (call before a delete clears its pk).
 
     Raises InvalidUpdate, naming the model and the method, when a method returns
-    something that cannot be published.
+    something that cannot be published; a method that raises lets it through.
     """
+    url, collection = _urls(instance)
+    update = Update(
+        url=url,
+        event=event,
+        model=model_label(instance),
+        pk=_json_pk(instance.pk),
+        collection=collection,
+        data=_data(instance),
+    )
+    checked_body(update)
+    return update
+
+
+# Why an update was refused where it was built or published: the field of the
+# refusal counter (docs/protocol.md, "Redis side").
+TOO_LARGE = "too_large"  # over MAX_UPDATE_BYTES: published without data
+DATA_FAILED = "data_failed"  # get_pushy_data() raised or returned junk: without data
+URL_FAILED = "url_failed"  # the URL or collection is unknown: every page resyncs
+INVALID = "invalid"  # anything else refused: without data, or every page resyncs
+REASONS = (TOO_LARGE, DATA_FAILED, URL_FAILED, INVALID)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Refusal:
+    """An update pushy could not publish as built, and what goes out instead.
+
+    ``stand_in`` is the same update without ``data`` (subscribers refetch the
+    object); None when even that could not be built (its URL is unknown), and
+    then every page is told to resync instead (``versions.LOSE_SCRIPT``).
+    """
+
+    reason: str
+    model: str
+    pk: Any
+    event: str
+    error: BaseException
+    stand_in: Update | None = None
+
+
+def build_or_refuse(instance: models.Model, event: str) -> Update | Refusal:
+    """``build_update``, except that it never raises: a Refusal says what failed.
+
+    For the signals: a save must stand, and its subscribers must hear of it.
+    """
+    label, pk = model_label(instance), _json_pk(instance.pk)
+    try:
+        url, collection = _urls(instance)
+        bare = Update(url=url, event=event, model=label, pk=pk, collection=collection)
+    except Exception as e:
+        return Refusal(URL_FAILED, label, pk, event, e)
+    try:
+        data = _data(instance)
+    except Exception as e:
+        refused = checked_or_refused(bare)  # a URL too long to publish at all
+        stand_in = refused if isinstance(refused, Update) else None
+        return Refusal(DATA_FAILED, label, pk, event, e, stand_in)
+    return checked_or_refused(bare.replace(data=data))
+
+
+def checked_or_refused(update: Update) -> Update | Refusal:
+    """``update`` if it can be published as it is, else its Refusal."""
+    try:
+        checked_body(update)
+        return update
+    except InvalidUpdate as e:
+        reason = TOO_LARGE if isinstance(e, UpdateTooLarge) else INVALID
+        return Refusal(reason, update.model, update.pk, update.event, e, _bare(update))
+
+
+def _bare(update: Update) -> Update | None:
+    """``update`` without data, if that can be published."""
+    bare = update.replace(data=None)
+    try:
+        checked_body(bare)
+    except InvalidUpdate:
+        return None
+    return bare
+
+
+def _urls(instance: models.Model) -> tuple[str, str | None]:
     get_api_url = getattr(instance, "get_api_url", None)
     if not callable(get_api_url):
         raise InvalidUpdate(
@@ -276,13 +360,4 @@ def build_update(instance: models.Model, event: str) -> Update:
             "model out of PUSHY_SETTINGS['MODELS']"
         )
     url = _returned(instance, "get_api_url", get_api_url())
-    update = Update(
-        url=url,
-        event=event,
-        model=model_label(instance),
-        pk=_json_pk(instance.pk),
-        collection=collection_url(instance, url),
-        data=_data(instance),
-    )
-    checked_body(update)
-    return update
+    return url, collection_url(instance, url)

@@ -2,171 +2,82 @@
 
 ``publish_on_commit()`` is what signals and ``pushy.notify`` use. Inside a
 transaction it collects the updates of that transaction, coalescing several
-changes of one object into one, and sends them in one pipeline after the commit.
-A rolled-back transaction or savepoint publishes nothing of what it did.
-Publishing never raises into the caller's save: a Redis failure is logged.
+changes of one object into one, and hands them to the process's sender
+(pushy/sending.py) after the commit: in commit order, waiting for Redis at most
+``PUBLISH_TIMEOUT``. A rolled-back transaction or savepoint publishes nothing
+of what it did. Publishing never raises into the caller's save.
+
 Every update is checked before it is sent (``checked_body``: JSON without
 NaN/Infinity, at most ``MAX_UPDATE_BYTES``), so nothing a gateway would have to
-drop ever reaches Redis.
+drop reaches Redis. What the signals could not build as it should be
+(``messages.Refusal``) still reaches pages: its data-less stand-in is published
+like any update, or, when not even that exists, every page is told to resync;
+the refusal is logged at a bounded rate and counted (pushy/refusals.py).
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 import threading
-import time
-import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import redis
-from django.core.signals import setting_changed
 from django.db import DEFAULT_DB_ALIAS, connections
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError
-from redis.retry import Retry
 
-from pushy import conf, versions
-from pushy.exceptions import InvalidUpdate, PublishError
-from pushy.messages import CREATE, DELETE, UPDATE, Update, checked_body
-from pushy.redis_clients import client_from_url, redacted
+from pushy import refusals, sending
+from pushy.exceptions import PublishError
+from pushy.messages import (
+    CREATE,
+    DELETE,
+    UPDATE,
+    Refusal,
+    Update,
+    checked_body,
+    checked_or_refused,
+)
+from pushy.sending import get_client, redacted_redis_url, reset_client
+
+__all__ = [
+    "PublishError",
+    "describe",
+    "get_client",
+    "publish",
+    "publish_on_commit",
+    "publish_quietly",
+    "redacted_redis_url",
+    "reset_client",
+]
 
 logger = logging.getLogger(__name__)
 
-# Short, so a Redis that is down or unreachable costs a save at most this long.
-CONNECT_TIMEOUT = 1.0
-SOCKET_TIMEOUT = 2.0
 
-# Names this process's sends in Redis (versions.sender_key).
-SENDER = uuid.uuid4().hex
-
-_client_lock = threading.Lock()
-_client: redis.Redis | None = None
-
-
-def get_client() -> redis.Redis:
-    """The shared Redis client, created on first use from ``REDIS_URL``."""
-    global _client
-    with _client_lock:
-        if _client is None:
-            _client = client_from_url(
-                conf.get("REDIS_URL"),
-                socket_connect_timeout=CONNECT_TIMEOUT,
-                socket_timeout=SOCKET_TIMEOUT,
-                retry=Retry(NoBackoff(), 0),
-            )
-        return _client
+def _send(
+    updates: list[Update], refused: Sequence[Refusal] = (), quiet: bool = False
+) -> list[int]:
+    """Hand updates to this process's sender; see ``publish``/``publish_quietly``."""
+    sender = sending.get()
+    if quiet:
+        sender.publish_quietly(updates, refused)
+        return []
+    return sender.publish(updates)
 
 
-def reset_client() -> None:
-    """Drop the client and its pool (after REDIS_URL changed)."""
-    global _client
-    with _client_lock:
-        old, _client = _client, None
-    if old is not None:
-        old.close()
-
-
-def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
-    if setting == conf.SETTING_NAME:
-        reset_client()
-
-
-setting_changed.connect(_on_setting_changed, dispatch_uid="pushy.publisher.reset")
-
-
-def redacted_redis_url() -> str:
-    """``REDIS_URL`` without its password, for log lines."""
-    return redacted(conf.get("REDIS_URL"))
-
-
-def _send(updates: list[Update]) -> list[int]:
-    """PUBLISH every update in one round trip; the receiver count of each.
-
-    Each PUBLISH runs inside ``versions.PUBLISH_SCRIPT``, which gives the update
-    its version in the same step (docs/decisions.md, "Versions"). The script is
-    called by its SHA; a Redis that does not know it yet (first use, restart)
-    answers NOSCRIPT, and those updates are sent again once it is loaded.
-    """
-    try:
-        client = get_client()
-        results = _run_script(client, updates)
-        missing = [isinstance(r, NoScriptError) for r in results]
-        if any(missing):
-            client.script_load(versions.PUBLISH_SCRIPT)
-            retry = list(itertools.compress(updates, missing))
-            again = iter(_run_script(client, retry))
-            results = [
-                next(again) if m else r for m, r in zip(missing, results, strict=True)
-            ]
-        refused = [isinstance(r, redis.ResponseError) for r in results]
-        if any(refused):
-            plain = iter(_publish_plain(client, updates, results, refused))
-            results = [
-                next(plain) if m else r for m, r in zip(refused, results, strict=True)
-            ]
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
-        return [int(r) if isinstance(r, int) else int(r[0]) for r in results]
-    except redis.RedisError as e:
-        raise PublishError(f"Redis at {redacted_redis_url()}: {e}") from e
-
-
-_last_script_warning = 0.0
-
-
-def _publish_plain(
-    client: redis.Redis, updates: list[Update], results: list, refused: list[bool]
-) -> list[Any]:
-    """PUBLISH without a version the updates whose script Redis refused.
-
-    A Redis that runs no scripts (a cluster node not owning the version keys'
-    slot, an ACL without EVALSHA) must not stop updates: they go out as before
-    versions, and clients resync those URLs after a reconnect. Logged at most
-    once a minute.
-    """
-    global _last_script_warning
-    now = time.monotonic()
-    if now - _last_script_warning >= 60:
-        _last_script_warning = now
-        error = next(r for r, m in zip(results, refused, strict=True) if m)
-        logger.warning(
-            "Redis at %s refused pushy's version script (%s): publishing without "
-            "versions; reconnecting pages will resync every URL",
-            redacted_redis_url(),
-            error,
-        )
-    pipe = client.pipeline(transaction=False)
-    for update in itertools.compress(updates, refused):
-        pipe.publish(update.channel, update.encode())
-    return pipe.execute()
-
-
-def _run_script(client: redis.Redis, updates: list[Update]) -> list[Any]:
-    """EVALSHA the publish script for each update, in one pipeline."""
-    ttl = int(conf.get("VERSION_TTL"))
-    keys = [versions.book_key(), versions.sender_key(SENDER)]
-    pipe = client.pipeline(transaction=False)
-    for update in updates:
-        args = versions.publish_args(
-            ttl, update.channel, update.encode(), update.url, update.collection, ""
-        )
-        pipe.evalsha(versions.PUBLISH_SHA, len(keys), *keys, *args)
-    return pipe.execute(raise_on_error=False)
-
-
-# The function that really sends; pushy.testing swaps it to capture updates.
-_sender: Callable[[list[Update]], list[int]] = _send
+# The function that really sends; pushy.testing swaps it to capture updates
+# (and so keeps refusals' counts and resyncs off Redis too).
+_sender: Callable[..., list[int]] = _send
 
 
 def publish(updates: Iterable[Update]) -> list[int]:
     """Publish now; returns how many gateways got each.
 
-    Raises InvalidUpdate (before anything is sent) for an update that is not
-    JSON or is over MAX_UPDATE_BYTES, PublishError when Redis fails.
+    The updates join the process's queue behind whatever waits there (a save's
+    updates are never overtaken), and this waits until Redis confirmed them, up
+    to ``sending.SYNC_TIMEOUT`` (3 s). Raises InvalidUpdate (before anything is
+    sent) for an update that is not JSON or is over MAX_UPDATE_BYTES, and
+    PublishError when Redis did not confirm them: updates that cannot have
+    reached Redis are withdrawn (not published); those that may have stay
+    queued and go out in order when Redis answers, as the message says.
     """
     batch = list(updates)
     if not batch:
@@ -183,25 +94,46 @@ def describe(updates: list[Update], limit: int = 5) -> str:
     return ", ".join(names)
 
 
-def publish_quietly(updates: Iterable[Update]) -> None:
-    """Publish, logging (not raising) a failure: a save must never break on Redis.
+def note_refusal(refusal: Refusal) -> None:
+    """Count and log a refusal now (where it happened, at a bounded rate)."""
+    if refusals.note(refusal):
+        sending.get().refusal_noted()  # its left-out line is owed within a minute
 
-    An invalid update is left out and logged; the others of the batch still go.
+
+def publish_quietly(items: Iterable[Update | Refusal]) -> None:
+    """Publish, waiting for Redis at most PUBLISH_TIMEOUT; never raise.
+
+    A save must never break on Redis, nor wait long for it: what Redis has not
+    confirmed in time stays queued and goes out in order (pushy/sending.py).
+    A Refusal (already logged) sends its stand-in, or makes every page resync.
     """
-    batch = []
+    updates: list[Update] = []
+    refused: list[Refusal] = []
+    for item in items:
+        if isinstance(item, Refusal):
+            refused.append(item)
+            item = item.stand_in
+        if item is not None:
+            updates.append(item)
+    _publish_quietly(updates, refused)
+
+
+def _publish_quietly(updates: list[Update], refused: list[Refusal]) -> None:
+    checked = []
     for update in updates:
-        try:
-            checked_body(update)
-        except InvalidUpdate as e:
-            logger.error("pushy did not publish %s: %s", describe([update]), e)
-        else:
-            batch.append(update)
+        result = checked_or_refused(update)
+        if isinstance(result, Refusal):  # MAX_UPDATE_BYTES changed, or by hand
+            note_refusal(result)
+            refused.append(result)
+            result = result.stand_in
+        if result is not None:
+            checked.append(result)
+    if not checked and not refused:
+        return
     try:
-        publish(batch)
-    except PublishError as e:
-        logger.error("pushy could not publish %s: %s", describe(batch), e)
-    except Exception:
-        logger.exception("pushy could not publish %s", describe(batch))
+        _sender(checked, refused, quiet=True)
+    except Exception:  # a bug, or a capture of the user's; never the save's
+        logger.exception("pushy could not publish %s", describe(checked))
 
 
 def coalesce(previous: Update | None, new: Update) -> Update | None:
@@ -221,7 +153,7 @@ class _Entry:
 
     __slots__ = ("updates", "alive", "hook")
 
-    def __init__(self, updates: list[Update]) -> None:
+    def __init__(self, updates: list[Update | Refusal]) -> None:
         self.updates = updates
         self.alive = False
         # One bound method, kept, so it can be found again in run_on_commit by
@@ -250,7 +182,7 @@ class _Batch:
             return True
         return any(hook[1] is self.hook for hook in hooks)
 
-    def add(self, updates: list[Update]) -> None:
+    def add(self, updates: list[Update | Refusal]) -> None:
         entry = _Entry(updates)
         self.entries.append(entry)
         self.adds += 1
@@ -272,7 +204,7 @@ class _Batch:
     def flush(self) -> None:
         _batches.by_alias.pop(self.connection.alias, None)
         self.adds = -1  # flushed: older flush hooks stay no-ops
-        publish_quietly(_coalesced([e for e in self.entries if e.alive]))
+        _publish_quietly(*_coalesced([e for e in self.entries if e.alive]))
 
     def _listed_hooks(self) -> set[int]:
         return {id(hook[1]) for hook in self.connection.run_on_commit}
@@ -286,16 +218,27 @@ class _Batch:
         listed = self._listed_hooks()
         taken = [e for e in self.entries[start:] if id(e.hook) in listed]
         del self.entries[start:]
-        return _coalesced(taken)
+        return _coalesced(taken)[0]
 
 
-def _coalesced(entries: list[_Entry]) -> list[Update]:
+def _coalesced(entries: list[_Entry]) -> tuple[list[Update], list[Refusal]]:
+    """The entries' updates coalesced per object, and their refusals.
+
+    A refusal's stand-in coalesces like any update; the refusal is kept apart,
+    to be counted (and, without a stand-in, to make every page resync).
+    """
     merged: dict[tuple[str, Any], Update | None] = {}
+    refused: list[Refusal] = []
     for entry in entries:
-        for update in entry.updates:
-            key = (update.model, update.pk)
-            merged[key] = coalesce(merged.pop(key, None), update)
-    return [u for u in merged.values() if u is not None]
+        for item in entry.updates:
+            if isinstance(item, Refusal):
+                refused.append(item)
+                item = item.stand_in
+                if item is None:
+                    continue
+            key = (item.model, item.pk)
+            merged[key] = coalesce(merged.pop(key, None), item)
+    return [u for u in merged.values() if u is not None], refused
 
 
 class _Batches(threading.local):
@@ -335,8 +278,14 @@ def take_pending(marks: dict[_Batch, int]) -> list[Update]:
     return taken
 
 
-def publish_on_commit(updates: Iterable[Update], using: str | None = None) -> None:
-    """Publish once the transaction on ``using`` commits (at once in autocommit)."""
+def publish_on_commit(
+    updates: Iterable[Update | Refusal], using: str | None = None
+) -> None:
+    """Publish once the transaction on ``using`` commits (at once in autocommit).
+
+    A Refusal (from ``messages.build_or_refuse``) travels like an update: its
+    stand-in is coalesced and sent, and it is counted, only if the change commits.
+    """
     connection = connections[using or DEFAULT_DB_ALIAS]
     if not connection.in_atomic_block:
         publish_quietly(updates)

@@ -3,10 +3,14 @@
 They are connected for every sender and filter by ``MODELS`` on each signal, so
 changing ``PUSHY_SETTINGS`` (``override_settings`` in tests) takes effect at once.
 
-A save or delete never fails because of pushy: an update that cannot be built
-(a model method raised, or returned something pushy refuses, see InvalidUpdate)
-is logged (in full the first time for each model, then at growing intervals)
-and counted in ``failures``, and not published; the change itself stands.
+A save or delete never fails because of pushy, and its subscribers always hear
+of it. An update that cannot be built as it should (a model method raised, or
+returned something pushy refuses, or the update is over ``MAX_UPDATE_BYTES``)
+is replaced (``messages.build_or_refuse``): by the same update without its data,
+so that pages refetch the object, or, when not even its URL is known, by a
+resync of every page. The refusal is logged (the first of a kind at once, then
+at most a line a minute, pushy/refusals.py) and counted, in ``failures`` per
+model and in ``refusals.counts`` per reason.
 """
 
 from __future__ import annotations
@@ -15,14 +19,19 @@ import collections
 import logging
 from typing import Any
 
-from django.db import models
+from django.db import models, router
 from django.db.models.signals import post_delete, post_save
 
-from pushy.api import is_pushed, notify
-from pushy.exceptions import InvalidUpdate
-from pushy.messages import CREATE, DELETE, UPDATE, model_label
+from pushy.api import is_pushed
+from pushy.capture import is_captured
+from pushy.messages import CREATE, DELETE, UPDATE, Refusal, build_or_refuse
+from pushy.publisher import note_refusal, publish_on_commit
 
 logger = logging.getLogger(__name__)
+
+# Updates that could not be built as they should, per model label, since the
+# process started.
+failures: collections.Counter[str] = collections.Counter()
 
 
 def on_save(
@@ -50,41 +59,20 @@ def on_delete(
 
 
 def _notify_quietly(instance: models.Model, event: str, using: str | None) -> None:
+    """What ``pushy.notify`` does, except that nothing raises into the save."""
     try:
-        notify(instance, event=event, using=using)
-    except Exception as e:
-        # The model's own method failed, or returned what pushy cannot publish;
-        # the save already happened and stands.
-        _report(model_label(instance), instance.pk, event, e)
-
-
-# Updates that could not be built, per model label, since the process started.
-failures: collections.Counter[str] = collections.Counter()
-
-
-def _report(label: str, pk: Any, event: str, error: Exception) -> None:
-    """Log the first failure of a model in full, then only at powers of ten."""
-    failures[label] += 1
-    count = failures[label]
-    if count == 1:
-        if isinstance(error, InvalidUpdate):
-            logger.error("pushy did not publish a %s of %s: %s", event, label, error)
-        else:
-            logger.error(
-                "pushy did not publish a %s of %s pk=%s: building its update "
-                "raised; fix the model method in the traceback (the save stood, "
-                "only the push was lost)",
-                event,
-                label,
-                pk,
-                exc_info=error,
-            )
-    elif str(count).rstrip("0") == "1":  # 10, 100, 1000...
-        logger.error(
-            "pushy still cannot publish updates of %s (%d so far, the last: %s)",
-            label,
-            count,
-            error,
+        if using is None:
+            using = router.db_for_write(type(instance), instance=instance)
+        if is_captured(instance, using):
+            return  # the capture process publishes its changes
+        built = build_or_refuse(instance, event)
+        if isinstance(built, Refusal):
+            failures[built.model] += 1
+            note_refusal(built)
+        publish_on_commit([built], using=using)
+    except Exception:  # pushy's own bug: the change stands, say so loudly
+        logger.exception(
+            "pushy could not queue the %s of %s pk=%s", event, instance, instance.pk
         )
 
 

@@ -75,7 +75,11 @@ def capture_updates() -> Iterator[list[Update]]:
     captured = CapturedUpdates()
     previous = publisher._sender
 
-    def record(updates: list[Update]) -> list[int]:
+    def record(
+        updates: list[Update], refused: Any = (), quiet: bool = False
+    ) -> list[int]:
+        # Refusals (already logged) are neither counted nor resynced in Redis:
+        # their stand-ins are captured like any update.
         list.extend(captured, updates)
         return [0] * len(updates)
 

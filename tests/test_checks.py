@@ -153,6 +153,9 @@ def test_authorize_must_be_callable():
         ("REDIS_HEALTH_INTERVAL", "5"),
         ("AUTHORIZATION_TTL", 0),
         ("AUTHORIZATION_TTL", "60"),
+        ("PUBLISH_TIMEOUT", 0),
+        ("PUBLISH_TIMEOUT", -0.05),
+        ("PUBLISH_TIMEOUT", "0.05"),
     ],
 )
 def test_limits_have_the_right_type(key, value):

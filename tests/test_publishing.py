@@ -8,6 +8,7 @@ import redis
 from django.db import transaction
 
 import pushy
+from pushy import sending, versions
 from pushy.exceptions import ModelNotConfigured
 from tests.support.servers import RedisServer
 from tests.testapp.models import Note, Session, Shot, Unpushed
@@ -168,16 +169,23 @@ def test_released_savepoint_is_published(published):
 
 
 def test_one_commit_is_one_round_trip(published):
+    Shot.objects.create(title="connects")
+    published.next()
+    sender = sending.get()
+    before = sender.stats["attempts"]
     with mock.patch.object(
-        redis.client.Pipeline,
-        "execute",
+        redis.connection.Connection,
+        "send_packed_command",
         autospec=True,
-        side_effect=redis.client.Pipeline.execute,
-    ) as execute:
+        side_effect=redis.connection.Connection.send_packed_command,
+    ) as send:
         with transaction.atomic():
             shots = [Shot.objects.create(title=str(i)) for i in range(3)]
-    assert execute.call_count == 1
+    # One pipeline, written once, on the saving thread (the queue was empty).
+    assert sender.stats["attempts"] - before == 1
+    assert send.call_count == 1
     assert [body["pk"] for body in published.bodies(3)] == [s.pk for s in shots]
+    assert sender.stats["failures"] == 0
 
 
 def test_notify_many_on_a_queryset(published):
@@ -226,14 +234,21 @@ def test_redis_down_never_breaks_a_save(settings, caplog):
         subscriber.close()
         server.stop()
 
-        with caplog.at_level(logging.ERROR, logger="pushy"):
+        with caplog.at_level(logging.WARNING, logger="pushy"):
             shot = Shot.objects.create(title="while down")
         assert Shot.objects.filter(pk=shot.pk).exists()
-        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-        assert len(errors) == 1
-        assert f"testapp.shot pk={shot.pk}" in errors[0].getMessage()
+        # Not "could not publish": the update waits for Redis, and says so.
+        (warning,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert warning.levelno == logging.WARNING
+        assert "has not confirmed 1 update within 50 ms" in warning.getMessage()
+        assert "they stay queued" in warning.getMessage()
 
-        server.start()  # same port: pushy reconnects by itself
+        server.start()  # same port: pushy reconnects by itself, and sends it
+        assert sending.get().flush(10)
+        store = redis.Redis.from_url(server.url)
+        book = versions.book_key()
+        assert store.zscore(book, versions.url_member(f"/api/shot/{shot.pk}/"))
+        store.close()
         subscriber = Subscriber(server.url)
         shot.save()
         assert subscriber.next()[1] == shot_body(shot, "update")
