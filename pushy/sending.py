@@ -40,6 +40,7 @@ import itertools
 import json
 import logging
 import os
+import select
 import threading
 import time
 import uuid
@@ -195,10 +196,12 @@ class _Attempt:
 
     __slots__ = (
         "items", "commands", "meanings", "replies", "setup", "written", "reused",
+        "loaded",
     )  # fmt: skip
 
     def __init__(self) -> None:
         self.reused = False  # written on a connection that had answered before
+        self.loaded = False  # SCRIPT LOAD went first
         self.items: list[_Item] = []
         self.commands: list[tuple] = []
         self.meanings: list[tuple] = []
@@ -215,6 +218,10 @@ class _Unanswered(Exception):
     """Redis did not answer in time; the connection still waits for it."""
 
 
+class ScriptRefused(redis.ResponseError):
+    """NOSCRIPT right after SCRIPT LOAD: Redis will not run the script."""
+
+
 class _Episode:
     """A time when Redis did not confirm updates within their callers' budget."""
 
@@ -227,39 +234,55 @@ class _Episode:
 
 
 class _Link:
-    """The sender's one connection; used only by the holder of the send right."""
+    """The sender's one connection; used only by the holder of the send right.
+
+    redis-py's pipeline is not used: its answers could not be read on after a
+    timeout (the fast path hands a late answer to the thread on the same
+    connection), and it costs more. The socket's timeout is set only when it
+    must change (each change is a system call, on every save otherwise).
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.client: redis.Redis | None = None
         self.conn: Any = None
+        self.poller: Any = None
+        self.timeout = 0.0  # the socket's timeout now
         self.fresh = False  # no answer read on it yet
         self.load = True  # send SCRIPT LOAD before the next batch
 
     def drop(self) -> None:
-        conn, self.conn = self.conn, None
+        conn, self.conn, self.poller = self.conn, None, None
         if conn is not None:
             conn.disconnect()
 
-    def ready(self, timeout: float) -> Any:
-        """A connected connection; a fresh one when the last is gone or stale."""
+    def ready(self, timeout: float) -> None:
+        """Connected: the connection in use, or a new one if it is gone or stale."""
         client = get_client()
         if client is not self.client:
             self.drop()
             self.client = client
-        if self.conn is not None:
-            try:
-                if not self.conn.can_read(0):  # EOF or junk: Redis closed it
-                    self.fresh = False
-                    return self.conn
-            except redis.ConnectionError:
-                pass
-            self.drop()
+        if self.conn is not None and not self._stale():
+            self.fresh = False
+            return
+        self.drop()
         conn = client.connection_pool.make_connection()
         conn.socket_connect_timeout = conn.socket_timeout = max(timeout, 0.001)
         conn.connect()
-        self.conn, self.fresh, self.load = conn, True, True
-        return conn
+        self.conn, self.timeout = conn, conn.socket_timeout
+        self.fresh = self.load = True
+        if hasattr(select, "poll") and getattr(conn, "_sock", None) is not None:
+            self.poller = select.poll()
+            self.poller.register(conn._sock, select.POLLIN)
+
+    def _stale(self) -> bool:
+        """Whether Redis closed the idle connection (or sent what nobody asked)."""
+        try:
+            if self.poller is not None and not self.poller.poll(0):
+                return False  # nothing to read: the usual case, one system call
+            return self.conn.can_read(0)  # TLS records are not data: ask
+        except (redis.ConnectionError, OSError, ValueError):
+            return True
 
     def setup(self) -> list[tuple]:
         """Commands sent first: name the connection, load the script."""
@@ -272,21 +295,26 @@ class _Link:
         return commands
 
     def write(self, commands: list[tuple], timeout: float) -> None:
+        self._set_timeout(timeout)
         conn = self.conn
-        sock = getattr(conn, "_sock", None)
-        if sock is not None:
-            sock.settimeout(max(timeout, 0.001))
         conn.send_packed_command(conn.pack_commands(commands), check_health=False)
 
     def read(self, timeout: float) -> Any:
+        if timeout <= 0:
+            raise _Unanswered("no time left")
+        self._set_timeout(timeout)
         try:
-            return self.conn.read_response(
-                timeout=max(timeout, 0.001), disconnect_on_error=False
-            )
+            return self.conn.read_response(disconnect_on_error=False)
         except redis.TimeoutError as e:
             raise _Unanswered(str(e)) from e
         except redis.ResponseError as e:
             return e
+
+    def _set_timeout(self, timeout: float) -> None:
+        sock = getattr(self.conn, "_sock", None)
+        if sock is not None and timeout != self.timeout:
+            sock.settimeout(max(timeout, 0.001))
+            self.timeout = timeout
 
 
 class Sender:
@@ -313,6 +341,8 @@ class Sender:
         self.unversioned: dict[tuple[str, str | None], str] = {}
         self.writes_ok = True  # False since Redis refused a write for memory
         self.stats: collections.Counter[str] = collections.Counter()
+        self.moved = 0  # grows whenever something owed moves on (backoff)
+        self.flushers = 0  # threads waiting in flush()
 
     # The callers' side ------------------------------------------------------
 
@@ -325,7 +355,7 @@ class Sender:
         if job is None or not job.left:
             return
         if fast:
-            self._send_fast(job, deadline)
+            self._send_fast(job, deadline, conf.get("PUBLISH_TIMEOUT"))
         elif not job.late:  # during a late episode waiting cannot help
             self._wait(job, deadline)
         self._give_up_waiting(job)
@@ -348,7 +378,7 @@ class Sender:
                 f"({MAX_QUEUED:,} updates): not published"
             )
         if fast:
-            self._send_fast(job, deadline)
+            self._send_fast(job, deadline, SOCKET_TIMEOUT)
         self._wait(job, deadline)
         if job.left:
             self._fail_sync(job)
@@ -372,11 +402,15 @@ class Sender:
             self.work.notify_all()
         self.wake.set()  # now, not after a backoff
         with self.lock:
-            while self._pending():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self.work.wait(left)
+            self.flushers += 1
+            try:
+                while self._pending():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self.work.wait(left)
+            finally:
+                self.flushers -= 1
         return True
 
     def close(self, timeout: float = EXIT_WAIT) -> None:
@@ -534,7 +568,7 @@ class Sender:
         )
         self.thread.start()
 
-    def _send_fast(self, job: _Job, deadline: float) -> None:
+    def _send_fast(self, job: _Job, deadline: float, step: float) -> None:
         """Send the caller's own updates on its own thread (holding the right)."""
         attempt = None
         try:
@@ -544,8 +578,10 @@ class Sender:
                     break
                 with self.lock:
                     attempt = self._plan(only=job)
+                if attempt is None:
+                    break
                 try:
-                    self._exchange(attempt, left, deadline)
+                    self._exchange(attempt, step, deadline)
                 except _Unanswered:
                     break  # handed over below: the thread reads on
                 except (redis.RedisError, OSError) as error:
@@ -610,7 +646,7 @@ class Sender:
                 if attempt is None:
                     return
             try:
-                self._exchange(attempt, CONNECT_TIMEOUT, None)
+                self._exchange(attempt, SOCKET_TIMEOUT)
                 progress = self._settle(attempt)
             except (_Unanswered, redis.RedisError, OSError) as error:
                 self._failed(attempt, error)
@@ -668,27 +704,28 @@ class Sender:
             self.owed_counts.clear()
 
     def _exchange(
-        self, attempt: _Attempt, first: float, deadline: float | None
+        self, attempt: _Attempt, step: float, deadline: float | None = None
     ) -> None:
         """Connect if needed, write the attempt (once), read its answers.
 
-        ``first`` bounds connecting; ``deadline`` the whole (the fast path).
-        Without one, each answer may take SOCKET_TIMEOUT (the thread).
+        Each step (connecting, writing, each answer) may take ``step``; with a
+        ``deadline`` (the fast path), less once half a step or less is left.
         """
         link = self.link
         if not attempt.written:
             self.stats["attempts"] += 1
-            link.ready(first)
+            link.ready(_patience(step, deadline))
             attempt.reused = not link.fresh
             setup = link.setup()
             attempt.setup = len(setup)
+            attempt.loaded = any(command[0] == "SCRIPT" for command in setup)
             for item in attempt.items:
                 item.sent = True
             attempt.written = True
-            link.write(setup + attempt.commands, _left(deadline, SOCKET_TIMEOUT))
+            link.write(setup + attempt.commands, _patience(step, deadline))
         total = attempt.setup + len(attempt.commands)
         while len(attempt.replies) < total:
-            attempt.replies.append(link.read(_left(deadline, SOCKET_TIMEOUT)))
+            attempt.replies.append(link.read(_patience(step, deadline)))
             link.fresh = False
 
     def _failed(self, attempt: _Attempt | None, error: BaseException) -> None:
@@ -709,61 +746,62 @@ class Sender:
         True if anything moved on (the thread backs off when nothing did).
         """
         replies = attempt.replies[attempt.setup :]
-        if attempt.setup and len(attempt.replies) < attempt.setup:
-            self.link.load = True  # the script may not have been loaded
         ran = _last_ran(attempt.meanings, replies)
+        loaded = attempt.loaded and len(attempt.replies) >= attempt.setup
         now = time.monotonic()
         notes: list[tuple] = []
         with self.lock:
-            before = self._progress_mark()
+            before = self.moved
             for position, meaning in enumerate(attempt.meanings):
-                if position < len(replies):
-                    reply = replies[position]
-                    self._answer(meaning, reply, position < ran, now, notes)
-                else:
+                if position >= len(replies):
                     self._unanswered(meaning, error)
+                    continue
+                reply = replies[position]
+                if isinstance(reply, NoScriptError) and loaded:
+                    reply = ScriptRefused(f"{reply} (after SCRIPT LOAD)")
+                self._answer(meaning, reply, position < ran, now, notes)
             for item in attempt.items:
                 item.taken = False
             while self.queue and self.queue[0].done:
                 self.queue.popleft()
-            progress = self._progress_mark() != before
+            progress = self.moved != before
             notes += self._episode_over()
-            self.work.notify_all()
+            if self.flushers:
+                self.work.notify_all()
         for note in notes:
             _log(*note)
         return progress
 
-    def _progress_mark(self) -> tuple:
-        loss = self.loss
-        return (
-            self.stats["confirmed"],
-            self.stats["plain"],
-            loss and (loss.publish, loss.floor, sum(loss.models.values())),
-            len(self.unversioned),
-            sum(self.owed_counts.values()),
-        )
-
     def _answer(
         self, meaning: tuple, reply: Any, stranded: bool, now: float, notes: list
     ) -> None:
+        """One answer. Whatever changes what the next attempt sends is progress."""
         kind, detail = meaning[0], meaning[1]
         failed = isinstance(reply, Exception)
-        if isinstance(reply, OutOfMemoryError):
+        oom = isinstance(reply, OutOfMemoryError)
+        if not failed or (oom and self.writes_ok):
+            self.moved += 1
+        if oom:
             self.writes_ok = False
             notes.append(("oom", reply))
         if kind == "update":
             self._answer_update(detail, reply, stranded, now, notes)
-        elif kind == "count" and failed and isinstance(reply, OutOfMemoryError):
-            self.owed_counts[detail] += meaning[2]  # later; other refusals: dropped
         elif kind == "lose":
             self._answer_loss(detail, meaning[2], reply, notes)
-        elif kind == "move" and not failed:
-            self.unversioned.pop(detail, None)
-        elif kind == "move" and isinstance(reply, NoScriptError):
-            self.link.load = True
-        elif kind == "move" and not isinstance(reply, OutOfMemoryError):
-            notes.append(("script", reply))  # the script is refused: no moving
-            self.unversioned.clear()
+        elif not failed:
+            if kind == "move":
+                self.unversioned.pop(detail, None)
+        elif oom:
+            if kind == "count":
+                self.owed_counts[detail] += meaning[2]  # once writes work
+        elif isinstance(reply, NoScriptError):
+            self.link.load = True  # a move, sent again after SCRIPT LOAD
+            self.moved += 1
+        else:  # refused for good (an ACL): counts are dropped, moves given up
+            notes.append(("script", reply))
+            self.moved += 1
+            if kind == "move":
+                self.unversioned.clear()
 
     def _answer_update(
         self, item: _Item, reply: Any, stranded: bool, now: float, notes: list
@@ -781,6 +819,7 @@ class Sender:
             self._confirm(item, None, now)
         elif isinstance(reply, NoScriptError) and not stranded:
             self.link.load = True  # sent again after SCRIPT LOAD
+            self.moved += 1
         else:
             self._go_plain(item, reply, stranded, notes)
 
@@ -793,6 +832,7 @@ class Sender:
         would now skip this one as a repeat: it goes plainly, without data (its
         pages refetch, so arriving after the later one shows nothing stale).
         """
+        self.moved += 1
         self.stats["plain"] += 1
         item.mode = PLAIN_BARE if stranded else PLAIN
         if stranded or isinstance(reply, OutOfMemoryError):
@@ -812,9 +852,11 @@ class Sender:
         elif scripted:
             notes.append(("script", reply))
             loss.floor = False  # scripts are refused: the resync request alone
+            self.moved += 1
         else:
             notes.append(("resync_refused", reply))
             loss.publish = False
+            self.moved += 1
         if not loss.publish and loss.dropped:
             notes.append(("lost", loss))
             self.dropping = False
@@ -878,10 +920,16 @@ def _last_ran(meanings: list[tuple], replies: list[Any]) -> int:
     return last
 
 
-def _left(deadline: float | None, default: float) -> float:
+def _patience(step: float, deadline: float | None) -> float:
+    """How long the next step may take: ``step``, or what is left if less.
+
+    Half a step of slack spares a system call per step (the socket's timeout
+    changes only when it must): a caller may wait up to 1.5 steps.
+    """
     if deadline is None:
-        return default
-    return min(default, deadline - time.monotonic())
+        return step
+    left = deadline - time.monotonic()
+    return step if left > step / 2 else left
 
 
 def _s(n: int) -> str:
