@@ -396,7 +396,7 @@ class Sender:
         """Wait until nothing is queued or owed; False if something still is."""
         deadline = time.monotonic() + timeout
         with self.lock:
-            if not self._pending():
+            if not self._pending(now=False):
                 return True
             self._start()
             self.work.notify_all()
@@ -404,7 +404,7 @@ class Sender:
         with self.lock:
             self.flushers += 1
             try:
-                while self._pending():
+                while self._pending(now=False):
                     left = deadline - time.monotonic()
                     if left <= 0:
                         return False
@@ -523,6 +523,9 @@ class Sender:
         loss = self.loss
         if loss is None or time.monotonic() < self.lose_after:
             return False
+        return self._loss_sendable(loss)
+
+    def _loss_sendable(self, loss: _Loss) -> bool:
         return loss.publish or (loss.floor and self.writes_ok)
 
     def _drop(self, updates: Sequence[Update]) -> None:
@@ -548,12 +551,13 @@ class Sender:
             self.unversioned.clear()
         self.unversioned[(update.url, update.collection)] = update.model
 
-    def _pending(self) -> bool:
-        """Whether there is something Redis can be sent now."""
+    def _pending(self, now: bool = True) -> bool:
+        """Whether there is something to send to Redis (``now``, or when due)."""
+        loss = self.loss
         return bool(
             self.queue
             or self.handover
-            or self._loss_due()
+            or (self._loss_due() if now else loss and self._loss_sendable(loss))
             or (self.writes_ok and (self.owed_counts or self.unversioned))
         )
 
