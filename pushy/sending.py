@@ -862,7 +862,7 @@ class Sender:
             loss.publish = False
             self.moved += 1
         if not loss.publish and loss.dropped:
-            notes.append(("lost", loss))
+            notes.append(("lost", loss.dropped.copy()))
             self.dropping = False
             loss.dropped.clear()
         if loss.publish or loss.floor:
@@ -966,15 +966,15 @@ def _log(kind: str, *details: Any) -> None:
             else "",
         )
     elif kind == "lost":
-        (loss,) = details
+        (dropped,) = details
         logger.error(
             "Redis at %s answered again: %d update%s dropped while pushy's queue "
             "was full (%s) were replaced by a resync: the versions' floor moved and "
             "every gateway told its clients to resync",
             url,
-            sum(loss.dropped.values()),
-            _s(sum(loss.dropped.values())),
-            _by_model(loss.dropped.elements()),
+            dropped.total(),
+            _s(dropped.total()),
+            _by_model(dropped.elements()),
         )
     elif kind == "refused":
         update, error = details
