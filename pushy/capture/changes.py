@@ -28,12 +28,12 @@ class Changes:
     """What a batch of notifications asks for.
 
     ``events`` maps (model label, pk) to the event to publish, in first-seen
-    order; ``resync`` holds the labels whose changes cannot be told object by
-    object (a truncate, a key too long for a notification).
+    order; ``resync`` maps the labels whose changes cannot be told object by
+    object to why (a truncate, a key too long for a notification).
     """
 
     events: dict[tuple[str, Any], str] = field(default_factory=dict)
-    resync: set[str] = field(default_factory=set)
+    resync: dict[str, str] = field(default_factory=dict)
 
     def by_model(self) -> dict[str, dict[str, list[Any]]]:
         """label -> event -> pks, for loading in batches."""
@@ -99,12 +99,12 @@ def collect(payloads: Iterable[str], labels: frozenset[str]) -> Changes:
             continue
         label = fields["m"]
         if fields["e"] == TRUNCATE:
-            changes.resync.add(label)
+            changes.resync.setdefault(label, "a truncate")
             continue
         event = EVENTS[fields["e"]]
         for pk in keys(fields["k"]):
             if pk is None:  # a key too long to send: resync the model
-                changes.resync.add(label)
+                changes.resync.setdefault(label, "a key too long to notify")
                 continue
             key = (label, pk)
             folded = fold(changes.events.pop(key, None), event)

@@ -9,31 +9,45 @@ ends its session and frees the lock, and a standby takes over within
 ``LOCK_POLL`` seconds.
 
 NOTIFY is not durable: what changed while no process listened is lost. So a
-process that becomes active first asks every gateway for a resync (a control
-message on Redis, see docs/protocol.md), and so does one that could not publish
-something (Redis down, an update it could not build), once Redis takes it.
+process that becomes active first asks for a resync, and so does one that could
+not publish something (Redis down, an update it could not build, a truncate),
+once Redis takes it. A resync request also starts a new version epoch
+(pushy.capture.resync), so pages that are away or not yet open resync too.
+
+A captured table renamed, dropped, without its triggers or no longer matching
+its model is that model's problem, not a lost database: it is reported once,
+the other models go on, and the model's pages resync once it is back
+(pushy.capture.tables).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 from django.apps import apps
+from django.core.exceptions import ValidationError
+from django.db import DataError, ProgrammingError, connections, models
 from django.db import Error as DatabaseError
-from django.db import connections, models
 
 from pushy import publisher
 from pushy.capture import capture_alias, captured_labels
 from pushy.capture.changes import collect
-from pushy.capture.triggers import installed_tables, notify_channel
-from pushy.messages import DELETE, Update, build_update, resync_channel
+from pushy.capture.resync import Resyncs
+from pushy.capture.tables import (
+    Health,
+    Problem,
+    catalog_problems,
+    probe,
+    rows_problem,
+)
+from pushy.capture.triggers import captured_models, notify_channel
+from pushy.messages import DELETE, Update, build_update, model_label
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +64,8 @@ MAX_GATHER = 200
 BATCH_SIZE = 500
 # An idle listener checks its connection this often (a dead peer sends nothing).
 KEEPALIVE = 5.0
+# Seconds between checks of the captured tables and their triggers.
+CHECK_INTERVAL = 5.0
 FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 5.0
 
@@ -65,15 +81,6 @@ def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[start : start + size]
 
 
-def publish_resync(labels: Iterable[str]) -> int:
-    """Ask every gateway to tell its clients to resync; how many gateways got it."""
-    body = json.dumps({"models": sorted(labels)}, separators=(",", ":"))
-    try:
-        return publisher.get_client().publish(resync_channel(), body)
-    except Exception as e:  # redis errors, and whatever the client raises
-        raise publisher.PublishError(f"resync: {e}") from e
-
-
 class Capture:
     """One capture process (active or standing by); ``stop()`` from any thread."""
 
@@ -83,8 +90,11 @@ class Capture:
         self.key = lock_key(self.channel)
         self.stopping = threading.Event()
         self.active = False
-        # Labels whose pages must be told to resync once Redis takes it.
-        self.resync_owed: set[str] = set()
+        # What the pages are owed once Redis takes it: a resync, a new epoch.
+        self.resyncs = Resyncs()
+        # Captured models that cannot be captured now (a table renamed...).
+        self.health = Health()
+        self._checked_at = 0.0
         self._listen: Any = None  # the Django connection wrapper that LISTENs
 
     def stop(self) -> None:
@@ -146,10 +156,10 @@ class Capture:
             self.channel,
             ", ".join(sorted(captured_labels())) or "no models",
         )
-        self._warn_missing_triggers()
         # Changes made while no process listened were lost: resync their pages.
-        self.resync_owed |= captured_labels()
-        self._settle_resync()
+        self.resyncs.owe(dict.fromkeys(captured_labels(), "capture became active"))
+        self._check_tables()
+        self.resyncs.settle()
         idle_since = time.monotonic()
         while not self.stopping.is_set():
             payloads = self._gather(conn)
@@ -159,20 +169,43 @@ class Capture:
             elif time.monotonic() - idle_since > KEEPALIVE:
                 conn.execute("SELECT 1")
                 idle_since = time.monotonic()
-            self._settle_resync()
+            if time.monotonic() - self._checked_at >= CHECK_INTERVAL:
+                self._check_tables()
+            self.resyncs.settle()
 
-    def _warn_missing_triggers(self) -> None:
-        """A captured model whose table has no triggers would stay silent."""
-        installed = installed_tables(self.alias)
-        for label in sorted(captured_labels()):
-            table = apps.get_model(label)._meta.db_table
-            if table not in installed:
-                logger.warning(
-                    "pushy capture: %s (table %s) has no capture triggers, so its "
-                    "changes are not seen: run manage.py migrate or pushy_triggers",
-                    label,
-                    table,
-                )
+    # Tables --------------------------------------------------------------
+
+    def _check_tables(self) -> None:
+        """Report the models that cannot be captured; resync those back again.
+
+        Each is checked in the catalog (table, triggers); one already known
+        broken is also probed (its rows load again?) before it counts as back.
+        """
+        self._checked_at = time.monotonic()
+        models_ = captured_models(captured_labels())
+        found = catalog_problems(self.alias, models_)
+        for model in models_:
+            label = model_label(model)
+            problem = found.get(label)
+            if problem is None and self.health.broken(label):
+                problem = self._probe(model)
+            if self.health.update(label, problem):
+                self.resyncs.owe({label: "captured again"})
+
+    def _probe(self, model: type[models.Model]) -> Problem | None:
+        try:
+            probe(self.alias, model)
+        except ProgrammingError as e:
+            return rows_problem(model, e)
+        return None
+
+    def _unloadable(self, model: type[models.Model], error: Exception) -> None:
+        """Loading ``model`` failed for a reason of its own: it is broken until
+        a check finds it back (its changes meanwhile are dropped, then resynced).
+        """
+        label = model_label(model)
+        problem = catalog_problems(self.alias, [model]).get(label)
+        self.health.update(label, problem or rows_problem(model, error))
 
     def _take_lock(self, conn: Any) -> bool:
         announced = False
@@ -208,17 +241,32 @@ class Capture:
     # Changes -------------------------------------------------------------
 
     def handle(self, payloads: list[str]) -> None:
-        """Publish the updates that ``payloads`` (trigger notifications) mean."""
+        """Publish the updates that ``payloads`` (trigger notifications) mean.
+
+        A broken model's changes are dropped (its pages resync once it is
+        back), so a renamed table's notifications neither fail nor resync.
+        """
         changes = collect(payloads, captured_labels())
-        self.resync_owed |= changes.resync
+        self.resyncs.owe(
+            {k: v for k, v in changes.resync.items() if not self.health.broken(k)}
+        )
         for label, by_event in changes.by_model().items():
-            if label in self.resync_owed:
-                continue  # Redis refused this batch already: its pages resync
+            if label in self.resyncs.owed or self.health.broken(label):
+                continue  # its pages resync: now (Redis refused) or once it is back
             model = apps.get_model(label)
-            for event, pks in by_event.items():
-                for batch in chunks(pks, BATCH_SIZE):
-                    if not self._publish(label, self._build(model, event, batch)):
-                        break
+            try:
+                self._publish_model(model, by_event)
+            except ProgrammingError as e:  # its table or columns, not the connection
+                self._unloadable(model, e)
+
+    def _publish_model(
+        self, model: type[models.Model], by_event: dict[str, list[Any]]
+    ) -> None:
+        label = model_label(model)
+        for event, pks in by_event.items():
+            for batch in chunks(pks, BATCH_SIZE):
+                if not self._publish(label, self._build(model, event, batch)):
+                    return
 
     def _build(
         self, model: type[models.Model], event: str, pks: list[Any]
@@ -226,9 +274,7 @@ class Capture:
         if event == DELETE:
             instances = [model(pk=pk) for pk in pks]
         else:
-            # Rows gone since (deleted by a later transaction) are skipped: their
-            # delete follows.
-            instances = list(model._base_manager.using(self.alias).filter(pk__in=pks))
+            instances = self._load(model, pks)
         updates = []
         for instance in instances:
             try:
@@ -242,11 +288,31 @@ class Capture:
                     label,
                     instance.pk,
                 )
-                self.resync_owed.add(label)
+                self.resyncs.owe({label: "an update it could not build"})
                 continue
             # The row is gone: its data would be the model's defaults.
             updates.append(update.replace(data=None) if event == DELETE else update)
         return updates
+
+    def _load(self, model: type[models.Model], pks: list[Any]) -> list[Any]:
+        """The rows of ``pks`` still there (a later delete follows for the others).
+
+        Keys the model cannot take (a notification not from its triggers) are
+        logged and resync the model; they must not stop the capture.
+        """
+        try:
+            return list(model._base_manager.using(self.alias).filter(pk__in=pks))
+        except (ValueError, TypeError, ValidationError, DataError) as e:
+            label = model_label(model)
+            logger.warning(
+                "pushy capture could not load %s keys %.200r: %s; its pages will "
+                "be told to resync",
+                label,
+                pks,
+                e,
+            )
+            self.resyncs.owe({label: "keys it could not load"})
+            return []
 
     def _publish(self, label: str, updates: list[Update]) -> bool:
         """Publish; False (the model owes a resync) when that failed."""
@@ -260,16 +326,5 @@ class Capture:
                 publisher.describe(updates),
                 e,
             )
-            self.resync_owed.add(label)
+            self.resyncs.owe({label: "a publish failed"})
             return False
-
-    def _settle_resync(self) -> None:
-        if not self.resync_owed:
-            return
-        try:
-            publish_resync(self.resync_owed)
-        except publisher.PublishError as e:
-            logger.debug("resync not published yet: %s", e)
-            return
-        logger.info("pushy capture asked for a resync of %s", sorted(self.resync_owed))
-        self.resync_owed.clear()

@@ -142,6 +142,8 @@ _TRIGGERS = (
     ("delete", "DELETE", "REFERENCING OLD TABLE AS pushy_old"),
     ("truncate", "TRUNCATE", ""),
 )
+# The names of a captured table's triggers (each table has all of them).
+TRIGGER_NAMES = tuple(TRIGGER_PREFIX + suffix for suffix, _, _ in _TRIGGERS)
 
 
 def notify_channel() -> str:
@@ -202,14 +204,42 @@ def installed_tables(using: str) -> set[str]:
         return {row[0] for row in cursor.fetchall()}
 
 
+def existing_tables(using: str, tables: Iterable[str]) -> set[str]:
+    """Those of ``tables`` that exist on the current schema search path."""
+    qn = connections[using].ops.quote_name
+    names = sorted(set(tables))
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            "SELECT name FROM unnest(%s::text[], %s::text[]) AS t (name, quoted) "
+            "WHERE to_regclass(quoted) IS NOT NULL",
+            [names, [qn(name) for name in names]],
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
 def install(models_: Iterable[type[models.Model]], using: str) -> list[str]:
-    """Create (or replace) the function and ``models_``' triggers; their labels."""
+    """Create (or replace) the function and ``models_``' triggers; their labels.
+
+    A model whose table does not exist (renamed or dropped outside ``migrate``)
+    is skipped and logged: one missing table must not stop the others' triggers,
+    nor ``migrate``.
+    """
+    models_ = list(models_)
+    present = existing_tables(using, [m._meta.db_table for m in models_])
     channel = notify_channel()
     qn = connections[using].ops.quote_name
     done = []
     with transaction.atomic(using=using), connections[using].cursor() as cursor:
         cursor.execute(FUNCTION_SQL)
         for model in models_:
+            if model._meta.db_table not in present:
+                logger.warning(
+                    "pushy capture triggers not installed on %s: its table %s does "
+                    "not exist (run manage.py migrate, or rename it back)",
+                    model_label(model),
+                    model._meta.db_table,
+                )
+                continue
             for statement in trigger_sql(model, channel, qn):
                 cursor.execute(statement)
             done.append(model_label(model))
@@ -230,7 +260,10 @@ def remove(tables: Iterable[str], using: str) -> list[str]:
 
 
 def sync(using: str, labels: Iterable[str]) -> tuple[list[str], list[str]]:
-    """Triggers on exactly the tables of ``labels``: (installed, removed)."""
+    """Triggers on exactly the tables of ``labels``: (installed, removed).
+
+    A label missing from ``installed`` has no table (``install`` logged it).
+    """
     wanted = captured_models(labels)
     wanted_tables = {m._meta.db_table for m in wanted}
     stale = installed_tables(using) - wanted_tables

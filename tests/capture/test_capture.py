@@ -137,12 +137,18 @@ def test_capture_asks_for_a_resync_when_active_and_after_a_truncate(
         channel, body = published.next(10)
         assert (channel, body) == (
             "pushy_:resync",
-            {"models": ["captureapp.item", "captureapp.tag"]},
+            {
+                "models": ["captureapp.item", "captureapp.tag"],
+                "reason": "capture became active",
+            },
         )
         with connections["capture"].cursor() as cursor:
             cursor.execute("TRUNCATE captureapp_tag")
         channel, body = published.next(10)
-        assert (channel, body) == ("pushy_:resync", {"models": ["captureapp.tag"]})
+        assert (channel, body) == (
+            "pushy_:resync",
+            {"models": ["captureapp.tag"], "reason": "a truncate"},
+        )
 
 
 def test_update_of_10000_rows_reaches_a_subscribed_client(pushy_redis):
@@ -208,7 +214,9 @@ def test_pushy_triggers_removes_and_reinstalls(settings, request):
     assert installed_tables("capture") == set()
     assert "removed: table captureapp_item" in out.getvalue()
     with CaptureProcess(settings.PUSHY_SETTINGS["REDIS_URL"]) as capture:
-        capture.wait_for_log("captureapp.tag (table captureapp_tag) has no capture")
+        capture.wait_for_log(
+            "captureapp.tag is not captured: its table captureapp_tag has no capture"
+        )
     # Only Item captured now: Tag's triggers are not put back.
     settings.PUSHY_SETTINGS = {
         **settings.PUSHY_SETTINGS,
@@ -241,10 +249,14 @@ def test_capture_survives_losing_its_database_connection(published, pushy_redis)
 
 
 def test_updates_redis_refused_become_a_resync_once_it_is_back(
-    settings, published, pushy_redis
+    settings, published, pushy_redis, monkeypatch
 ):
+    from pushy import publisher, versions
+    from pushy.capture import resync
     from pushy.capture.runner import Capture
+    from pushy.rendering import current_version
 
+    monkeypatch.setattr(resync, "MIN_INTERVAL", 0)
     item = Item.objects.create(title="a")
     notification = json.dumps(
         {"m": "captureapp.item", "e": "u", "x": "1", "k": [item.pk]}
@@ -255,14 +267,26 @@ def test_updates_redis_refused_become_a_resync_once_it_is_back(
     }
     capture = Capture("capture")
     capture.handle([notification])
-    assert capture.resync_owed == {"captureapp.item"}
-    capture._settle_resync()  # Redis still down: still owed
-    assert capture.resync_owed == {"captureapp.item"}
+    assert capture.resyncs.owed == {"captureapp.item": "a publish failed"}
+    capture.resyncs.settle()  # Redis still down: still owed
+    assert capture.resyncs.owed == {"captureapp.item": "a publish failed"}
     settings.PUSHY_SETTINGS = {**settings.PUSHY_SETTINGS, "REDIS_URL": pushy_redis.url}
-    capture._settle_resync()
-    assert capture.resync_owed == set()
-    assert published.next(5) == ("pushy_:resync", {"models": ["captureapp.item"]})
+    before = current_version()
+    capture.resyncs.settle()
+    assert (capture.resyncs.owed, capture.resyncs.epoch) == ({}, False)
+    assert published.next(5) == (
+        "pushy_:resync",
+        {"models": ["captureapp.item"], "reason": "a publish failed"},
+    )
     published.assert_nothing_more()
+    # And a new version epoch: a page that held ``before`` resyncs.
+    lookup = versions.Snapshot.from_reply(
+        [],
+        publisher.get_client().eval(
+            versions.LOOKUP_SCRIPT, 1, versions.book_key(), *versions.lookup_args([])
+        ),
+    )
+    assert lookup.floor > before
 
 
 def test_10000_changed_rows_are_a_handful_of_notifications():

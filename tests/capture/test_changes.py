@@ -53,13 +53,16 @@ def test_collect_coalesces_per_object_in_order():
         ("captureapp.item", 1): "create",
         ("captureapp.item", 3): "update",
     }
-    assert changes.resync == set()
+    assert changes.resync == {}
     assert changes.by_model() == {"captureapp.item": {"create": [1], "update": [3]}}
 
 
 def test_collect_resyncs_a_truncate_and_a_key_too_long_to_send():
     changes = collect([note("t", None, "captureapp.tag"), note("u", [None, 5])], LABELS)
-    assert changes.resync == {"captureapp.tag", "captureapp.item"}
+    assert changes.resync == {
+        "captureapp.tag": "a truncate",
+        "captureapp.item": "a key too long to notify",
+    }
     assert changes.events == {("captureapp.item", 5): "update"}
 
 

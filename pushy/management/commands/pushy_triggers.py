@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError
 
 from pushy.capture import capture_alias, captured_labels, is_postgresql, triggers
@@ -41,5 +42,15 @@ class Command(BaseCommand):
             self.stdout.write(f"installed: {label}")
         for table in removed:
             self.stdout.write(f"removed: table {table}")
-        if not installed and not removed:
+        missing = [
+            f"{label} (table {apps.get_model(label)._meta.db_table})"
+            for label in sorted(labels - set(installed))
+        ]
+        if not installed and not removed and not missing:
             self.stdout.write("nothing to do")
+        if missing:
+            # The others are done; a script running this must still notice.
+            raise CommandError(
+                f"no triggers on {', '.join(missing)}: the table does not exist; "
+                "run manage.py migrate, or rename it back, then run this again."
+            )
