@@ -106,7 +106,8 @@ def _problem(
 
 def rows_problem(model: type[models.Model], error: Exception) -> Problem:
     """A model whose rows the database refuses to load (a column renamed...)."""
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else error
+    lines = str(error).strip().splitlines()  # the first: no query text
+    reason = lines[0] if lines else type(error).__name__
     return Problem(
         "rows",
         f"its rows cannot be loaded from table {model._meta.db_table} ({reason}). "
