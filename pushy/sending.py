@@ -352,11 +352,11 @@ class Sender:
         """Queue; wait up to PUBLISH_TIMEOUT for Redis to confirm; never raise."""
         deadline = time.monotonic() + conf.get("PUBLISH_TIMEOUT")
         job, fast = self._submit(updates, refused, sync=False)
-        if job is None or not job.left:
-            return
         if fast:
             self._send_fast(job, deadline, conf.get("PUBLISH_TIMEOUT"))
-        elif not job.late:  # during a late episode waiting cannot help
+        if job is None or not job.left:
+            return
+        if not fast and not job.late:  # during a late episode waiting cannot help
             self._wait(job, deadline)
         self._give_up_waiting(job)
 
@@ -447,7 +447,8 @@ class Sender:
                 self._drop(updates)
                 self.work.notify_all()
                 return None, False
-            fast = bool(updates) and not (self.busy or self.queue or self.handover)
+            idle = not (self.busy or self.queue or self.handover)
+            fast = idle and (bool(updates) or self._pending())
             for index, update in enumerate(updates):
                 self.queue.append(_Item(update, next(self.numbers), job, index))
             if fast:
@@ -575,8 +576,10 @@ class Sender:
     def _send_fast(self, job: _Job, deadline: float, step: float) -> None:
         """Send the caller's own updates on its own thread (holding the right)."""
         attempt = None
+        first = True  # what is owed goes too, with or without updates
         try:
-            while job.left and job.failure is None:
+            while (first or job.left) and job.failure is None:
+                first = False
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -599,7 +602,7 @@ class Sender:
                     self.handover = attempt
                 else:
                     self.busy = False
-                if self._pending():
+                if self._pending(now=False):  # now, or a resync due later
                     self.work.notify_all()
 
     def _run(self) -> None:
