@@ -367,8 +367,9 @@ class Gateway:
                 self.versions.probe()
 
     def resync_requested(self) -> None:
-        """The capture process may have missed database changes: all reload."""
+        """Changes were missed (the capture process, a publisher): all reload."""
         self.hub.broadcast(RESYNC_FRAME)
+        gevent.spawn(self.versions.resync_announced)
 
     def _count(self, counter: str) -> None:
         setattr(self.stats, counter, getattr(self.stats, counter) + 1)

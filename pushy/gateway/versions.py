@@ -59,6 +59,9 @@ class VersionBook:
         self.problem: str | None = None
         # Set when Redis refused a write for lack of memory, until a write works.
         self._oom_floor: int | None = None
+        # A resync request came with its new epoch (LOSE_SCRIPT): the clients
+        # were told already, so the next floor seen is adopted quietly.
+        self._move_announced = False
         # Every update with a version up to this one has reached this gateway.
         self.horizon: int | None = None
         # Connections that sent a version: they get per-URL resyncs.
@@ -126,6 +129,9 @@ class VersionBook:
     def _answered(self, snapshot: Snapshot) -> None:
         self.problem = None
         moved = self.floor is not None and snapshot.floor != self.floor
+        if moved and self._move_announced:
+            moved = False
+        self._move_announced = False
         self.floor = snapshot.floor
         if self._oom_floor is not None:
             # Writes work again. Publishers that died meanwhile could not move
@@ -141,7 +147,7 @@ class VersionBook:
 
     def _lose(self, expected: int | None) -> None:
         try:
-            self._client.eval(
+            floor = self._client.eval(
                 versions.LOSE_SCRIPT,
                 1,
                 versions.book_key(),
@@ -149,9 +155,22 @@ class VersionBook:
                 "",
                 "",
             )
+            # Connected clients missed nothing (Redis still took PUBLISH): the
+            # new floor is for pages that come back, not a reason to resync.
+            self.floor = int(floor)
         except redis.RedisError as e:
             self._oom_floor = expected  # try again with the next answer
             self._log.log(logging.WARNING, "cannot start a version epoch: %s", e)
+
+    def resync_announced(self) -> None:
+        """A resync request reached every client; adopt its new epoch quietly.
+
+        ``LOSE_SCRIPT`` moves the floor and publishes the request in one step,
+        so the floor has moved by now; without this, the next lookup would
+        resync the same clients a second time.
+        """
+        self._move_announced = True
+        self.lookup([])
 
     def probe(self) -> None:
         """Ask Redis once (a lookup of no URL): keeps ``problem`` and the floor true."""

@@ -133,3 +133,35 @@ def test_a_new_epoch_found_by_the_probe_resyncs_connected_clients(
     versioned.close()
     plain.close()
     store.close()
+
+
+def test_a_resync_request_with_its_epoch_resyncs_connected_clients_once(
+    gateway_on, private_redis
+):
+    from pushy.messages import resync_channel
+
+    versioned = Client(gateway_on.ws_url)
+    versioned.request(action="subscribe", url=SHOT, version=None)
+    store = redis.Redis.from_url(private_redis.url)
+    floor = store.eval(
+        versions.LOSE_SCRIPT,
+        1,
+        versions.book_key(),
+        "",
+        resync_channel(),
+        '{"models": [], "reason": "test"}',
+    )
+    assert versioned.recv() == {"type": "resync"}
+    # The gateway's probes (every 0.5 s here) see the floor the request moved,
+    # and do not resync the same clients again.
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        assert versioned.request(action="ping") == {"type": "pong"}
+        time.sleep(0.2)
+    # A page that comes back with a version from before is resynced.
+    back = Client(gateway_on.ws_url)
+    answer = back.request(action="subscribe", url=SHOT, version=int(floor) - 1)
+    assert back.recv() == {"type": "resync", "url": SHOT, "version": answer["version"]}
+    versioned.close()
+    back.close()
+    store.close()
