@@ -133,6 +133,7 @@ class _Job:
 
     __slots__ = (
         "receivers", "left", "event", "late", "queued_at", "failure", "sync",
+        "refused", "withdrawn",
     )  # fmt: skip
 
     def __init__(self, count: int, sync: bool, now: float) -> None:
@@ -141,8 +142,10 @@ class _Job:
         self.event: threading.Event | None = None  # made when someone waits
         self.late = False
         self.queued_at = now
-        self.failure: BaseException | None = None  # of an attempt that failed
-        self.sync = sync
+        self.failure: BaseException | str | None = None  # why an attempt failed
+        self.sync = sync  # publish(): withdrawn when it cannot have reached Redis
+        self.refused: BaseException | None = None  # even a plain PUBLISH was
+        self.withdrawn = False
 
     def wake(self) -> None:
         if self.event is not None:
@@ -358,7 +361,8 @@ class Sender:
             return
         if not fast and not job.late:  # during a late episode waiting cannot help
             self._wait(job, deadline)
-        self._give_up_waiting(job)
+        if job.left:
+            self._give_up_waiting(job)
 
     def publish(self, updates: Sequence[Update]) -> list[int]:
         """Queue behind what waits, wait up to SYNC_TIMEOUT; the receiver counts.
@@ -382,8 +386,9 @@ class Sender:
         self._wait(job, deadline)
         if job.left:
             self._fail_sync(job)
-        if job.failure is not None:  # Redis refused even a plain PUBLISH
-            raise PublishError(f"Redis at {redacted_redis_url()}: {job.failure}")
+        problem = job.failure if job.withdrawn else job.refused
+        if problem is not None:
+            raise PublishError(f"Redis at {redacted_redis_url()}: {problem}")
         return [n or 0 for n in job.receivers]
 
     def refusal_noted(self) -> None:
@@ -444,8 +449,9 @@ class Sender:
                 if refusal.stand_in is None:
                     self._lose(refusal.model, f"refused update ({refusal.reason})")
             if len(self.queue) + len(updates) > MAX_QUEUED:
-                self._drop(updates)
-                self.work.notify_all()
+                if not sync:  # publish() raises instead: its caller knows
+                    self._drop(updates)
+                    self.work.notify_all()
                 return None, False
             idle = not (self.busy or self.queue or self.handover)
             fast = idle and (bool(updates) or self._pending())
@@ -485,24 +491,30 @@ class Sender:
         )
 
     def _fail_sync(self, job: _Job) -> None:
+        """publish() had no confirmation in time: withdrawn, or left queued."""
         with self.lock:
             if not job.left:
                 return
-            mine = [item for item in self.queue if item.job is job]
-            reached = any(item.sent or item.taken for item in mine)
-            if not reached:
-                self.queue = collections.deque(
-                    i for i in self.queue if i.job is not job
-                )
-                job.left = 0
-        error = job.failure or f"no answer within {SYNC_TIMEOUT:g} s"
-        if not reached:
-            raise PublishError(f"Redis at {redacted_redis_url()}: {error}")
+            job.failure = job.failure or f"no answer within {SYNC_TIMEOUT:g} s"
+            self._withdraw(job)
+        if job.withdrawn:
+            return
         self._give_up_waiting(job)
         raise PublishError(
             f"Redis at {redacted_redis_url()} has not confirmed the update(s) "
-            f"({error}); they stay queued and go out in order when it answers"
+            f"({job.failure}); they stay queued and go out in order when it answers"
         )
+
+    def _withdraw(self, job: _Job) -> None:
+        """Take a publish()'s updates out, if none can have reached Redis."""
+        if job.left < len(job.receivers):
+            return  # some went out already: the rest stays, in order
+        mine = [item for item in self.queue if item.job is job]
+        if any(item.sent or item.taken for item in mine):
+            return
+        self.queue = collections.deque(i for i in self.queue if i.job is not job)
+        job.left, job.withdrawn = 0, True
+        job.wake()
 
     # What is owed (all called holding the lock) -----------------------------
 
@@ -769,6 +781,9 @@ class Sender:
                 self._answer(meaning, reply, position < ran, now, notes)
             for item in attempt.items:
                 item.taken = False
+            if error is not None:  # a publish() that cannot have reached Redis
+                for job in {item.job for item in attempt.items if item.job.sync}:
+                    self._withdraw(job)
             while self.queue and self.queue[0].done:
                 self.queue.popleft()
             progress = self.moved != before
@@ -822,7 +837,7 @@ class Sender:
             self._confirm(item, reply, now)
         elif item.mode != VERSIONED:  # even a plain PUBLISH was refused
             notes.append(("refused", item.update, reply))
-            item.job.failure = item.job.failure or reply
+            item.job.refused = item.job.refused or reply
             self._confirm(item, None, now)
         elif isinstance(reply, NoScriptError) and not stranded:
             self.link.load = True  # sent again after SCRIPT LOAD
