@@ -30,6 +30,12 @@ the "could not publish" lines named updates that Redis delivered later. Now:
   versions once writes work again; for permissions (an ACL without ``EVALSHA``)
   plainly, logged once a minute; ``NOSCRIPT``: the script is loaded and the
   update sent again.
+- What else is owed to Redis rides in the same pipelines: the counts of
+  refused updates (``refusals.stats_key()``) and the resyncs of every page for
+  changes no update tells of (``LOSE_SCRIPT``, at most one a second).
+- ``publish()``, the synchronous API, queues behind what waits too (it never
+  overtakes a save's update) and waits up to ``SYNC_TIMEOUT``; it raises when
+  Redis did not confirm, withdrawing what cannot have reached Redis.
 """
 
 from __future__ import annotations
@@ -733,7 +739,7 @@ class Sender:
         link = self.link
         if not attempt.written:
             self.stats["attempts"] += 1
-            link.ready(_patience(step, deadline))
+            link.ready(min(CONNECT_TIMEOUT, _patience(step, deadline)))
             attempt.reused = not link.fresh
             setup = link.setup()
             attempt.setup = len(setup)
@@ -820,7 +826,7 @@ class Sender:
             self.link.load = True  # a move, sent again after SCRIPT LOAD
             self.moved += 1
         else:  # refused for good (an ACL): counts are dropped, moves given up
-            notes.append(("script", reply))
+            notes.append(("counter" if kind == "count" else "script", reply))
             self.moved += 1
             if kind == "move":
                 self.unversioned.clear()
@@ -1023,6 +1029,13 @@ def _log_refusal(kind: str, url: str, error: Exception) -> None:
         logger.warning(
             "Redis at %s refuses writes for lack of memory (%s): publishing without "
             "versions; their URLs' versions move once it takes writes again",
+            url,
+            error,
+        )
+    elif kind == "counter":
+        logger.warning(
+            "Redis at %s refused to count refused updates (%s); they are counted "
+            "in this process only",
             url,
             error,
         )
