@@ -71,8 +71,10 @@ def broadcast(instance: models.Model, event: str = UPDATE) -> tuple[Update, int]
 
     Returns the update and how many gateway processes received it. Raises
     ModelNotConfigured for a model not in ``MODELS``, InvalidUpdate for an update
-    that cannot be published, and PublishError when Redis cannot be reached.
-    This is what ``manage.py pushy_test_broadcast`` does.
+    that cannot be published, and PublishError when Redis did not confirm it
+    within ``sending.SYNC_TIMEOUT`` (see ``publisher.publish``: it waits behind
+    updates already queued, never overtaking them). This is what
+    ``manage.py pushy_test_broadcast`` does.
     """
     _require_pushed(instance)
     update = build_update(instance, event)

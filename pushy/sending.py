@@ -1051,23 +1051,29 @@ def _log_refusal(kind: str, url: str, error: Exception) -> None:
 def _log_unsent(
     items: list[_Item], loss: _Loss | None, unversioned: int, waited: float
 ) -> None:
+    """At exit: what Redis did not confirm. Nothing more can be done then."""
     url = redacted_redis_url()
     if items:
         sent = sum(1 for item in items if item.sent)
+        unsent = len(items) - sent
+        parts = []
+        if unsent:
+            parts.append(f"{unsent} never reached it and {_are(unsent)} lost")
+        if sent:
+            parts.append(
+                f"{sent} {'was' if sent == 1 else 'were'} sent and may still be "
+                f"delivered if Redis executes {'it' if sent == 1 else 'them'}"
+            )
         logger.error(
-            "Redis at %s did not confirm %d update%s (%s) within %.0f s of this "
-            "process exiting: %d never reached it and are lost%s. Nothing more can "
-            "be done: pages showing these objects learn of the changes when they "
-            "reload, or resync for another reason",
+            "Redis at %s did not confirm %d update%s (%s) in the %g s this process "
+            "waited at exit: %s. Nothing more can be done: pages showing these "
+            "objects learn of the changes when they reload or resync",
             url,
             len(items),
             _s(len(items)),
             _by_model(item.update.model for item in items),
             waited,
-            len(items) - sent,
-            f", {sent} were sent and may still be delivered if Redis executes them"
-            if sent
-            else "",
+            "; ".join(parts),
         )
     if loss is not None and (loss.publish or loss.floor):
         logger.error(
@@ -1086,6 +1092,10 @@ def _log_unsent(
             unversioned,
             _s(unversioned),
         )
+
+
+def _are(n: int) -> str:
+    return "is" if n == 1 else "are"
 
 
 _sender_lock = threading.Lock()

@@ -309,3 +309,29 @@ def test_a_forked_child_publishes_through_its_own_sender(private):
     assert [body["pk"] for _, body in private.the_rest()] == [7, 8]
     Shot.objects.create(title="parent again")  # the parent's sender still works
     assert titles(private.the_rest()) == ["parent again"]
+
+
+EXITING = """
+from pushy import publisher, sending
+from pushy.messages import Update
+
+sending.EXIT_WAIT = 0.5
+publisher.publish_quietly(
+    [Update(url=f"/api/shot/{pk}/", event="update", model="testapp.shot", pk=pk)
+     for pk in (1, 2)]
+)
+"""
+
+
+def test_a_process_exiting_without_redis_says_what_it_could_not_publish(manage):
+    nowhere = RedisServer()  # a free port, nothing started on it
+    started = time.monotonic()
+    result = manage("shell", "-c", EXITING, redis_url=nowhere.url)
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 10
+    assert (
+        f"Redis at {nowhere.url} did not confirm 2 updates (testapp.shot: 2) in the "
+        "0.5 s this process waited at exit: 2 never reached it and are lost. Nothing "
+        "more can be done" in result.stderr
+    )
+    assert "could not publish" not in result.stderr
