@@ -281,6 +281,35 @@ def test_redis_out_of_memory_still_delivers_and_moves_versions_later(private, lo
     assert private.the_rest() == []
 
 
+def test_too_many_unversioned_urls_resync_every_page_instead(
+    private, logs, monkeypatch
+):
+    monkeypatch.setattr(sending, "MAX_UNVERSIONED", 1)
+    first, second = (Shot.objects.create(title=t) for t in "ab")
+    private.the_rest()
+    floor = private.floor()
+    fill_memory(private.admin)
+    timed_save(first, "1")
+    timed_save(second, "2")  # a second URL to remember: too many, forgotten
+    assert sending.get().flush(5)
+    messages = private.the_rest()
+    updates = [m for m in messages if m[0] != "pushy_:resync"]
+    assert titles(updates) == ["1", "2"]
+    # Redis refuses the new epoch for memory, but not the resync request.
+    assert [body for channel, body in messages if channel == "pushy_:resync"] == [
+        {
+            "models": ["testapp.shot"],
+            "reason": "versions not moved: Redis refused writes",
+        }
+    ]
+    assert private.floor() == floor
+    private.admin.config_set("maxmemory", 0)
+    timed_save(first, "3")  # writes work again: the floor moves, quietly
+    assert sending.get().flush(5)
+    assert titles(private.the_rest()) == ["3"]
+    assert private.floor() > floor
+
+
 def test_a_forked_child_publishes_through_its_own_sender(private):
     Shot.objects.create(title="parent")  # the parent's sender and thread run
     private.the_rest()
