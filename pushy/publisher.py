@@ -133,7 +133,7 @@ def _publish_quietly(updates: list[Update], refused: list[Refusal]) -> None:
     try:
         _sender(checked, refused, quiet=True)
     except Exception:  # a bug, or a capture of the user's; never the save's
-        logger.exception("pushy could not publish %s", describe(checked))
+        logger.exception("pushy failed to hand %s to its sender", describe(checked))
 
 
 def coalesce(previous: Update | None, new: Update) -> Update | None:
