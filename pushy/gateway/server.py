@@ -48,6 +48,8 @@ from pushy.versions import VERSION_ROOM
 
 logger = logging.getLogger(__name__)
 
+# No resync waits to run (resync_clients).
+_NO_RESYNC = object()
 # Seconds between version probes while the last one found a problem.
 PROBE_RETRY = 0.5
 
@@ -154,6 +156,8 @@ class Gateway:
             conf.get("REDIS_URL"), conf.get("VERSION_TTL"), on_epoch=self.resync_clients
         )
         self._resyncing = False
+        # The horizon of a resync waiting to run (_NO_RESYNC: none waits).
+        self._resync_horizon: int | None | object = _NO_RESYNC
         self.listener = Listener(
             conf.get("REDIS_URL"),
             conf.get("CHANNEL_PREFIX") + "*",
@@ -341,7 +345,19 @@ class Gateway:
         self.resync_clients()
 
     def resync_clients(self) -> None:
-        """Resync what clients cannot be sure of (after an outage, a new epoch)."""
+        """Resync what clients cannot be sure of (after an outage, a new epoch).
+
+        The horizon is taken now, before the listener dispatches anything that
+        arrived after the outage: read later, updates published late (a
+        publisher's queue emptying once Redis is back) would have moved it past
+        the changes that were lost. A resync asked for while one runs runs
+        again after it, from the older of the two horizons.
+        """
+        horizon = self.versions.horizon
+        if self._resync_horizon is not _NO_RESYNC:
+            pending = self._resync_horizon
+            horizon = None if None in (pending, horizon) else min(pending, horizon)
+        self._resync_horizon = horizon
         if not self._resyncing:
             self._resyncing = True
             gevent.spawn(self._resync_after_outage)
@@ -351,8 +367,10 @@ class Gateway:
         # (and all, when versions cannot be read) the v1 "everything". The
         # lookup inside may itself find a new epoch: this resync covers it.
         try:
-            for connection in self.versions.after_outage(self.hub):
-                connection.send(RESYNC_FRAME)
+            while self._resync_horizon is not _NO_RESYNC:
+                horizon, self._resync_horizon = self._resync_horizon, _NO_RESYNC
+                for connection in self.versions.after_outage(self.hub, horizon):
+                    connection.send(RESYNC_FRAME)
         finally:
             self._resyncing = False
 

@@ -213,16 +213,17 @@ class VersionBook:
             frames.append(resync_frame(url, snapshot.baseline))
         return frames
 
-    def after_outage(self, hub: Any) -> Iterable[Any]:
-        """Resync, per URL, what changed since the horizon; the clients left over.
+    def after_outage(self, hub: Any, horizon: int | None) -> Iterable[Any]:
+        """Resync, per URL, what changed since ``horizon``; the clients left over.
 
-        Called once the Redis subscription is back. Returns the connections
-        that must get a plain ``{"type": "resync"}`` instead: those that never
-        sent a version, or all of them when the versions cannot be read.
+        Called once the Redis subscription is back, with the horizon as it was
+        then (every update up to it reached this gateway). Returns the
+        connections that must get a plain ``{"type": "resync"}`` instead:
+        those that never sent a version, or all of them when the versions
+        cannot be read.
         """
         versioned = [c for c in hub.connections if c in self.clients]
         others = [c for c in hub.connections if c not in self.clients]
-        horizon = self.horizon
         urls = sorted({url for c in versioned for url in c.urls})
         snapshot = self.lookup(urls)
         if snapshot is None:

@@ -165,3 +165,40 @@ def test_a_resync_request_with_its_epoch_resyncs_connected_clients_once(
     versioned.close()
     back.close()
     store.close()
+
+
+def test_an_outage_resync_compares_with_the_horizon_from_before_the_outage(
+    gateway_on, private_redis
+):
+    """Updates that arrive right after the subscription is back must not move
+    the horizon the outage's resync compares with (a change made while the
+    gateway was unsubscribed would then look old)."""
+    import threading
+
+    from pushy import publisher
+    from tests.gateway.clients import shot_update
+
+    client = Client(gateway_on.ws_url)
+    client.request(action="subscribe", url=SHOT, version=None)
+    store = redis.Redis.from_url(private_redis.url)
+    flooding = threading.Event()
+
+    def flood():
+        # Other objects' updates, queued behind the resubscription.
+        pk = 1000
+        while not flooding.is_set():
+            publisher.publish([shot_update(pk)])
+            pk += 1
+
+    store.client_kill_filter(_type="pubsub")
+    publisher.publish([shot_update(1)])  # while the gateway is not subscribed
+    flooder = threading.Thread(target=flood)
+    flooder.start()
+    try:
+        resync = client.recv_until(lambda m: m["type"] == "resync", timeout=10)
+    finally:
+        flooding.set()
+        flooder.join()
+    assert resync["url"] == SHOT
+    client.close()
+    store.close()
