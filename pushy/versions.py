@@ -19,12 +19,14 @@ A client version below the floor belongs to an earlier epoch and says nothing.
 An epoch ends whenever Redis may have lost or rolled back what the book says:
 
 - the Redis process is not the one that counted (``run_id`` differs: a restart
-  that loaded a snapshot or an AOF, a failover to a replica), or the book is
-  gone. Noticed by every lookup (``LOOKUP_SCRIPT`` reads ``INFO``), so no
-  comparison is ever made against a book from another process. These new
-  floors jump ``JUMP`` ahead of both the clock and the last version, so that a
-  client holding a version from a host whose clock ran ahead, or from a master
-  that had counted further than its replica, is still below the new floor;
+  that loaded a snapshot or an AOF, a failover to a replica). Noticed by every
+  lookup (``LOOKUP_SCRIPT`` reads ``INFO``), so no comparison is ever made
+  against a book from another process. These new floors jump ``JUMP`` ahead of
+  both the clock and the last version, so that a client holding a version from
+  a host whose clock ran ahead, or from a master that had counted further than
+  its replica, is still below the new floor;
+- the book is gone (flushed, evicted whole): same Redis, same clock, no jump;
+  a gateway's horizon (below) puts the floor past what its clients hold;
 - a gateway knows a version the book does not (its horizon is past ``:last``:
   Redis went back); the floor is put past it;
 - pushy knows changes were made that no version records (``LOSE_SCRIPT``: a
@@ -99,7 +101,7 @@ if ARGV[6] ~= '' then
   redis.call('SET', KEYS[2], ARGV[6], 'EX', ttl)
 end
 local _, floor = epoch()
-if not floor then floor = new_epoch(0, tonumber(ARGV[7])) end
+if not floor then floor = new_epoch(0, 0) end
 local last = last_or(floor)
 local version = math.max(last + 1, now)
 if version % 8 == 0 then  -- one publish in 8 prunes up to a batch
@@ -130,7 +132,11 @@ local jump = tonumber(ARGV[1])
 local horizon = tonumber(ARGV[2])
 if horizon > now + tonumber(ARGV[3]) then horizon = 0 end
 local run, floor = epoch()
-if not floor or run ~= run_id() then floor = new_epoch(horizon, jump) end
+if not floor then
+  floor = new_epoch(horizon, 0)
+elseif run ~= run_id() then
+  floor = new_epoch(horizon, jump)
+end
 local last = last_or(floor)
 if horizon > last then
   floor = new_epoch(horizon, jump)

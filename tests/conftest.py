@@ -58,12 +58,23 @@ def fresh_failure_counts():
 
 @pytest.fixture(autouse=True)
 def pushy_redis(redis_server, settings):
-    """Point pushy at the private Redis, emptied."""
+    """Point pushy at the private Redis, emptied but for the version books.
+
+    A flush would also take the versions, and a gateway that outlives one test
+    (module-scoped ones) would rightly see Redis losing them: a new epoch, and
+    an unasked-for resync to that module's next clients.
+    """
     settings.PUSHY_SETTINGS = {**settings.PUSHY_SETTINGS, "REDIS_URL": redis_server.url}
     client = redis.Redis.from_url(redis_server.url)
-    client.flushall()
+    keys = [key for key in client.scan_iter(count=1000) if not key.endswith(BOOK)]
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start : start + 1000])
     yield redis_server
     client.close()
+
+
+# The end of every version book's key (pushy.versions.book_key()).
+BOOK = b":version}:book"
 
 
 def subprocess_env(redis_url: str, **extra: str) -> dict[str, str]:

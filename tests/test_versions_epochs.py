@@ -4,6 +4,8 @@ failovers, eviction) are in tests/chaos/."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 import redis
 
@@ -16,9 +18,16 @@ TTL = 86400
 
 
 @pytest.fixture
-def store(pushy_redis):
+def store(pushy_redis, settings):
+    # A book of this test's own: the epochs it starts must not move the
+    # versions other tests (and their long-lived gateways) count on.
+    settings.PUSHY_SETTINGS = {
+        **settings.PUSHY_SETTINGS,
+        "CHANNEL_PREFIX": f"epochs{uuid.uuid4().hex[:8]}_",
+    }
     client = redis.Redis.from_url(pushy_redis.url)
     yield client
+    client.delete(versions.book_key())
     client.close()
 
 
@@ -84,9 +93,24 @@ def test_a_book_evicted_or_flushed_starts_an_epoch_at_the_next_publish(store):
     store.delete(versions.book_key())
     _, version = publish(store, "/b/")
     snapshot = lookup(store, ["/a/"])
-    assert snapshot.floor > held
+    assert snapshot.floor > held  # the clock moved on (no jump: same Redis)
     assert snapshot.changed_since("/a/", held, TTL)
     assert version > snapshot.floor
+
+
+def test_a_lost_book_under_versions_that_ran_ahead_is_put_past_the_horizon(store):
+    # After a failover's jump, versions run ahead of the clock; the book is
+    # then flushed. A gateway's horizon puts the new floor past what it saw.
+    publish(store, "/a/")
+    ahead = lookup(store, []).now + versions.JUMP
+    store.zadd(versions.book_key(), {":last": ahead})
+    _, held = publish(store, "/a/")
+    assert held > ahead
+    store.delete(versions.book_key())
+    assert lookup(store, ["/a/"]).changed_since("/a/", held, TTL)  # past baseline
+    moved = lookup(store, ["/a/"], horizon=held)
+    assert moved.floor > held
+    assert moved.changed_since("/a/", held, TTL)
 
 
 def test_old_entries_are_pruned_and_the_epoch_survives_pruning(store):
