@@ -156,6 +156,8 @@ class Gateway:
             conf.get("REDIS_URL"), conf.get("VERSION_TTL"), on_epoch=self.resync_clients
         )
         self._resyncing = False
+        # Updates refused at publish by the whole site, per reason (/metrics).
+        self.refused: dict[str, int] = {}
         # The horizon of a resync waiting to run (_NO_RESYNC: none waits).
         self._resync_horizon: int | None | object = _NO_RESYNC
         self.listener = Listener(
@@ -383,6 +385,7 @@ class Gateway:
             gevent.sleep(min(interval, PROBE_RETRY) if troubled else interval)
             if self.listener.live:
                 self.versions.probe()
+                self.refused = self.versions.refusals() or self.refused
 
     def resync_requested(self) -> None:
         """Changes were missed (the capture process, a publisher): all reload."""
@@ -447,6 +450,7 @@ class Gateway:
         snapshot["max_connections"] = self.admission.max_connections
         snapshot["authorizations_pending"] = self.authorizer.pending
         snapshot.update(self.pauses.snapshot())
+        snapshot["site_updates_refused"] = self.refused
         return snapshot
 
     def health(self) -> tuple[str, dict]:

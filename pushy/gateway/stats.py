@@ -77,7 +77,22 @@ def prometheus_text(snapshot: dict[str, Any]) -> str:
         lines += _metric(f"pushy_gateway_{name}", "gauge", help_text, snapshot[name])
     for name, help_text in COUNTERS.items():
         lines += _metric(f"pushy_gateway_{name}", "counter", help_text, snapshot[name])
+    lines += _refused(snapshot.get("site_updates_refused") or {})
     return "\n".join(lines) + "\n"
+
+
+def _refused(counts: dict[str, int]) -> list[str]:
+    """Refusals of all publishers (read from Redis): the same on every gateway."""
+    if not counts:
+        return []
+    name = "pushy_site_updates_refused_total"
+    lines = [
+        f"# HELP {name} Updates refused at publish by every publisher of the site, "
+        "by reason (sent without data, or as a resync); the same on every gateway.",
+        f"# TYPE {name} counter",
+    ]
+    lines += [f'{name}{{reason="{r}"}} {n}' for r, n in sorted(counts.items())]
+    return lines
 
 
 def _metric(name: str, kind: str, help_text: str, value: Any) -> list[str]:

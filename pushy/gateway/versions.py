@@ -35,6 +35,7 @@ from pushy import versions
 from pushy.gateway.frames import message_frame
 from pushy.gateway.logs import Throttled
 from pushy.redis_clients import client_from_url, out_of_memory
+from pushy.refusals import refusal_counts
 from pushy.versions import Snapshot
 
 logger = logging.getLogger(__name__)
@@ -171,6 +172,15 @@ class VersionBook:
         """
         self._move_announced = True
         self.lookup([])
+
+    def refusals(self) -> dict[str, int] | None:
+        """Updates refused at publish, site-wide (``pushy.refusals``); None: unknown."""
+        if self._client is None:
+            return None
+        try:
+            return refusal_counts(self._client)
+        except (redis.RedisError, ValueError):
+            return None
 
     def probe(self) -> None:
         """Ask Redis once (a lookup of no URL): keeps ``problem`` and the floor true."""
