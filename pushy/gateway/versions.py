@@ -45,6 +45,9 @@ TIMEOUT = 2.0
 CHUNK = 1000
 
 
+_Question = tuple[list[str], gevent.event.AsyncResult, bool]
+
+
 class VersionBook:
     """The gateway's questions about versions, batched, and its horizon."""
 
@@ -67,7 +70,8 @@ class VersionBook:
         self.horizon: int | None = None
         # Connections that sent a version: they get per-URL resyncs.
         self.clients: weakref.WeakSet = weakref.WeakSet()
-        self._pending: list[tuple[list[str], gevent.event.AsyncResult]] = []
+        # (urls, result, whether the asker resyncs every client from it)
+        self._pending: list[_Question] = []
         self._wake = gevent.event.Event()
         self._worker: gevent.Greenlet | None = None
         self._client: redis.Redis | None = None
@@ -79,10 +83,14 @@ class VersionBook:
         if version is not None and (self.horizon is None or version > self.horizon):
             self.horizon = version
 
-    def lookup(self, urls: list[str]) -> Snapshot | None:
-        """The versions of ``urls`` now; None when Redis cannot say (in time)."""
+    def lookup(self, urls: list[str], resyncs: bool = False) -> Snapshot | None:
+        """The versions of ``urls`` now; None when Redis cannot say (in time).
+
+        ``resyncs``: the asker resyncs every client from this answer (after an
+        outage), so a new epoch it shows needs no resync of its own.
+        """
         result = gevent.event.AsyncResult()
-        self._pending.append((urls, result))
+        self._pending.append((urls, result, resyncs))
         if self._worker is None or self._worker.dead:
             self._worker = gevent.spawn(self._run)
         self._wake.set()
@@ -99,16 +107,16 @@ class VersionBook:
             if batch:
                 self._answer(batch)
 
-    def _answer(self, batch: list[tuple[list[str], gevent.event.AsyncResult]]) -> None:
-        urls = list(dict.fromkeys(url for wanted, _ in batch for url in wanted))
+    def _answer(self, batch: list[_Question]) -> None:
+        urls = list(dict.fromkeys(url for wanted, _, _ in batch for url in wanted))
         try:
             snapshot = self._ask(urls)
         except (redis.RedisError, ValueError) as e:
             self._failed(e)
             snapshot = None
         else:
-            self._answered(snapshot)
-        for _, result in batch:
+            self._answered(snapshot, any(resyncs for _, _, resyncs in batch))
+        for _, result, _ in batch:
             result.set(snapshot)
 
     def _failed(self, error: Exception) -> None:
@@ -127,10 +135,10 @@ class VersionBook:
         # Other refusals (an ACL without scripts) stop versions, not delivery.
         self._log.log(logging.WARNING, "cannot read versions from Redis: %s", error)
 
-    def _answered(self, snapshot: Snapshot) -> None:
+    def _answered(self, snapshot: Snapshot, resyncing: bool) -> None:
         self.problem = None
         moved = self.floor is not None and snapshot.floor != self.floor
-        if moved and self._move_announced:
+        if moved and (self._move_announced or resyncing):
             moved = False
         self._move_announced = False
         self.floor = snapshot.floor
@@ -235,7 +243,7 @@ class VersionBook:
         versioned = [c for c in hub.connections if c in self.clients]
         others = [c for c in hub.connections if c not in self.clients]
         urls = sorted({url for c in versioned for url in c.urls})
-        snapshot = self.lookup(urls)
+        snapshot = self.lookup(urls, resyncs=True)
         if snapshot is None:
             return others + versioned
         if horizon is None:  # no update and no lookup yet: nothing to compare
