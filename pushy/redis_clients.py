@@ -87,11 +87,18 @@ def client_from_url(url: str, **options: Any) -> redis.Redis:
     )
 
 
-def out_of_memory(error: BaseException) -> bool:
-    """Whether Redis refused a command for lack of memory (``OOM ...``)."""
+def out_of_memory(error: object) -> bool:
+    """Whether Redis refused a command for lack of memory (``OOM ...``).
+
+    Redis 7 answers a script's refused command with the command's own error
+    (``OutOfMemoryError`` in redis-py); Redis 6.2 wraps it as ``ERR Error
+    running script ... -OOM command not allowed ...``.
+    """
     if isinstance(error, redis.exceptions.OutOfMemoryError):
         return True
-    return isinstance(error, redis.ResponseError) and str(error).startswith("OOM")
+    return isinstance(error, redis.ResponseError) and "OOM command not allowed" in str(
+        error
+    )
 
 
 def redacted(url: str) -> str:

@@ -56,13 +56,13 @@ from typing import Any
 import redis
 from django.core.signals import setting_changed
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, OutOfMemoryError
+from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from pushy import conf, refusals, versions
 from pushy.exceptions import PublishError
 from pushy.messages import Refusal, Update, resync_channel
-from pushy.redis_clients import client_from_url, redacted
+from pushy.redis_clients import client_from_url, out_of_memory, redacted
 
 logger = logging.getLogger(__name__)
 
@@ -806,7 +806,7 @@ class Sender:
         """One answer. Whatever changes what the next attempt sends is progress."""
         kind, detail = meaning[0], meaning[1]
         failed = isinstance(reply, Exception)
-        oom = isinstance(reply, OutOfMemoryError)
+        oom = out_of_memory(reply)
         if not failed or (oom and self.writes_ok):
             self.moved += 1
         if oom:
@@ -863,7 +863,7 @@ class Sender:
         self.moved += 1
         self.stats["plain"] += 1
         item.mode = PLAIN_BARE if stranded else PLAIN
-        if stranded or isinstance(reply, OutOfMemoryError):
+        if stranded or out_of_memory(reply):
             self._remember(item.update)
         elif not isinstance(reply, NoScriptError):
             notes.append(("script", reply))
@@ -875,7 +875,7 @@ class Sender:
         if not isinstance(reply, Exception):
             loss.floor = loss.floor and not scripted
             loss.publish = False
-        elif isinstance(reply, OutOfMemoryError):
+        elif out_of_memory(reply):
             pass  # a plain PUBLISH next; the floor once writes work
         elif scripted:
             notes.append(("script", reply))
