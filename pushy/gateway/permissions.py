@@ -13,7 +13,6 @@ import copy
 import logging
 import time
 from collections.abc import Callable
-from http.cookies import CookieError, SimpleCookie
 from importlib import import_module
 from types import SimpleNamespace
 from typing import Any
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit
 
 import gevent
 from django.conf import settings
+from django.http.cookie import parse_cookie
 from django.http.request import validate_host
 from django.utils.module_loading import import_string
 from gevent.event import AsyncResult
@@ -53,16 +53,15 @@ def origin_allowed(origin: str | None, patterns: list[str]) -> bool:
 
 
 def session_key(cookie_header: str | None) -> str | None:
-    """The Django session key in a Cookie header, if any."""
+    """The Django session key in a Cookie header, if any.
+
+    Parsed as Django parses ``request.COOKIES`` (``parse_cookie``), not with
+    ``SimpleCookie``, which drops the whole header at one cookie it dislikes
+    (``consent=a b``): the socket must see the user the site sees.
+    """
     if not cookie_header:
         return None
-    cookies = SimpleCookie()
-    try:
-        cookies.load(cookie_header)
-    except CookieError:
-        return None
-    morsel = cookies.get(settings.SESSION_COOKIE_NAME)
-    return morsel.value if morsel else None
+    return parse_cookie(cookie_header).get(settings.SESSION_COOKIE_NAME) or None
 
 
 def _close_db_connections(load: Any = None) -> None:
