@@ -136,22 +136,42 @@ class QuestionTimeout(Exception):
     """Raised when the pool did not answer a question within QUESTION_TIMEOUT."""
 
 
-# The identity every anonymous user shares: decisions for one are for all.
+# The identity anonymous visitors without a session share: their requests
+# carry nothing that tells them apart, so a decision for one is for all.
 ANONYMOUS = None
 # Entries each cache keeps at most (the oldest go first).
 MAX_CACHED = 100_000
 
 
 class Identity:
-    """A session as the gateway knows it: its user, their identity, the session."""
+    """A session as the gateway knows it: its user, their identity, the session.
+
+    The identity says whose decisions may be shared: a logged-in user's (the
+    user's pk); an anonymous visitor's with a session of its own (its key: what
+    the session holds, a guest order's ids, can change the answer); anonymous
+    visitors without one (``ANONYMOUS``, all alike).
+    """
 
     __slots__ = ("user", "identity", "session", "expires")
 
     def __init__(self, user: Any, session: Any, expires: float) -> None:
         self.user = user
-        self.identity = user.pk if user.is_authenticated else ANONYMOUS
+        self.identity = _identity(user, session)
         self.session = session
         self.expires = expires
+
+    @property
+    def anonymous(self) -> bool:
+        return not self.user.is_authenticated
+
+
+def _identity(user: Any, session: Any) -> Any:
+    if user.is_authenticated:
+        return user.pk
+    # A key that names no stored session was dropped when the session loaded
+    # (get_user read it): such a visitor is like one without a cookie.
+    key = getattr(session, "session_key", None)
+    return ANONYMOUS if key is None else ("session", key)
 
 
 def _load_session(key: str | None) -> tuple[Any, Any]:

@@ -22,7 +22,6 @@ from pushy.gateway.connection import Connection
 from pushy.gateway.frames import message_frame
 from pushy.gateway.hub import url_size
 from pushy.gateway.logs import Throttled
-from pushy.gateway.permissions import ANONYMOUS
 from pushy.versions import valid_version
 
 logger = logging.getLogger(__name__)
@@ -142,7 +141,7 @@ class Protocol:
             who = self.gateway.authorizer.who(connection.session_key)
         except Exception:
             return "not allowed"
-        if who.identity is ANONYMOUS:
+        if who.anonymous:
             return (
                 "not allowed for an anonymous user: the session cookie names no "
                 "logged-in user (the session expired or was logged out)"

@@ -49,3 +49,41 @@ def test_a_cookie_django_accepts_beside_the_session_keeps_the_user(redis_server)
             assert answer == {"type": "subscribed", "url": doc.get_api_url()}
         finally:
             client.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_guest_order_in_one_visitors_session_is_shown_to_nobody_else(redis_server):
+    """Anonymous visitors with a session are told apart: a decision for one
+    (what its session holds) is never another's (issue 21 item 2)."""
+    from importlib import import_module
+
+    engine = import_module(settings.SESSION_ENGINE)
+    guest = engine.SessionStore()
+    guest["guest_orders"] = [7]
+    guest.create()
+    stranger = engine.SessionStore()
+    stranger["guest_orders"] = []
+    stranger.create()
+    url = "/fn/guest-order/7/"
+    with Gateway(redis_server.url) as gateway:
+        clients = {
+            "guest": Client(gateway.ws_url, cookie=f"{NAME}={guest.session_key}"),
+            "no cookie": Client(gateway.ws_url),
+            "stranger": Client(gateway.ws_url, cookie=f"{NAME}={stranger.session_key}"),
+            "forged key": Client(gateway.ws_url, cookie=f"{NAME}={'x' * 32}"),
+        }
+        try:
+            # The guest first: its "allowed" is cached before the others ask.
+            answers = {
+                name: client.request(action="subscribe", url=url)["type"]
+                for name, client in clients.items()
+            }
+        finally:
+            for client in clients.values():
+                client.close()
+    assert answers == {
+        "guest": "subscribed",
+        "no cookie": "error",
+        "stranger": "error",
+        "forged key": "error",
+    }

@@ -58,6 +58,13 @@ def writes_session(request):
     return JsonResponse({"visits": request.session.get("visits", 0)})
 
 
+def guest_order(request, pk):
+    """A guest checkout's order: shown to the visitor whose session holds its id."""
+    if pk not in request.session.get("guest_orders", []):
+        raise Http404("no such order")
+    return JsonResponse({"order": pk, "address": "1 Guest Street"})
+
+
 # Class-based views ------------------------------------------------------
 
 
