@@ -213,15 +213,29 @@
       };
     }
 
-    _error(error, warn) {
+    /* Report error: console warning (unless warn is false), on_error
+     * handlers, and a "pushy:error" event: on window, or, when the error
+     * concerns elements (a refresh), bubbling from each of them that is in
+     * the document (window hears it through bubbling). */
+    _error(error, warn, elements) {
       if (warn !== false) {
         console.warn("pushy:", error.message, error.url === undefined ? "" : error.url);
       }
       for (const handler of Array.from(this._errorWatchers)) {
         safeCall(handler, error);
       }
-      if (typeof global.dispatchEvent === "function" && typeof CustomEvent === "function") {
-        global.dispatchEvent(new CustomEvent("pushy:error", { detail: error }));
+      if (typeof CustomEvent !== "function") {
+        return;
+      }
+      const targets = elements ? Array.from(elements).filter((element) => element.isConnected) : [];
+      if (!elements || targets.length === 0) {
+        if (typeof global.dispatchEvent === "function") {
+          global.dispatchEvent(new CustomEvent("pushy:error", { detail: error }));
+        }
+        return;
+      }
+      for (const element of targets) {
+        element.dispatchEvent(new CustomEvent("pushy:error", { bubbles: true, detail: error }));
       }
     }
 
@@ -595,6 +609,8 @@
   const EVENTS_ATTR = "data-pushy-events";
   const VERSION_ATTR = "data-pushy-version";
   const REFRESH_ATTR = "data-pushy-refresh";
+  // Set on a refreshed element whose refresh URL answered 403.
+  const FORBIDDEN_ATTR = "data-pushy-forbidden";
   // The gateway's own bound (gateway/protocol.py): a longer URL is refused
   // here, before it could make a subscribe message the gateway drops the
   // connection for.
@@ -995,21 +1011,23 @@
      * or null, reported, when it cannot be refreshed: no id, or a URL of
      * another origin (whose HTML the page would never have shown). */
     target(element) {
-      const problem = (message) => {
-        this.app._error({ type: "error", code: "refresh", message: message });
+      const problem = (reason, message) => {
+        this.app._error({ type: "error", code: "refresh", reason: reason, status: null, message: message }, true, [
+          element,
+        ]);
         return null;
       };
       if (!element.id) {
-        return problem("an element with data-pushy-refresh needs an id: not refreshed");
+        return problem("no-id", "an element with data-pushy-refresh needs an id: not refreshed");
       }
       let url;
       try {
         url = new URL(element.getAttribute(REFRESH_ATTR) || global.location.href, global.location.href);
       } catch (error) {
-        return problem("#" + element.id + ": data-pushy-refresh is not a URL");
+        return problem("not-url", "#" + element.id + ": data-pushy-refresh is not a URL");
       }
       if (url.origin !== global.location.origin) {
-        return problem("#" + element.id + ": data-pushy-refresh must be of this page's origin");
+        return problem("foreign-origin", "#" + element.id + ": data-pushy-refresh must be of this page's origin");
       }
       url.hash = "";
       return url.href;
@@ -1027,16 +1045,17 @@
       this.app._log("refresh", url, elements.size, "element(s)");
       global
         .fetch(url, {
+          // Redirects are followed, so that a page the site moved within
+          // itself still refreshes; refusal() then checks where they led.
+          redirect: "follow",
           credentials: "same-origin",
           cache: "no-store",
           headers: { Accept: "text/html", "X-Pushy-Refresh": "1" },
         })
         .then((response) => {
-          if (!response.ok) {
-            throw new Error("HTTP " + response.status);
-          }
-          if (response.redirected && new URL(response.url).pathname !== new URL(url).pathname) {
-            throw new Error("redirected to " + response.url); // a login page, say
+          const refused = refusal(url, response);
+          if (refused) {
+            throw refused;
           }
           return response.text();
         })
@@ -1056,17 +1075,46 @@
       this.next(url, batch, this.app.refresh_delay);
     }
 
+    /* A fetch that brought nothing to insert. 404 (or 410): the page is
+     * gone, and so are the elements, as for a delete. 403: the elements stay,
+     * marked data-pushy-forbidden. Neither is tried again (a later update of
+     * the element's URL asks again). Anything else is tried again after a
+     * backoff of at most app.refresh_retry_cap seconds. Each is reported,
+     * with pushy:error on the elements. */
     failed(url, batch, elements, error) {
       batch.busy = false;
+      const report = {
+        type: "error",
+        code: "refresh",
+        reason: error.reason || "network",
+        status: error.status === undefined ? null : error.status,
+        url: url,
+      };
+      if (error.responseUrl !== undefined && error.responseUrl !== url) {
+        report.responseUrl = error.responseUrl;
+      }
+      const why = "could not refresh from " + url + " (" + error.message + ")";
+      const status = report.reason === "status" ? report.status : null;
+      if (status === 404 || status === 410 || status === 403) {
+        batch.failures = 0;
+        const gone = status !== 403;
+        const outcome = gone ? "removed, as for a delete" : "marked " + FORBIDDEN_ATTR + ", not tried again";
+        report.message = why + ": " + outcome;
+        if (!gone) {
+          elements.forEach((element) => element.setAttribute(FORBIDDEN_ATTR, ""));
+        }
+        this.app._error(report, true, elements);
+        if (gone) {
+          elements.forEach((element) => element.remove());
+        }
+        this.next(url, batch, this.app.refresh_delay);
+        return;
+      }
       batch.failures += 1;
       elements.forEach((element) => batch.elements.add(element));
       const wait = Math.min(Number(this.app.refresh_retry_cap) || 30, 2 ** (batch.failures - 1));
-      this.app._error({
-        type: "error",
-        code: "refresh",
-        url: url,
-        message: "could not refresh from " + url + " (" + error.message + "): trying again in " + wait + " s",
-      });
+      report.message = why + ": trying again in " + wait + " s";
+      this.app._error(report, true, elements);
       this.next(url, batch, wait);
     }
 
@@ -1085,6 +1133,40 @@
       }
       this.schedule(url, batch, seconds);
     }
+  }
+
+  /* Why the answer to a refresh fetch of url must not be inserted: an Error
+   * with reason, status and responseUrl; null when it may be. Only the
+   * site's own HTML ever is. An answer of another origin (where an open
+   * redirect of the site led) or of another type (JSON echoing what a user
+   * typed, say) would, once inserted, run its onerror= attributes in the
+   * page's origin. A redirect to another path of the site is a login page,
+   * most likely: not the page asked for. */
+  function refusal(url, response) {
+    const final = response.url || url; // "" for some service-worker answers
+    const refuse = (reason, message) =>
+      Object.assign(new Error(message), { reason: reason, status: response.status, responseUrl: final });
+    let origin = null;
+    try {
+      origin = new URL(final).origin;
+    } catch (error) {
+      // not a URL: refused below
+    }
+    // "basic": a same-origin answer; "default": one a service worker made.
+    if (origin !== global.location.origin || (response.type !== "basic" && response.type !== "default")) {
+      return refuse("foreign-origin", (response.redirected ? "redirected to " : "answered by ") + final);
+    }
+    if (response.redirected && new URL(final).pathname !== new URL(url).pathname) {
+      return refuse("redirected", "redirected to " + final);
+    }
+    if (!response.ok) {
+      return refuse("status", "HTTP " + response.status);
+    }
+    const type = (response.headers.get("Content-Type") || "").split(";")[0].trim().toLowerCase();
+    if (type !== "text/html") {
+      return refuse("not-html", "the answer is " + (type || "of no Content-Type") + ", not text/html");
+    }
+    return null;
   }
 
   /* The connected elements of a set that are not inside another of them:
