@@ -288,3 +288,14 @@ def test_404_removes_the_element_and_is_not_retried(page, own, status):
     assert page.evaluate("window.pwned") is None
     assert page.inner_text("#other") == "stays"
     page.wait_for_function("sent().some((m) => m[0] === 'unsubscribe')")
+
+
+def test_a_refresh_url_of_another_origin_is_refused_on_the_element(page, own, foreign):
+    open_page(page, own, refreshed_from(foreign.url + "/part"))
+    update(page)
+    failure = first_failure(page)
+    assert failure["target"] == "row-1"
+    assert failure["reason"] == "foreign-origin"
+    assert failure["url"] == foreign.url + "/part"
+    assert_untouched(page)
+    assert foreign.requests == []

@@ -1012,9 +1012,11 @@
      * another origin (whose HTML the page would never have shown). */
     target(element) {
       const problem = (reason, message) => {
-        this.app._error({ type: "error", code: "refresh", reason: reason, status: null, message: message }, true, [
-          element,
-        ]);
+        const error = { type: "error", code: "refresh", reason: reason, status: null, message: message };
+        if (reason !== "no-id") {
+          error.url = element.getAttribute(REFRESH_ATTR);
+        }
+        this.app._error(error, true, [element]);
         return null;
       };
       if (!element.id) {
