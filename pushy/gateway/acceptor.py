@@ -7,6 +7,11 @@ and, if its head is not complete yet, gets a read watcher and a deadline
 off alike). A complete head goes to the gateway's ``on_request``. So a
 handshake costs no greenlet and, in a reconnect storm, mostly no watcher.
 
+What heads still arriving may hold is bounded twice: one address may have
+``MAX_CONNECTIONS_PER_CLIENT`` of them (``Admission.hold_head``), and all of
+them together may hold ``MAX_HEAD_BYTES_READING`` bytes; past either, the
+request is answered ``503`` with ``Retry-After`` and closed at once.
+
 Out of file descriptors (or kernel memory), ``accept()`` fails until some
 connection closes. Instead of retrying at once, forever, the acceptor pauses
 (0.05 s, doubling up to 1 s while it lasts; waiting clients stay in the
@@ -24,6 +29,7 @@ from typing import Any
 import gevent
 from gevent.socket import wait_write
 
+from pushy.gateway.admission import over_limit
 from pushy.gateway.handshake import MAX_HEAD, Refusal, head_end
 from pushy.gateway.logs import Throttled
 
@@ -34,6 +40,10 @@ OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.E
 # Connections accepted per wake-up, so a storm of them cannot starve the loop.
 ACCEPT_BATCH = 256
 HEAD_READ = 4096
+# The most bytes the request heads still arriving may hold together (a head
+# holds at most MAX_HEAD, 64 KiB): 256 whole heads, or thousands of the usual
+# ones, which arrive whole with their first read and are never counted here.
+MAX_HEAD_BYTES_READING = 16 * 1024 * 1024
 _READ = 1
 
 
@@ -54,9 +64,11 @@ class Acceptor:
         self.address = self.sock.getsockname()
         self.watcher = self.loop.io(self.sock.fileno(), _READ)
         self.pending: set[PendingRequest] = set()
+        self.head_bytes = 0  # what the heads in self.pending hold together
         self.pause = self.min_pause
         self._timer: Any = None
         self._log_pause = Throttled(logger)
+        self._log_heads = Throttled(logger)
 
     def start(self) -> None:
         self.watcher.start(self._accept)
@@ -120,7 +132,9 @@ class Acceptor:
 class PendingRequest:
     """A new connection until its request's head is in."""
 
-    __slots__ = ("acceptor", "sock", "remote_addr", "buffer", "watcher", "timer")
+    __slots__ = (
+        "acceptor", "sock", "remote_addr", "buffer", "watcher", "timer", "client",
+    )  # fmt: skip
 
     def __init__(self, acceptor: Acceptor, sock: _socket.socket, address: Any) -> None:
         self.acceptor = acceptor
@@ -129,16 +143,27 @@ class PendingRequest:
         self.buffer = b""
         self.watcher: Any = None
         self.timer: Any = None
+        self.client: str | None = None  # what Admission.hold_head counted it as
 
     def start(self) -> None:
         if self._read():
             return
-        loop = self.acceptor.loop
+        # The head is not all in: it waits, and counts while it does.
+        acceptor = self.acceptor
+        gateway = acceptor.gateway
+        try:
+            self.client = gateway.admission.hold_head(self.remote_addr)
+        except Refusal as refusal:
+            self._refuse(refusal)
+            return
+        loop = acceptor.loop
         self.watcher = loop.io(self.sock.fileno(), _READ)
         self.watcher.start(self._readable)
-        self.timer = loop.timer(self.acceptor.gateway.limits.handshake_timeout)
+        self.timer = loop.timer(gateway.limits.handshake_timeout)
         self.timer.start(self.drop)
-        self.acceptor.pending.add(self)
+        acceptor.pending.add(self)
+        acceptor.head_bytes += len(self.buffer)
+        self._check_bytes()
 
     def _readable(self) -> None:
         try:
@@ -159,10 +184,14 @@ class PendingRequest:
         if not chunk:
             self.drop()
             return True
+        searched = len(self.buffer)
         self.buffer += chunk
-        end = head_end(self.buffer)
+        if self.watcher is not None:
+            self.acceptor.head_bytes += len(chunk)
+        # Only where the new bytes may complete the empty line (at most 4 bytes).
+        end = head_end(self.buffer, max(0, searched - 3))
         if end < 0 and len(self.buffer) <= MAX_HEAD:
-            return False
+            return self.watcher is not None and self._check_bytes()
         if end < 0 or end > MAX_HEAD:
             self._stop_waiting()
             refusal = Refusal("431 Request Header Fields Too Large", "head too long")
@@ -170,6 +199,7 @@ class PendingRequest:
             return True
         self._stop_waiting()
         head, rest = self.buffer[:end], self.buffer[end:]
+        self.buffer = b""
         try:
             self.acceptor.gateway.on_request(self.sock, head, rest, self.remote_addr)
         except Exception:
@@ -178,11 +208,41 @@ class PendingRequest:
             self.sock.close()
         return True
 
+    def _check_bytes(self) -> bool:
+        """Refuse this request if the heads being read hold too much; True if so."""
+        acceptor = self.acceptor
+        if acceptor.head_bytes <= MAX_HEAD_BYTES_READING:
+            return False
+        acceptor._log_heads.log(
+            logging.WARNING,
+            "refusing requests (503): the heads being read hold %d bytes, "
+            "MAX_HEAD_BYTES_READING is %d",
+            acceptor.head_bytes,
+            MAX_HEAD_BYTES_READING,
+        )
+        self._refuse(over_limit("the gateway is busy"))
+        return True
+
+    def _refuse(self, refusal: Refusal) -> None:
+        """Answer 503 and close, without reading the rest of the head."""
+        self._stop_waiting()
+        self.acceptor.gateway.stats.handshakes_refused += 1
+        answer_and_close(self.sock, refusal.response())
+
     def _stop_waiting(self) -> None:
+        """Stop reading: uncount this head (it is in, or it is dropped)."""
         if self.watcher is not None:
             self.watcher.close()
             self.timer.close()
-            self.acceptor.pending.discard(self)
+            self.watcher = self.timer = None
+            acceptor = self.acceptor
+            acceptor.pending.discard(self)
+            acceptor.head_bytes -= len(self.buffer)
+            acceptor.gateway.admission.release_head(self.client)
+            self.client = None
+        elif self.client is not None:  # refused before it waited
+            self.acceptor.gateway.admission.release_head(self.client)
+            self.client = None
 
     def drop(self) -> None:
         """Close without an answer: the client left, or took too long."""

@@ -7,6 +7,10 @@ the limit, a further handshake still gets its socket, is read and answered
 ``MAX_CONNECTIONS_PER_CLIENT`` bounds what one client address holds, so one
 host cannot take the whole process. The address is the TCP peer's, or, when
 the peer is one of ``TRUSTED_PROXIES``, the one its forwarding headers give.
+Connections whose request head is still arriving are bounded per peer
+address by the same number (``hold_head``), so half-sent heads cannot pile up
+from one host; a trusted proxy's are not counted (its clients count once their
+heads are in).
 
 The rules and the formula are documented in docs/settings.md and
 docs/decisions.md.
@@ -216,6 +220,7 @@ class Admission:
         self.trusted = trusted
         self.open = 0
         self.by_client: dict[str, int] = {}
+        self.heads_by_client: dict[str, int] = {}
         self._log_full = Throttled(logger)
         self._log_client = Throttled(logger)
 
@@ -275,6 +280,48 @@ class Admission:
         self.open -= 1
         if key is None or self.per_client is None:
             return
-        held = self.by_client.pop(key) - 1
-        if held:
-            self.by_client[key] = held
+        _uncount(self.by_client, key)
+
+    def hold_head(self, remote_addr: str) -> str | None:
+        """Count a connection whose request head is still arriving, by its
+        peer's address; the key to give ``release_head()``, or Refusal (503)
+        when that address has ``MAX_CONNECTIONS_PER_CLIENT`` heads being read.
+
+        Heads count apart from WebSockets: any request (a ``/health`` too) may
+        be accepted before its first bytes arrive, and must not be refused
+        because its address holds its WebSockets. None (not counted): no
+        per-client limit, a peer with no IP (a Unix socket), or a trusted
+        proxy, whose clients are only known from their heads.
+        """
+        if self.per_client is None:
+            return None
+        peer = parse_address(remote_addr) if remote_addr else None
+        if peer is None or self.trusted.trusts(peer):
+            return None
+        key = client_key(peer)
+        held = self.heads_by_client.get(key, 0)
+        if held >= self.per_client:
+            self.stats.refused_per_client += 1
+            self._log_client.log(
+                logging.WARNING,
+                "refusing requests (503) from %s: %d of its request heads are "
+                "being read, MAX_CONNECTIONS_PER_CLIENT is %d",
+                key,
+                held,
+                self.per_client,
+            )
+            raise over_limit("too many connections from your address")
+        self.heads_by_client[key] = held + 1
+        return key
+
+    def release_head(self, key: str | None) -> None:
+        """Uncount a head that ``hold_head()`` returned ``key`` for (it is in,
+        or its connection ended)."""
+        if key is not None:
+            _uncount(self.heads_by_client, key)
+
+
+def _uncount(counts: dict[str, int], key: str) -> None:
+    held = counts.pop(key) - 1
+    if held:
+        counts[key] = held

@@ -151,10 +151,16 @@ class Connection:
         self._handle_messages()
 
     def _handle_messages(self) -> None:
-        """Handle the complete messages received, in order, until one must wait."""
+        """Handle the complete messages received, in order, until one must wait.
+
+        Every frame costs a token: a message that came in n fragments costs n
+        (the parser counts the continuation frames), so fragmenting cannot
+        make the parsing a client causes free of the rate limit.
+        """
+        parser = self.parser
         while not self.paused and not self.finished and not self._out_of_tokens():
             try:
-                message = self.parser.next_message()
+                message = parser.next_message()
             except frames.ProtocolError as e:
                 self.gateway.stats.errors += 1
                 self.close(e.code, e.reason)
@@ -165,6 +171,9 @@ class Connection:
             # Seen when handled, not when read: a paused client's pong counts.
             self.last_seen = time.monotonic()
             self.tokens -= 1
+            if parser.extra_frames:
+                self.tokens -= parser.extra_frames
+                parser.extra_frames = 0
             if not self._on_message(*message):
                 self._stop_reading()
                 return

@@ -36,6 +36,13 @@ CLOSE_TOO_SLOW = 4008
 # 1015 are reserved for reporting and never appear on the wire.
 _SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011})
 _MAX_CONTROL_PAYLOAD = 125
+# The most frames one message may come in. Fragments cost the gateway per frame
+# (parsing, a rate-limit token each), not per byte, so a message of endless
+# empty fragments would otherwise be free to send and never end; past it the
+# client is closed with 1009, as for a message over MAX_MESSAGE_BYTES. Browsers
+# never fragment what they send; a client that does, in pieces of 64 bytes or
+# more, stays below it at the default MAX_MESSAGE_BYTES.
+MAX_FRAGMENTS = 1024
 
 
 class ProtocolError(Exception):
@@ -106,19 +113,31 @@ class FrameParser:
     messages with ``next_message()``; nothing waits. ``max_message`` bounds a
     whole message: the fragments of one message are counted together, and a
     frame whose header announces more is refused as soon as its header is in,
-    before any of its payload is kept. An idle parser holds no bytes.
+    before any of its payload is kept. A fragmented message is reassembled in
+    one bytearray, so what it holds is its payload bytes, whatever the number
+    of fragments (never a list entry per fragment), and it may have at most
+    ``MAX_FRAGMENTS`` of them. An idle parser holds no bytes.
+
+    ``extra_frames`` counts the continuation frames parsed since the owner last
+    took it: a message of n frames is one message and n - 1 extra frames, which
+    the connection charges to its rate limit (every frame costs a token).
     """
 
-    __slots__ = ("max_message", "_buffer", "_pos", "_opcode", "_parts", "_pending")
+    __slots__ = (
+        "max_message", "extra_frames", "_buffer", "_pos", "_opcode", "_message",
+        "_pending", "_fragments",
+    )  # fmt: skip
 
     def __init__(self, max_message: int) -> None:
         self.max_message = max_message
+        self.extra_frames = 0
         self._buffer = b""
         self._pos = 0  # where the next frame starts in _buffer
         # The message being reassembled: a control frame may come between fragments.
         self._opcode: int | None = None
-        self._parts: list[bytes] = []
-        self._pending = 0
+        self._message = bytearray()
+        self._pending = 0  # len(self._message), kept for the check of each header
+        self._fragments = 0
 
     def feed(self, data: bytes) -> None:
         """Add received bytes (copied: the caller may reuse its buffer)."""
@@ -147,13 +166,20 @@ class FrameParser:
             if (opcode == OP_CONTINUATION) != (self._opcode is not None):
                 raise ProtocolError(CLOSE_PROTOCOL_ERROR, "bad fragmentation")
             if fin and self._opcode is None:
-                return opcode, _checked(opcode, payload)
-            self._opcode = self._opcode if self._opcode is not None else opcode
-            self._parts.append(payload)
+                return opcode, _checked(opcode, payload)  # the common case
+            if self._opcode is None:
+                self._opcode = opcode
+            else:
+                self.extra_frames += 1
+            self._fragments += 1
+            if self._fragments > MAX_FRAGMENTS:
+                raise ProtocolError(CLOSE_TOO_BIG, "too many fragments")
+            self._message += payload
             self._pending += len(payload)
             if fin:
-                opcode, message = self._opcode, b"".join(self._parts)
-                self._opcode, self._parts, self._pending = None, [], 0
+                opcode, message = self._opcode, bytes(self._message)
+                self._opcode, self._message = None, bytearray()
+                self._pending = self._fragments = 0
                 return opcode, _checked(opcode, message)
 
     def _next_frame(self) -> tuple[bool, int, bytes] | None:

@@ -107,9 +107,10 @@ MAX_HEADERS = 100
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 
 
-def head_end(buffer: bytes) -> int:
-    """Where the head in ``buffer`` ends (after its empty line), or -1."""
-    found = _HEAD_END.search(buffer)
+def head_end(buffer: bytes, start: int = 0) -> int:
+    """Where the head in ``buffer`` ends (after its empty line), or -1;
+    ``start``: where to look from (a head read in pieces is searched once)."""
+    found = _HEAD_END.search(buffer, start)
     return found.end() if found else -1
 
 

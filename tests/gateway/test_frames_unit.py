@@ -72,6 +72,52 @@ def test_parser_counts_the_fragments_of_one_message_together():
     assert info.value.code == frames.CLOSE_TOO_BIG
 
 
+def test_empty_fragments_hold_nothing_and_are_capped():
+    """Issue 21: each empty fragment kept an 8-byte list entry, without end."""
+    parser = frames.FrameParser(max_message=10)
+    parser.feed(frame(frames.OP_TEXT, b"a", fin=False))
+    parser.feed(
+        frame(frames.OP_CONTINUATION, b"", fin=False) * (frames.MAX_FRAGMENTS - 1)
+    )
+    assert parser.next_message() is None
+    assert parser.buffered == 1  # the one payload byte; no per-fragment entry
+    parser.feed(frame(frames.OP_CONTINUATION, b"", fin=False))
+    with pytest.raises(frames.ProtocolError) as info:
+        parser.next_message()
+    assert (info.value.code, info.value.reason) == (
+        frames.CLOSE_TOO_BIG,
+        "too many fragments",
+    )
+
+
+def test_a_message_of_max_fragments_is_accepted_and_its_frames_counted():
+    parser = frames.FrameParser(max_message=10)
+    parser.feed(frame(frames.OP_TEXT, b"a", fin=False))
+    parser.feed(
+        frame(frames.OP_CONTINUATION, b"", fin=False) * (frames.MAX_FRAGMENTS - 2)
+    )
+    parser.feed(frame(frames.OP_PING, b"p"))
+    parser.feed(frame(frames.OP_CONTINUATION, b"b"))
+    assert parser.next_message() == (frames.OP_PING, b"p")
+    assert parser.next_message() == (frames.OP_TEXT, b"ab")
+    # Every frame beyond one per message, for the rate limit.
+    assert parser.extra_frames == frames.MAX_FRAGMENTS - 1
+    assert parser.buffered == 0
+    # The count starts again with the next message.
+    parser.feed(
+        frame(frames.OP_TEXT, b"c", fin=False) + frame(frames.OP_CONTINUATION, b"d")
+    )
+    assert parser.next_message() == (frames.OP_TEXT, b"cd")
+    assert parser.extra_frames == frames.MAX_FRAGMENTS
+
+
+def test_a_single_frame_message_counts_no_extra_frame():
+    parser = parser_with(frame(frames.OP_TEXT, b"x") + frame(frames.OP_PING, b""))
+    assert parser.next_message() == (frames.OP_TEXT, b"x")
+    assert parser.next_message() == (frames.OP_PING, b"")
+    assert parser.extra_frames == 0
+
+
 def test_parser_waits_for_a_frame_cut_anywhere():
     data = frame(frames.OP_TEXT, b"x" * 300) + frame(frames.OP_TEXT, "é".encode())
     parser = frames.FrameParser(max_message=1000)
