@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -169,6 +170,14 @@ RESYNC_SUFFIX = ":resync"
 def resync_channel() -> str:
     """Where the capture process asks gateways to tell their clients to resync."""
     return conf.get("CHANNEL_PREFIX") + RESYNC_SUFFIX
+
+
+def resync_request(models: Iterable[str], reasons: Iterable[str]) -> str:
+    """A resync request's body: the models, and why (each reason once, in order)."""
+    reason = "; ".join(dict.fromkeys(reasons))
+    return json.dumps(
+        {"models": sorted(models), "reason": reason}, separators=(",", ":")
+    )
 
 
 EXPLAIN_SUFFIX = ":explain"

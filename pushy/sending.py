@@ -43,7 +43,6 @@ from __future__ import annotations
 import atexit
 import collections
 import itertools
-import json
 import logging
 import os
 import select
@@ -61,7 +60,7 @@ from redis.retry import Retry
 
 from pushy import conf, refusals, versions
 from pushy.exceptions import PublishError
-from pushy.messages import Refusal, Update, resync_channel
+from pushy.messages import Refusal, Update, resync_channel, resync_request
 from pushy.redis_clients import client_from_url, out_of_memory, redacted
 
 logger = logging.getLogger(__name__)
@@ -194,10 +193,7 @@ class _Loss:
         self.floor = self.floor or other.floor
 
     def body(self) -> str:
-        return json.dumps(
-            {"models": sorted(self.models), "reason": "; ".join(sorted(self.reasons))},
-            separators=(",", ":"),
-        )
+        return resync_request(self.models, sorted(self.reasons))
 
 
 class _Attempt:
@@ -717,8 +713,9 @@ class Sender:
             self.lose_after = time.monotonic() + LOSE_INTERVAL
             if loss.floor and self.writes_ok:
                 channel = resync_channel() if loss.publish else ""
-                command = ("EVAL", versions.LOSE_SCRIPT, 1, versions.book_key(), "")
-                attempt.add((*command, channel, loss.body()), ("lose", loss, True))
+                args = versions.lose_args(None, channel, loss.body())
+                command = ("EVAL", versions.LOSE_SCRIPT, 1, versions.book_key(), *args)
+                attempt.add(command, ("lose", loss, True))
             else:
                 command = ("PUBLISH", resync_channel(), loss.body())
                 attempt.add(command, ("lose", loss, False))

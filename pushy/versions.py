@@ -208,6 +208,12 @@ def lookup_args(urls: list[str], horizon: int | None = None) -> list:
     return [JUMP, horizon or 0, MAX_AHEAD, *urls]
 
 
+def lose_args(expected: int | None = None, channel: str = "", body: str = "") -> list:
+    """ARGV for LOSE_SCRIPT (KEYS: ``book_key()``): the floor the caller saw
+    (None: any), and the resync request to publish (no channel: none)."""
+    return ["" if expected is None else expected, channel, body]
+
+
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
     """What Redis said about some URLs' versions at one instant."""

@@ -21,7 +21,6 @@ subscribing there resyncs anyway.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -29,7 +28,7 @@ from collections.abc import Mapping
 import redis
 
 from pushy import publisher, versions
-from pushy.messages import resync_channel
+from pushy.messages import resync_channel, resync_request
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +48,7 @@ def refuses_scripts(error: redis.ResponseError) -> bool:
 
 def body(owed: Mapping[str, str]) -> str:
     """The request: the models, and why (each reason once, in first-owed order)."""
-    reasons = "; ".join(dict.fromkeys(owed.values()))
-    return json.dumps(
-        {"models": sorted(owed), "reason": reasons}, separators=(",", ":")
-    )
+    return resync_request(owed, owed.values())
 
 
 class Resyncs:
@@ -98,7 +94,8 @@ class Resyncs:
         script = client.register_script(versions.LOSE_SCRIPT)
         try:
             floor = script(
-                keys=[versions.book_key()], args=["", channel, body(self.owed)]
+                keys=[versions.book_key()],
+                args=versions.lose_args(None, channel, body(self.owed)),
             )
         except redis.ResponseError as e:
             self._refused(client, e)

@@ -160,9 +160,7 @@ class VersionBook:
                 versions.LOSE_SCRIPT,
                 1,
                 versions.book_key(),
-                "" if expected is None else expected,
-                "",
-                "",
+                *versions.lose_args(expected),
             )
             # Connected clients missed nothing (Redis still took PUBLISH): the
             # new floor is for pages that come back, not a reason to resync.
