@@ -173,6 +173,8 @@ def test_one_commit_is_one_round_trip(published):
     published.next()
     sender = sending.get()
     before = sender.stats["attempts"]
+    # The process's one sender outlives tests: count this test's failures only.
+    failures = sender.stats["failures"]
     with mock.patch.object(
         redis.connection.Connection,
         "send_packed_command",
@@ -185,7 +187,7 @@ def test_one_commit_is_one_round_trip(published):
     assert sender.stats["attempts"] - before == 1
     assert send.call_count == 1
     assert [body["pk"] for body in published.bodies(3)] == [s.pk for s in shots]
-    assert sender.stats["failures"] == 0
+    assert sender.stats["failures"] == failures
 
 
 def test_notify_many_on_a_queryset(published):
