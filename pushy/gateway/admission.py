@@ -259,21 +259,29 @@ class Admission:
             )
             raise over_limit("the gateway is at its connection limit")
         if key is not None and self.per_client is not None:
-            held = self.by_client.get(key, 0)
-            if held >= self.per_client:
-                self.stats.refused_per_client += 1
-                self._log_client.log(
-                    logging.WARNING,
-                    "refusing WebSocket handshakes (503) from %s: it holds %d "
-                    "connections, MAX_CONNECTIONS_PER_CLIENT is %d",
-                    key,
-                    held,
-                    self.per_client,
-                )
-                raise over_limit("too many connections from your address")
-            self.by_client[key] = held + 1
+            self._count_client(
+                self.by_client, key, "WebSocket handshakes", "it holds %d connections"
+            )
         self.open += 1
         return key
+
+    def _count_client(self, counts: dict, key: str, what: str, held_as: str) -> None:
+        """Count one more for ``key`` in ``counts``, or refuse (503) at the
+        per-client limit, logged (``what`` is refused; ``held_as`` says what
+        the address holds, with a %d)."""
+        held = counts.get(key, 0)
+        if held >= self.per_client:
+            self.stats.refused_per_client += 1
+            self._log_client.log(
+                logging.WARNING,
+                f"refusing {what} (503) from %s: {held_as}, "
+                "MAX_CONNECTIONS_PER_CLIENT is %d",
+                key,
+                held,
+                self.per_client,
+            )
+            raise over_limit("too many connections from your address")
+        counts[key] = held + 1
 
     def release(self, key: str | None) -> None:
         """Uncount a WebSocket that ``admit()`` returned ``key`` for."""
@@ -299,19 +307,12 @@ class Admission:
         if peer is None or self.trusted.trusts(peer):
             return None
         key = client_key(peer)
-        held = self.heads_by_client.get(key, 0)
-        if held >= self.per_client:
-            self.stats.refused_per_client += 1
-            self._log_client.log(
-                logging.WARNING,
-                "refusing requests (503) from %s: %d of its request heads are "
-                "being read, MAX_CONNECTIONS_PER_CLIENT is %d",
-                key,
-                held,
-                self.per_client,
-            )
-            raise over_limit("too many connections from your address")
-        self.heads_by_client[key] = held + 1
+        self._count_client(
+            self.heads_by_client,
+            key,
+            "requests",
+            "%d of its request heads are being read",
+        )
         return key
 
     def release_head(self, key: str | None) -> None:
