@@ -23,6 +23,8 @@ setup(
         "Django>=4.2",
         "gevent>=23.9",
         "redis>=5.0",
+        # The gateway's title in ps/top (docs/decisions.md, "Process titles").
+        "setproctitle>=1.3",
     ],
     # psycopg 3, for manage.py pushy_capture (PostgreSQL change capture).
     extras_require={"postgres": ["psycopg[binary]>=3.2"]},

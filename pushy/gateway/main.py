@@ -12,6 +12,7 @@ import logging
 import sys
 
 from pushy.console import show_info
+from pushy.proctitle import listening_on, set_title
 
 # track_greenlet_tree off: gevent would otherwise walk and keep the spawning
 # stack of every greenlet (a cost on each spawn, and thousands of frame
@@ -31,11 +32,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--port", type=int)
     parser.add_argument("--unix")
     parser.add_argument("--fd", type=int, help="serve this inherited listening socket")
+    parser.add_argument("--worker", type=int, help="this worker's number (--workers)")
     return parser.parse_args(argv)
 
 
 def run(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    set_title(_title(args))
     import django
 
     django.setup()
@@ -54,3 +57,9 @@ def run(argv: list[str] | None = None) -> None:
         logger.error("pushy gateway cannot listen on %s: %s", where, e)
         sys.exit(1)
     sys.exit(Gateway(sock).serve())
+
+
+def _title(args: argparse.Namespace) -> str:
+    if args.worker is not None:
+        return f"runpushy worker {args.worker}"
+    return f"runpushy {listening_on(args.host, args.port, args.unix)}"

@@ -66,12 +66,13 @@ class Worker:
 class Supervisor:
     """Starts the workers, replaces any that dies, stops them all on a signal.
 
-    ``command(fd)`` gives the argv of a worker serving the listening socket ``fd``.
+    ``command(fd, number)`` gives the argv of worker ``number`` serving the
+    listening socket ``fd``.
     """
 
     def __init__(
         self,
-        command: Callable[[int], list[str]],
+        command: Callable[[int, int], list[str]],
         env: dict[str, str],
         sockets: list[socket.socket],
         count: int,
@@ -106,7 +107,9 @@ class Supervisor:
 
     def _start(self, worker: Worker) -> None:
         fd = worker.sock.fileno()
-        worker.proc = subprocess.Popen(self.command(fd), env=self.env, pass_fds=[fd])
+        worker.proc = subprocess.Popen(
+            self.command(fd, worker.number), env=self.env, pass_fds=[fd]
+        )
         worker.started = time.monotonic()
 
     def _reap_one(self) -> None:

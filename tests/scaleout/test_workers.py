@@ -97,3 +97,17 @@ def test_sigterm_stops_every_worker(workers):
     assert time.monotonic() - started < 3 + 5  # SHUTDOWN_TIMEOUT + the kill margin
     assert not any(alive(pid) for pid in pids)
     assert "all workers stopped" in workers.output()
+
+
+def command_line(pid: int) -> str:
+    """What ps shows as a process's command line."""
+    with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+        return cmdline.read().replace(b"\0", b" ").decode().strip()
+
+
+def test_ps_names_the_supervisor_and_its_workers(workers):
+    assert command_line(workers.pid) == (
+        f"runpushy supervisor of 2 workers 127.0.0.1:{workers.port}"
+    )
+    titles = sorted(command_line(pid) for pid in workers.worker_pids())
+    assert titles == ["runpushy worker 0", "runpushy worker 1"]

@@ -49,6 +49,7 @@ class Command(BaseCommand):
     def _supervise(self, host, port, unix, workers):
         from pushy.console import show_info
         from pushy.gateway.workers import Supervisor, listening_sockets
+        from pushy.proctitle import listening_on, set_title
 
         show_info("pushy")
 
@@ -58,9 +59,14 @@ class Command(BaseCommand):
             raise CommandError(
                 f"cannot listen on {unix or f'{host}:{port}'}: {e}"
             ) from e
+        set_title(
+            f"runpushy supervisor of {workers} workers {listening_on(host, port, unix)}"
+        )
         env = _gateway_env()
         supervisor = Supervisor(
-            command=lambda fd: _gateway_command(["--fd", str(fd)]),
+            command=lambda fd, number: _gateway_command(
+                ["--fd", str(fd), "--worker", str(number)]
+            ),
             env=env,
             sockets=sockets,
             count=workers,
