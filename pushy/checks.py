@@ -19,6 +19,7 @@ from django.core.checks import register as register_check
 from django.utils.module_loading import import_string
 
 from pushy import conf
+from pushy.object_urls import url_method
 from pushy.redis_clients import SENTINEL_SCHEMES, parse_sentinel_url
 
 ID = "pushy.E{:03d}"
@@ -127,13 +128,14 @@ def _model_label(label: Any) -> Iterator[Error]:
             "INSTALLED_APPS.",
         )
         return
-    if not callable(getattr(model, "get_api_url", None)):
+    if url_method(model) is None:
         yield _error(
             5,
-            f"PUSHY_SETTINGS['MODELS'] names {label!r}, but {model.__name__} has no "
-            "get_api_url() method.",
-            hint="pushy uses the URL get_api_url() returns as the subscription key: "
-            "add the method to the model.",
+            f"PUSHY_SETTINGS['MODELS'] names {label!r}, but {model.__name__} has "
+            "neither get_api_url() nor get_absolute_url().",
+            hint="pushy uses the object's URL as the subscription key: add "
+            "get_absolute_url() (or get_api_url(), which wins) to the model; any URL "
+            "whose GET answers 2xx to those who may see the object will do.",
         )
 
 

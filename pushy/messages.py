@@ -11,13 +11,13 @@ import dataclasses
 import json
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
 from pushy import conf
 from pushy.exceptions import InvalidUpdate
+from pushy.object_urls import a_type, collection_url, object_url
 
 CREATE = "create"
 UPDATE = "update"
@@ -193,43 +193,6 @@ def explain_reply_prefix() -> str:
     return conf.get("CHANNEL_PREFIX") + EXPLAIN_SUFFIX + ":reply:"
 
 
-def parent_url(url: str) -> str | None:
-    """The collection an object URL sits in: ``/api/shot/3/`` -> ``/api/shot/``."""
-    parts = urlsplit(url)
-    path = parts.path.rstrip("/")
-    if "/" not in path:
-        return None
-    parent = path.rsplit("/", 1)[0] + "/"
-    if parent == "/":
-        return None
-    return urlunsplit((parts.scheme, parts.netloc, parent, "", ""))
-
-
-def collection_url(instance: models.Model, url: str) -> str | None:
-    """The collection ``instance`` belongs to: ``get_api_list_url()`` or the parent."""
-    get_list_url = getattr(instance, "get_api_list_url", None)
-    if callable(get_list_url):
-        return _returned(instance, "get_api_list_url", get_list_url(), optional=True)
-    return parent_url(url)
-
-
-def _returned(
-    instance: models.Model, method: str, value: Any, optional: bool = False
-) -> str | None:
-    """``value`` if it is a str (or None when ``optional``); else InvalidUpdate."""
-    if isinstance(value, str) or (optional and value is None):
-        return value
-    expected = "a str or None" if optional else "a str"
-    raise InvalidUpdate(
-        f"{model_label(instance)}.{method}() returned {_a(value)}, not {expected}"
-    )
-
-
-def _a(value: Any) -> str:
-    name = _type_name(value)
-    return name if name == "None" else f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
-
-
 def _json_pk(pk: Any) -> Any:
     # JSON keeps ints and strings as they are; UUIDs and others travel as text.
     if isinstance(pk, (int, str)) and not isinstance(pk, bool):
@@ -246,7 +209,7 @@ def _data(instance: models.Model) -> dict[str, Any] | None:
         return None
     where = f"{model_label(instance)}.get_pushy_data()"
     if not isinstance(value, dict):
-        raise InvalidUpdate(f"{where} returned {_a(value)}, not a dict")
+        raise InvalidUpdate(f"{where} returned {a_type(value)}, not a dict")
     # Round trip now, so dates and decimals are fixed as they were at save time.
     try:
         text = json.dumps(value, cls=DjangoJSONEncoder, allow_nan=False)
@@ -281,7 +244,8 @@ def build_update(instance: models.Model, event: str) -> Update:
     Raises InvalidUpdate, naming the model and the method, when a method returns
     something that cannot be published; a method that raises lets it through.
     """
-    url, collection = _urls(instance)
+    url = object_url(instance)
+    collection = collection_url(instance, url)
     update = Update(
         url=url,
         event=event,
@@ -327,7 +291,8 @@ def build_or_refuse(instance: models.Model, event: str) -> Update | Refusal:
     """
     label, pk = model_label(instance), _json_pk(instance.pk)
     try:
-        url, collection = _urls(instance)
+        url = object_url(instance)
+        collection = collection_url(instance, url)
         bare = Update(url=url, event=event, model=label, pk=pk, collection=collection)
     except Exception as e:
         return Refusal(URL_FAILED, label, pk, event, e)
@@ -358,15 +323,3 @@ def _bare(update: Update) -> Update | None:
     except InvalidUpdate:
         return None
     return bare
-
-
-def _urls(instance: models.Model) -> tuple[str, str | None]:
-    get_api_url = getattr(instance, "get_api_url", None)
-    if not callable(get_api_url):
-        raise InvalidUpdate(
-            f"{model_label(instance)} has no get_api_url() method: add one that "
-            "returns the object's API URL (pushy's subscription key), or take the "
-            "model out of PUSHY_SETTINGS['MODELS']"
-        )
-    url = _returned(instance, "get_api_url", get_api_url())
-    return url, collection_url(instance, url)

@@ -1,4 +1,5 @@
 import pytest
+from django.conf import settings
 from django.core.checks import run_checks
 from django.test import override_settings
 
@@ -202,3 +203,10 @@ def test_wildcard_in_allowed_origins_warns():
     (warning,) = pushy_errors(ALLOWED_ORIGINS=["*"])
     assert warning.id == "pushy.W002"
     assert "ALLOWED_ORIGINS" in warning.hint
+
+
+def test_a_model_with_get_absolute_url_alone_needs_nothing_more():
+    models = [*settings.PUSHY_SETTINGS["MODELS"], "testapp.product"]
+    pushy = {**settings.PUSHY_SETTINGS, "MODELS": models}
+    with override_settings(PUSHY_SETTINGS=pushy):
+        assert not [e for e in run_checks() if e.id == "pushy.E005"]

@@ -169,7 +169,7 @@ def test_a_model_without_get_api_url_is_explained_once_and_counted(
         # and counted in a line the sender thread writes when it is over.
         first = errors(caplog)[0]
         assert first.startswith("pushy refused the create of testapp.shot pk=")
-        assert "has no get_api_url() method: add one" in first
+        assert "has neither get_api_url() nor get_absolute_url(): add one" in first
         assert "PUSHY_SETTINGS['MODELS']" in first
         line = wait_for(caplog, "pushy refused 11 more updates of testapp.shot")
     assert "(url_failed) in the last" in line and "left out of the log" in line

@@ -31,9 +31,16 @@ def render(source: str, **context) -> str:
 
 
 def elements(source: str, **context) -> list[tuple[str, dict]]:
+    """The start tags rendered, but for the client's script (tested apart)."""
     parser = Elements()
     parser.feed(render(source, **context))
-    return parser.found
+    return [(tag, attributes) for tag, attributes in parser.found if tag != "script"]
+
+
+def scripts(html: str) -> list[dict]:
+    parser = Elements()
+    parser.feed(html)
+    return [attributes for tag, attributes in parser.found if tag == "script"]
 
 
 @pytest.fixture
@@ -44,7 +51,7 @@ def no_version(monkeypatch):
 def test_an_instance_gets_its_api_url_an_id_and_a_refresh(no_version):
     html = render("{% pushy_live shot %}<b>{{ shot.title }}</b>{% endpushy_live %}",
                   shot=Shot(pk=3, title="Dawn"))  # fmt: skip
-    assert html == (
+    assert html.split("</script>", 1)[1] == (
         '<div id="pushy-testapp-shot-3" data-pushy-url="/api/shot/3/" '
         "data-pushy-refresh><b>Dawn</b></div>"
     )
@@ -126,12 +133,12 @@ def test_the_body_is_rendered_with_the_context(no_version):
 @pytest.mark.parametrize(
     "source, message",
     [
-        ("{% pushy_live %}{% endpushy_live %}", "needs a model instance or a URL"),
+        ("{% pushy_live %}{% endpushy_live %}", "a QuerySet or a URL"),
         ("{% pushy_live url 3 %}{% endpushy_live %}", "keyword options"),
         ('{% pushy_live url tag="img" %}{% endpushy_live %}', "void element"),
         ('{% pushy_live url tag="a b" %}{% endpushy_live %}', "not a tag name"),
         ("{% pushy_live nothing %}{% endpushy_live %}", "URL is empty"),
-        ("{% pushy_live 3 %}{% endpushy_live %}", "get_api_url() or a URL"),
+        ("{% pushy_live 3 %}{% endpushy_live %}", "a model class or a URL string"),
         ('{% pushy_live "" %}{% endpushy_live %}', "URL is empty"),
         ("{% pushy_live url %}", "endpushy_live"),
     ],
@@ -173,3 +180,72 @@ def test_the_version_comes_from_redis_and_is_0_without_it(settings):
     [(_, attributes)] = elements("{% pushy_live '/x/' %}{% endpushy_live %}")
     # Below every epoch: the element resyncs (refreshes) once it subscribes.
     assert attributes["data-pushy-version"] == "0"
+
+
+@pytest.mark.django_db
+def test_a_queryset_or_a_model_subscribes_to_its_collection_none_included(
+    no_version,
+):
+    from tests.testapp.models import Product
+
+    source = "{% pushy_live products tag='ul' %}{% endpushy_live %}"
+    for products in (Product.objects.all(), Product):
+        [(tag, attributes)] = elements(source, products=products)
+        assert tag == "ul"
+        assert attributes["data-pushy-url"] == "/products/"
+        assert attributes["id"] == "pushy-products"
+
+
+@pytest.mark.django_db
+def test_a_list_whose_collection_cannot_be_told_says_what_to_add(no_version):
+    from tests.testapp.models import NoUrl
+
+    with pytest.raises(TemplateSyntaxError, match="add a get_api_list_url"):
+        render("{% pushy_live rows %}{% endpushy_live %}", rows=NoUrl.objects.all())
+
+
+@pytest.mark.django_db
+def test_an_instance_without_get_api_url_uses_its_absolute_url(no_version):
+    from tests.testapp.models import Product
+
+    [(_, attributes)] = elements(
+        "{% pushy_live product %}{% endpushy_live %}", product=Product(pk=4)
+    )
+    assert attributes["data-pushy-url"] == "/products/4/"
+    assert attributes["id"] == "pushy-testapp-product-4"
+
+
+def test_the_first_block_of_a_page_loads_the_client_once(no_version):
+    block = "{% pushy_live url %}{% endpushy_live %}"
+    html = render(block + block, url="/api/shot/")
+    [script] = scripts(html)
+    assert script["src"] == "/static/pushy/js/pushy.js"
+    assert "defer" in script and "data-pushy-autostart" in script
+    assert html.index("<script") < html.index("<div")
+
+
+def test_pushy_scripts_first_means_no_second_client(no_version):
+    html = render(
+        "{% pushy_scripts %}{% pushy_live url %}{% endpushy_live %}", url="/api/shot/"
+    )
+    [script] = scripts(html)
+    assert "defer" not in script
+
+
+def test_included_templates_share_the_one_client(no_version, settings):
+    from django.template import engines
+
+    engine = engines["django"].engine
+    settings.TEMPLATES = settings.TEMPLATES  # keep the engine's loaders
+    block = engine.from_string(
+        "{% load pushy_tags %}{% pushy_live url %}{% endpushy_live %}"
+    )
+    page = engine.from_string("{% include block %}{% include block %}")
+    html = page.render(Context({"block": block, "url": "/api/shot/"}))
+    assert len(scripts(html)) == 1
+    assert html.count("<div") == 2
+
+
+def test_a_csp_nonce_reaches_the_script_the_block_adds(no_version):
+    html = render("{% pushy_live url %}{% endpushy_live %}", url="/a/", csp_nonce="n1")
+    assert scripts(html)[0]["nonce"] == "n1"

@@ -4,7 +4,8 @@ import uuid
 import pytest
 
 from pushy.exceptions import InvalidUpdate
-from pushy.messages import Update, build_update, channel_name, parent_url
+from pushy.messages import Update, build_update, channel_name
+from pushy.object_urls import parent_url
 from tests.testapp.models import Note, Session, Shot
 
 

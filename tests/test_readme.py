@@ -65,7 +65,7 @@ def test_the_smallest_live_page_renders_as_pasted(monkeypatch):
     monkeypatch.setattr(pushy_tags, "current_version", lambda: None)
     snippet = [block for block in blocks("django") if "pushy_live shot" in block][0]
     lines = snippet.strip().splitlines()
-    assert len(lines) == 3  # the section's title counts them
+    assert len(lines) == 2  # the section's title counts them
     shot = Shot(pk=3, title="Dawn")
     shot.get_rating_display = lambda: "★★☆☆☆"
     html = engines["django"].from_string(snippet).render({"shot": shot})

@@ -10,6 +10,8 @@ urlpatterns = [
     path("api/note/<slug:slug>/", views.detail, name="note-detail"),
     path("api/note/", views.detail, name="note-list"),
     path("api/tag/<str:name>/", views.detail),
+    path("products/<int:pk>/", views.detail, name="product-detail"),
+    path("products/", views.detail, name="product-list"),
     path("api/doc/<int:pk>/", views.DocumentDetail.as_view(), name="document-detail"),
     path("api/doc/", views.DocumentList.as_view(), name="document-list"),
     path("api/own-doc/<int:pk>/", views.OwnDocumentDetail.as_view()),

@@ -8,7 +8,8 @@ inline scripts ('unsafe-inline') still works. When the template context has a
 
 ``{% pushy_live obj %}...{% endpushy_live %}`` wraps part of a page in an element
 that pushy.js keeps live by itself (``data-pushy-url`` and
-``data-pushy-refresh``, docs/client.md).
+``data-pushy-refresh``, docs/client.md); the first of a page loads the client,
+unless ``{% pushy_scripts %}`` came before.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ import re
 from typing import Any
 
 from django import template
+from django.db import models
+from django.template.loader import render_to_string
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from pushy import conf
+from pushy.exceptions import InvalidUpdate
+from pushy.object_urls import model_collection_url, object_url
 from pushy.rendering import current_version
 
 register = template.Library()
@@ -31,26 +36,55 @@ VOID_ELEMENTS = frozenset(
 )
 # The version read once per rendering, shared by every pushy_live of a page.
 VERSION_KEY = "pushy_live_version"
+# Set once a rendering has loaded the client ({% pushy_scripts %} or the first
+# {% pushy_live %}).
+CLIENT_KEY = "pushy_client_loaded"
 
 
 @register.inclusion_tag("pushy/scripts.html", takes_context=True)
 def pushy_scripts(context: template.Context) -> dict[str, Any]:
     """Render the client's ``<script>`` tag configured from ``PUSHY_SETTINGS``."""
+    _root(context)[CLIENT_KEY] = True
+    return _script_context(context)
+
+
+def _script_context(context: template.Context, defer: bool = False) -> dict[str, Any]:
     return {
         "socket_url": conf.get("SOCKET_SERVER"),
         "debug": "true" if conf.get("DEBUG") else "false",
         "csp_nonce": context.get("csp_nonce"),
+        "defer": defer,
     }
+
+
+def _root(context: template.Context) -> dict[str, Any]:
+    """What every template of one rendering shares, included ones too (the
+    render context's top is per template)."""
+    return context.render_context.dicts[0]
+
+
+def _client_once(context: template.Context) -> str:
+    """The client's script tag, unless this rendering has had it already.
+
+    Deferred: it runs once the page is parsed, when the elements it binds are
+    there. pushy.js starts once however many times it is loaded.
+    """
+    root = _root(context)
+    if root.get(CLIENT_KEY):
+        return ""
+    root[CLIENT_KEY] = True
+    return render_to_string("pushy/scripts.html", _script_context(context, True))
 
 
 @register.tag("pushy_live")
 def do_pushy_live(parser: template.base.Parser, token: template.base.Token) -> LiveNode:
     """``{% pushy_live target [tag=] [id=] [refresh=] [attr=value ...] %}``.
 
-    ``target`` is a model instance (its ``get_api_url()`` is subscribed to) or a
-    URL string (a collection, or any URL). The body is rendered inside an
-    element (``tag``, default ``div``) whose attributes make pushy.js refresh it
-    from the server when that URL changes:
+    ``target`` is a model instance (its URL is subscribed to: ``get_api_url()``,
+    else ``get_absolute_url()``), a QuerySet or a model class (the model's
+    collection, however many members it has), or a URL string. The body is
+    rendered inside an element (``tag``, default ``div``) whose attributes make
+    pushy.js refresh it from the server when that URL changes:
 
     - ``id``: default ``pushy-<app_label>-<model_name>-<pk>`` for an instance,
       ``pushy-<the URL's words>`` for a URL; the same on every rendering, since
@@ -64,7 +98,8 @@ def do_pushy_live(parser: template.base.Parser, token: template.base.Token) -> L
     bits = token.split_contents()
     if len(bits) < 2:
         raise template.TemplateSyntaxError(
-            f"{bits[0]} needs a model instance or a URL: {{% {bits[0]} obj %}}"
+            f"{bits[0]} needs a model instance, a QuerySet or a URL: "
+            f"{{% {bits[0]} obj %}}"
         )
     target = parser.compile_filter(bits[1])
     options = template.base.token_kwargs(bits[2:], parser)
@@ -111,7 +146,8 @@ class LiveNode(template.Node):
         for name, value in options.items():
             attributes[name.replace("_", "-")] = value
         body = self.nodelist.render(context)
-        return format_html("<{}{}>{}</{}>", tag, _attributes(attributes), body, tag)
+        element = format_html("<{}{}>{}</{}>", tag, _attributes(attributes), body, tag)
+        return _client_once(context) + element
 
 
 def _attributes(attributes: dict[str, Any]) -> str:
@@ -142,23 +178,35 @@ def _url_and_id(target: Any) -> tuple[str, str]:
             raise template.TemplateSyntaxError(
                 "pushy_live: the URL is empty (an undefined variable?)"
             )
-        words = re.sub(r"[^A-Za-z0-9_]+", "-", target).strip("-")
-        return target, f"pushy-{words}" if words else "pushy-root"
-    get_api_url = getattr(target, "get_api_url", None)
-    meta = getattr(target, "_meta", None)
-    if get_api_url is None or meta is None:
+        return target, _words_id(target)
+    if isinstance(target, models.Model) and target.pk is None:
+        # A model class in the context: the template engine called it.
+        target = type(target)
+    if isinstance(target, models.QuerySet) or (
+        isinstance(target, type) and issubclass(target, models.Model)
+    ):
+        try:
+            url = model_collection_url(target)
+        except (ValueError, InvalidUpdate) as e:
+            raise template.TemplateSyntaxError(f"pushy_live: {e}") from e
+        return url, _words_id(url)
+    if not isinstance(target, models.Model):
         raise template.TemplateSyntaxError(
-            "pushy_live needs a model instance with get_api_url() or a URL string, "
-            f"got {target!r}"
+            "pushy_live needs a model instance, a QuerySet, a model class or a URL "
+            f"string, got {target!r}"
         )
-    url = get_api_url()
-    if not isinstance(url, str):
-        raise template.TemplateSyntaxError(
-            f"pushy_live: {meta.label_lower}.get_api_url() returned "
-            f"{type(url).__name__}, not a str"
-        )
+    try:
+        url = object_url(target)
+    except InvalidUpdate as e:
+        raise template.TemplateSyntaxError(f"pushy_live: {e}") from e
+    meta = target._meta
     pk = re.sub(r"[^A-Za-z0-9_-]", "-", str(target.pk))
     return url, f"pushy-{meta.app_label}-{meta.model_name}-{pk}"
+
+
+def _words_id(url: str) -> str:
+    words = re.sub(r"[^A-Za-z0-9_]+", "-", url).strip("-")
+    return f"pushy-{words}" if words else "pushy-root"
 
 
 def _page_version(context: template.Context) -> int | None:

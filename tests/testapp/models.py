@@ -45,6 +45,15 @@ class Unpushed(models.Model):
         return f"/api/unpushed/{self.pk}/"
 
 
+class Product(models.Model):
+    """A site without an API: its only URL is get_absolute_url()."""
+
+    name = models.CharField(max_length=100)
+
+    def get_absolute_url(self):
+        return reverse("product-detail", args=[self.pk])
+
+
 class NoUrl(models.Model):
     """Has no get_api_url(): naming it in MODELS is a check error."""
 

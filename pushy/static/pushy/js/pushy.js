@@ -1207,9 +1207,11 @@
   PushyApp.websocketUrl = websocketUrl;
   global.PushyApp = PushyApp;
 
-  /* Started by {% pushy_scripts %}: configuration from this script tag. */
+  /* Started by {% pushy_scripts %} or the first {% pushy_live %}:
+   * configuration from this script tag. Once per page: a page that has both
+   * loads the file twice, and the second finds pushy running. */
   const script = typeof document === "undefined" ? null : document.currentScript;
-  if (script && script.hasAttribute("data-pushy-autostart")) {
+  if (script && script.hasAttribute("data-pushy-autostart") && global.pushy === undefined) {
     const app = new PushyApp();
     app.socket_url = script.getAttribute("data-pushy-socket-url") || app.socket_url;
     app.debug = script.getAttribute("data-pushy-debug") === "true";
