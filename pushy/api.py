@@ -10,6 +10,8 @@ change of theirs, so the signals and ``notify`` leave them alone (no duplicates)
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Iterable
 
 from django.db import models, router
@@ -22,6 +24,8 @@ from pushy.publisher import publish, publish_on_commit
 
 __all__ = ["notify", "notify_many", "broadcast", "is_pushed"]
 
+logger = logging.getLogger(__name__)
+
 
 def is_pushed(model: type[models.Model] | models.Model) -> bool:
     """Whether ``model`` is listed in ``PUSHY_SETTINGS["MODELS"]``."""
@@ -29,10 +33,19 @@ def is_pushed(model: type[models.Model] | models.Model) -> bool:
 
 
 def _require_pushed(instance: models.Model) -> None:
+    _warn_if_app_missing()
     if not is_pushed(instance):
         raise ModelNotConfigured(
             f"{model_label(instance)} is not in PUSHY_SETTINGS['MODELS']"
         )
+
+
+@functools.cache
+def _warn_if_app_missing() -> None:
+    """Once per process: these calls publish, but saves would not."""
+    problem = conf.app_missing()
+    if problem:
+        logger.warning("%s", problem)
 
 
 def notify(

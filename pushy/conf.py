@@ -135,6 +135,29 @@ def lookalike_setting_names() -> list[str]:
     return found
 
 
+APP_MISSING = (
+    "PUSHY_SETTINGS is set but 'pushy' is not in INSTALLED_APPS: saves push "
+    "nothing, {% load pushy_tags %} is 'not a registered tag library' and "
+    'runpushy is an unknown command. Add "pushy" to INSTALLED_APPS.'
+)
+
+
+def app_missing() -> str | None:
+    """Why nothing is pushed when ``PUSHY_SETTINGS`` is set but the app is not
+    installed (its ``ready()`` connects the signals), else None.
+
+    For the code that runs anyway (the pytest plugin, ``pushy.api``): Django's
+    checks and commands never see an app that is not installed.
+    """
+    from django.apps import apps
+
+    if not django_settings.configured or not apps.ready:
+        return None
+    if not hasattr(django_settings, SETTING_NAME) or apps.is_installed("pushy"):
+        return None
+    return APP_MISSING
+
+
 @functools.cache
 def _merged() -> Mapping[str, Any]:
     raw = user_settings()

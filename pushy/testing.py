@@ -99,6 +99,16 @@ except ImportError:  # pytest is optional: the context manager works without it.
     pass
 else:
 
+    def pytest_sessionstart(session: pytest.Session) -> None:
+        """Say so when a project's tests run with pushy set up but not installed."""
+        from pushy.conf import app_missing
+
+        problem = app_missing()
+        if problem:
+            session.config.issue_config_time_warning(
+                pytest.PytestConfigWarning(f"django-pushy: {problem}"), stacklevel=2
+            )
+
     @pytest.fixture
     def pushy_updates() -> Iterator[list[Update]]:
         """The updates published during the test, none of them sent to Redis."""
