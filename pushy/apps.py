@@ -9,11 +9,12 @@ class PushyConfig(AppConfig):
         from django.apps import apps
         from django.db.models.signals import post_migrate
 
-        from pushy import checks, signals
+        from pushy import checks, deploy_checks, signals
         from pushy.capture import checks as capture_checks
         from pushy.capture import triggers
 
         checks.register()
+        deploy_checks.register()
         capture_checks.register()
         signals.connect()
         # Like contenttypes' rows: each migrate leaves the triggers in place.
