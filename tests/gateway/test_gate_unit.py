@@ -41,12 +41,12 @@ class HeldAuthorizer:
     def known(self, identity, url, now, stale=False):
         return self.known_answers.get((identity, url))
 
-    def who(self, key):
+    def who(self, key, asker=None):
         self.released.wait()
         self.known_answers[(key, None)] = True
         return Who(key)
 
-    def decide(self, who, url):
+    def decide(self, who, url, asker=None):
         if (who.identity, url) in self.known_answers:  # cached, as the real one
             return self.known_answers[(who.identity, url)]
         self.released.wait()
