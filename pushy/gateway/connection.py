@@ -245,6 +245,9 @@ class Connection:
                 self.reader.start(self._on_readable_while_waiting)
 
     def _on_readable_while_waiting(self) -> None:
+        self._guarded(self._peek_while_waiting)
+
+    def _peek_while_waiting(self) -> None:
         """Readable while a message waits: end a client that went away (its
         questions are dropped unasked), but read nothing it sent: that waits.
 
@@ -262,7 +265,7 @@ class Connection:
             self._finish()
             return
         self.reader.stop()  # level-triggered: the bytes stay until we read
-        if not self.parser.buffered() and peeked[0] & 0x0F == frames.OP_CLOSE:
+        if not self.parser.buffered and peeked[0] & 0x0F == frames.OP_CLOSE:
             self.gateway.authorizer.forget(self)
 
     def _resume(self) -> None:

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client as DjangoClient
 
-from tests.gateway.clients import RawClient
+from tests.gateway.clients import RawClient, frame
 from tests.support.gateway import Gateway
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.django_db(transaction=True)]
@@ -177,3 +177,26 @@ def test_a_view_past_the_timeout_is_refused_with_a_message(
             wait_for_stats(gw, lambda s: s["questions_overrunning"] == 0, timeout=5)
         finally:
             client.close()
+
+
+def test_a_client_that_says_goodbye_while_its_question_waits_is_not_asked_for(
+    redis_server, django_db_setup
+):
+    with Gateway(redis_server.url, pushy_settings={"DB_POOL_SIZE": 1}) as gw:
+        holder, leaver = connect(gw), connect(gw)
+        try:
+            holder.send_json(action="subscribe", url="/fn/sleep/1000/")
+            wait_for_stats(gw, lambda s: s["questions_running"] == 1)
+            leaver.send_json(action="subscribe", url="/fn/sleep/50/?leaving")
+            wait_for_stats(gw, lambda s: s["questions_waiting"] == 1)
+            # A close frame, read by nobody yet: the gateway reads nothing
+            # more from a client whose subscribe waits, but sees it coming.
+            leaver.send(frame(0x8, (1001).to_bytes(2, "big")))
+            wait_for_stats(gw, lambda s: s["questions_dropped"] == 1)
+            assert leaver.recv_close() == (1001, "")  # then answered in turn
+            assert holder.recv_json()["type"] == "subscribed"
+            stats = gw.get_json("/stats")
+            assert stats["authorizations"] == 1 and stats["questions_waiting"] == 0
+        finally:
+            holder.close()
+            leaver.close()
