@@ -67,6 +67,13 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "SHUTDOWN_TIMEOUT": 10,
         # Threads that run ORM work (sessions, AUTHORIZE) for the gateway.
         "DB_POOL_SIZE": 4,
+        # Seconds an authorization question (a session read, a view run) may
+        # run, and may wait for a thread, before its subscribe is refused.
+        "AUTHORIZATION_TIMEOUT": 5,
+        # Authorization questions that may wait per connection and per client
+        # address (None: no per-address bound); past it a subscribe is refused.
+        "MAX_QUESTIONS_PER_CONNECTION": 2,
+        "MAX_QUESTIONS_PER_CLIENT": 100,
         # WebSocket connections one gateway process holds. None: derived from the
         # open-file limit, keeping descriptors in reserve (see gateway/admission.py).
         "MAX_CONNECTIONS": None,
@@ -102,13 +109,19 @@ INT_LIMITS = (
     "MAX_SUBSCRIPTION_BYTES",
     "DB_POOL_SIZE",
     "VERSION_TTL",
+    "MAX_QUESTIONS_PER_CONNECTION",
 )
 # Keys whose value must be a positive int, or None.
-OPTIONAL_INT_LIMITS = ("MAX_CONNECTIONS", "MAX_CONNECTIONS_PER_CLIENT")
+OPTIONAL_INT_LIMITS = (
+    "MAX_CONNECTIONS",
+    "MAX_CONNECTIONS_PER_CLIENT",
+    "MAX_QUESTIONS_PER_CLIENT",
+)
 # Keys whose value must be a positive number of seconds (or per second).
 NUMBER_LIMITS = (
     "REDIS_HEALTH_INTERVAL",
     "AUTHORIZATION_TTL",
+    "AUTHORIZATION_TIMEOUT",
     "PING_INTERVAL",
     "RATE_LIMIT",
     "WRITE_TIMEOUT",

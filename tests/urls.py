@@ -23,6 +23,7 @@ urlpatterns = [
     path("fn/broken/", views.broken),
     path("fn/session/", views.writes_session),
     path("fn/slow/<int:n>/", views.slow),
+    path("fn/sleep/<int:ms>/", views.sleeps),
     path("fn/guest-order/<int:pk>/", views.guest_order),
     path("cbv/members/", views.MembersView.as_view()),
     path("cbv/shot-viewers/", views.ShotViewersView.as_view()),

@@ -240,6 +240,33 @@ class Connection:
         self.paused = what
         if self.reader is not None:
             self.reader.stop()
+            if isinstance(what, gevent.Greenlet):
+                # Waiting on a question: notice the client leaving meanwhile.
+                self.reader.start(self._on_readable_while_waiting)
+
+    def _on_readable_while_waiting(self) -> None:
+        self._guarded(self._peek_while_waiting)
+
+    def _peek_while_waiting(self) -> None:
+        """Readable while a message waits: end a client that went away (its
+        questions are dropped unasked), but read nothing it sent: that waits.
+
+        Peeked, not read: a client that closed its socket (end of file, reset)
+        finishes now; one whose next frame is a close frame is leaving, and
+        its questions are forgotten; other bytes stay for later.
+        """
+        try:
+            peeked = self.sock.recv(2, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            peeked = b""
+        if not peeked:
+            self._finish()
+            return
+        self.reader.stop()  # level-triggered: the bytes stay until we read
+        if not self.parser.buffered and peeked[0] & 0x0F == frames.OP_CLOSE:
+            self.gateway.authorizer.forget(self)
 
     def _resume(self) -> None:
         """Handle what is parsed already, then read again (unless paused anew)."""

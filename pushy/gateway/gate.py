@@ -25,6 +25,7 @@ import gevent
 from pushy.gateway.frames import message_frame
 from pushy.gateway.hub import RESYNC_FRAME
 from pushy.gateway.permissions import MISSING, Authorizer
+from pushy.gateway.questions import Dropped, Refused
 from pushy.messages import DELETE, Update
 
 logger = logging.getLogger(__name__)
@@ -214,7 +215,14 @@ class Gate:
                 if entry.subscribed not in connection.urls:
                     backlog.popleft()  # unsubscribed, revoked or gone: not asked
                     continue
-                verdict = self._decide(connection.session_key, entry)
+                try:
+                    verdict = self._decide(connection.session_key, entry, connection)
+                except Refused:
+                    # Not decided (too many questions waiting, or a view past
+                    # its timeout): drop what waits and have the client reload.
+                    backlog.clear()
+                    connection.send(RESYNC_FRAME)
+                    continue
                 if not backlog or backlog[0] is not entry:
                     continue  # dropped for a resync while we waited
                 backlog.popleft()
@@ -226,24 +234,26 @@ class Gate:
                     self.revoke(connection, entry.subscribed)
                 else:
                     self.hub.stats.updates_withheld += 1
+        except Dropped:
+            pass  # the connection closed while its question waited
         except Exception:
             logger.exception("dropping updates held for a connection")
         finally:
             if self.backlogs.get(connection) is backlog:
                 del self.backlogs[connection]
 
-    def _decide(self, key: Any, entry: Entry) -> str:
+    def _decide(self, key: Any, entry: Entry, asker: Any = None) -> str:
         """A held update's verdict, asking the authorizer (blocks this greenlet)."""
         authorizer = self.authorizer
-        who = authorizer.who(key)
+        who = authorizer.who(key, asker=asker)
         if entry.subscribed != entry.url and not authorizer.decide(
-            who, entry.subscribed
+            who, entry.subscribed, asker=asker
         ):
             return REVOKE
         if entry.stale:
             known = authorizer.known(who.identity, entry.url, 0.0, stale=True)
             return SEND if known else DROP
-        if authorizer.decide(who, entry.url):
+        if authorizer.decide(who, entry.url, asker=asker):
             return SEND
         return REVOKE if entry.subscribed == entry.url else DROP
 

@@ -24,9 +24,9 @@ from django.http.cookie import parse_cookie
 from django.http.request import validate_host
 from django.utils.module_loading import import_string
 from gevent.event import AsyncResult
-from gevent.threadpool import ThreadPool
 
 from pushy import authorization, conf
+from pushy.gateway.questions import REFRESH, Questions, Refused
 
 logger = logging.getLogger(__name__)
 
@@ -125,15 +125,6 @@ def _job(load: Any, func: Callable[..., Any], *args: Any) -> Any:
         return func(*args)
     finally:
         _close_db_connections(load)
-
-
-# Seconds a question (a session read, a view run) may take before its askers
-# give up: the subscribe is refused, held updates are withheld.
-QUESTION_TIMEOUT = 30.0
-
-
-class QuestionTimeout(Exception):
-    """Raised when the pool did not answer a question within QUESTION_TIMEOUT."""
 
 
 # The identity anonymous visitors without a session share: their requests
@@ -235,12 +226,18 @@ class Authorizer:
         self.authorize = import_string(path) if path else authorization.can_get
         self.ttl = ttl
         self.stats = stats
-        self.pool = ThreadPool(pool_size)
+        # The pool and who gets its threads when (questions.py).
+        self.questions = Questions(
+            pool_size,
+            conf.get("AUTHORIZATION_TIMEOUT"),
+            conf.get("MAX_QUESTIONS_PER_CONNECTION"),
+            conf.get("MAX_QUESTIONS_PER_CLIENT"),
+            stats,
+        )
         self.sessions: dict[str, Identity] = {}
         self.decisions: dict[tuple[Any, str], tuple[bool, float]] = {}
         self._inflight: dict[Any, AsyncResult] = {}
         self._anonymous: Identity | None = None
-        self.jobs = 0  # pool jobs waiting or running
         # A cached answer in use is asked again in the background in the last
         # quarter of its life, so busy entries do not expire under the hub's
         # feet (every subscriber waiting at once); revocation still takes
@@ -303,32 +300,46 @@ class Authorizer:
 
     # Blocking the calling greenlet only ----------------------------------
 
-    def who(self, key: str | None) -> Identity:
+    # ``asker``: the connection waiting for the answer (its client address is
+    # its place in the pool's turn; when it closes, questions only it waits
+    # for are dropped), or None. These raise ``questions.Refused`` (too many
+    # questions waiting, or a view past AUTHORIZATION_TIMEOUT) and
+    # ``questions.Dropped`` (every asker closed).
+
+    def who(self, key: str | None, asker: Any = None) -> Identity:
         """The user behind a session key, re-read once its cache entry expired."""
         if key is None:
             if self._anonymous is None:
-                self._anonymous = self._once(("session", None), self._read, None)
+                self._anonymous = self._once(
+                    ("session", None), self._read, None, asker=asker
+                )
             return self._anonymous
         entry = self.sessions.get(key)
         if entry is not None and entry.expires > time.monotonic():
             return entry
-        return self._once(("session", key), self._read, key)
+        return self._once(("session", key), self._read, key, asker=asker)
 
-    def allows(self, key: str | None, url: str) -> bool:
+    def allows(self, key: str | None, url: str, asker: Any = None) -> bool:
         """Whether the user of session ``key`` may subscribe to ``url``."""
         if not self.needed:
             return True
-        return self.decide(self.who(key), url)
+        return self.decide(self.who(key, asker), url, asker)
 
-    def decide(self, who: Identity, url: str) -> bool:
+    def decide(self, who: Identity, url: str, asker: Any = None) -> bool:
         """Whether ``who`` may GET ``url``: cached, else asked (once) in the pool."""
         allowed = self.known(who.identity, url, time.monotonic())
         if allowed is not None:
             return allowed
-        return self._once((who.identity, url), self._decide, who, url)
+        return self._once((who.identity, url), self._decide, who, url, asker=asker)
 
-    def _read(self, key: str | None) -> Identity:
-        user, session = self._run(_load_session, key)
+    def forget(self, asker: Any) -> None:
+        """``asker`` closed: drop the questions that only it waited for."""
+        self.questions.forget(asker)
+
+    def _read(self, key: str | None, asker: Any = None) -> Identity:
+        user, session = self._run(
+            ("session", key), _load_session, key, asker=asker, label="a session read"
+        )
         self._count("session_loads")
         entry = Identity(user, session, time.monotonic() + self.ttl)
         if key is not None:
@@ -336,35 +347,41 @@ class Authorizer:
         _remember(self.people, entry.identity, entry)
         return entry
 
-    def _decide(self, who: Identity, url: str) -> bool:
-        allowed = self._run(_ask, self.authorize, who, url)
+    def _decide(self, who: Identity, url: str, asker: Any = None) -> bool:
+        allowed = self._run(
+            (who.identity, url), _ask, self.authorize, who, url,
+            asker=asker, label=f"the authorization of {url}",
+        )  # fmt: skip
         self._count("authorizations")
         _remember(
             self.decisions, (who.identity, url), (allowed, time.monotonic() + self.ttl)
         )
         return allowed
 
-    def _run(self, func: Callable[..., Any], *args: Any) -> Any:
-        """``func(*args)`` in the pool; blocks this greenlet only.
+    def _run(
+        self, key: Any, func: Callable[..., Any], *args: Any, asker: Any, label: str
+    ) -> Any:
+        """``func(*args)`` in the pool, in ``asker``'s turn; blocks this greenlet.
 
-        Raises ``QuestionTimeout`` after QUESTION_TIMEOUT seconds: a view that
-        never answers must not hold its askers (and their readers) for good.
+        A view that never answers must not hold its askers (and their readers)
+        for good: past AUTHORIZATION_TIMEOUT they get ``TimedOut`` (questions.py).
         """
-        self.jobs += 1  # read by pool threads: see _close_db_connections
-        try:
-            with gevent.Timeout(QUESTION_TIMEOUT, QuestionTimeout):
-                return self.pool.apply(_job, (self, func, *args))
-        finally:
-            self.jobs -= 1
+        questions = self.questions
+        return questions.ask(
+            key, _job, questions, func, *args, asker=asker, label=label
+        )
 
-    def _once(self, key: Any, compute: Callable[..., Any], *args: Any) -> Any:
+    def _once(
+        self, key: Any, compute: Callable[..., Any], *args: Any, asker: Any = None
+    ) -> Any:
         """``compute(*args)``; if that question is already being asked, its answer."""
         pending = self._inflight.get(key)
         if pending is not None:
+            self.questions.join(key, asker)  # so it is not dropped while we wait
             return pending.get()
         pending = self._inflight[key] = AsyncResult()
         try:
-            value = compute(*args)
+            value = compute(*args, asker=asker)
         except BaseException as e:
             pending.set_exception(e)
             raise
@@ -380,7 +397,11 @@ class Authorizer:
 
     def _refresh_now(self, key: Any, compute: Callable[..., Any], *args: Any) -> None:
         try:
-            self._once(key, compute, *args)
+            self._once(key, compute, *args, asker=REFRESH)
+        except Refused as refused:
+            # Busy or too slow (counted, and logged by questions.py): the entry
+            # keeps its answer until it expires, then is asked again.
+            logger.debug("skipped an authorization refresh: %s", refused.message)
         except Exception:
             # The entry keeps its answer until it expires; then it is asked again.
             logger.warning("could not refresh an authorization answer", exc_info=True)
@@ -390,7 +411,7 @@ class Authorizer:
             setattr(self.stats, name, getattr(self.stats, name) + 1)
 
     def close(self) -> None:
-        self.pool.kill()
+        self.questions.close()
 
 
 class _Missing:

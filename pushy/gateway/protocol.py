@@ -22,6 +22,7 @@ from pushy.gateway.connection import Connection
 from pushy.gateway.frames import message_frame
 from pushy.gateway.hub import url_size
 from pushy.gateway.logs import Throttled
+from pushy.gateway.questions import Dropped, Refused
 from pushy.versions import valid_version
 
 logger = logging.getLogger(__name__)
@@ -103,7 +104,14 @@ class Protocol:
         self, connection: Connection, url: str, versioned: bool, seen: int | None
     ) -> None:
         """A subscribe whose decision was not cached (in a greenlet)."""
-        if not self._allowed(connection, url):
+        try:
+            allowed = self._allowed(connection, url)
+        except Refused as refused:  # busy, or a view too slow: not asked
+            self.error(connection, refused.code, refused.message, url)
+            return
+        except Dropped:
+            return  # the connection closed while its question waited
+        if not allowed:
             self.forbidden(connection, url)
             return
         self.gateway.hub.subscribe(connection, url)
@@ -138,7 +146,7 @@ class Protocol:
                 "SOCKET_SERVER must use the same one, e.g. both localhost)"
             )
         try:
-            who = self.gateway.authorizer.who(connection.session_key)
+            who = self.gateway.authorizer.who(connection.session_key, connection)
         except Exception:
             return "not allowed"
         if who.anonymous:
@@ -163,7 +171,9 @@ class Protocol:
         if not authorizer.needed:
             return True
         try:
-            return authorizer.allows(connection.session_key, url)
+            return authorizer.allows(connection.session_key, url, asker=connection)
+        except (Refused, Dropped):
+            raise
         except Exception:
             logger.exception("authorization failed for %s: refusing", url)
             return False

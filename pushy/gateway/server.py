@@ -316,6 +316,7 @@ class Gateway:
         """``connection`` left (its socket may still send a close frame)."""
         self.hub.remove(connection)
         self.admission.release(connection.client)
+        self.authorizer.forget(connection)  # drops questions only it waited for
         self.trimmer.connection_closed()
 
     def listener_idle(self) -> None:
@@ -449,6 +450,10 @@ class Gateway:
         )
         snapshot["max_connections"] = self.admission.max_connections
         snapshot["authorizations_pending"] = self.authorizer.pending
+        questions = self.authorizer.questions
+        snapshot["questions_waiting"] = questions.waiting
+        snapshot["questions_running"] = questions.running - len(questions.overrunning)
+        snapshot["questions_overrunning"] = len(questions.overrunning)
         snapshot.update(self.pauses.snapshot())
         snapshot["site_updates_refused"] = self.refused
         return snapshot

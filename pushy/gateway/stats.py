@@ -8,6 +8,8 @@ dependency and its registry (see docs/decisions.md).
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import time
 from typing import Any
 
@@ -33,11 +35,54 @@ COUNTERS = {
     "listener_restarts": "Times the Redis listener restarted after an error of its own",
     "session_loads": "Sessions read to learn a connection's user",
     "authorizations": "Authorization questions answered by the site (view runs)",
+    "questions_refused": "Authorization questions refused (error busy): too many "
+    "waiting for the connection or client address, or not started within "
+    "AUTHORIZATION_TIMEOUT",
+    "questions_dropped": "Authorization questions dropped unasked: every connection "
+    "waiting for them had closed",
+    "questions_timed_out": "Authorization questions that ran past "
+    "AUTHORIZATION_TIMEOUT (error timeout); each kept its thread until it returned",
     "updates_withheld": "Updates not sent to a subscriber who may not see them",
     "revocations": "Subscriptions ended because their user may no longer GET them",
     "loop_stalls": "Times the event loop woke 50 ms or more late (nothing was sent)",
     "gc_full_collections": "Full (generation 2) garbage collections",
 }
+
+
+HISTOGRAMS = {
+    "question_wait_seconds": "Seconds authorization questions (session reads, view "
+    "runs) waited for a pool thread",
+    "question_run_seconds": "Seconds authorization questions ran in a pool thread",
+}
+# Upper bounds of the histograms' buckets, in seconds (a view runs in about a
+# millisecond; AUTHORIZATION_TIMEOUT is 5 s by default).
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Histogram:
+    """Observations counted per bucket, as Prometheus histograms are."""
+
+    __slots__ = ("counts", "count", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)  # the last: above every bound
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(BUCKETS, value)] += 1
+        self.count += 1
+        self.sum += value
+
+    def snapshot(self) -> dict:
+        """Count, sum and cumulative buckets (``le``: at most that many seconds)."""
+        bounds = [f"{bound:g}" for bound in BUCKETS] + ["+Inf"]
+        cumulative = itertools.accumulate(self.counts)
+        return {
+            "count": self.count,
+            "sum": round(self.sum, 6),
+            "buckets": dict(zip(bounds, cumulative, strict=True)),
+        }
 
 
 class Stats:
@@ -47,15 +92,19 @@ class Stats:
         self.started = time.monotonic()
         for name in COUNTERS:
             setattr(self, name, 0)
+        for name in HISTOGRAMS:
+            setattr(self, name, Histogram())
 
     def snapshot(self, connections: int, subscriptions: int, redis_live: bool) -> dict:
         counters = {name: getattr(self, name) for name in COUNTERS}
+        histograms = {name: getattr(self, name).snapshot() for name in HISTOGRAMS}
         return {
             "connections": connections,
             "subscriptions": subscriptions,
             "redis_subscribed": redis_live,
             "uptime": round(time.monotonic() - self.started, 3),
             **counters,
+            **histograms,
         }
 
 
@@ -70,6 +119,10 @@ def prometheus_text(snapshot: dict[str, Any]) -> str:
         "max_connections": "MAX_CONNECTIONS of this process",
         "loop_lag_max_seconds": "Longest the event loop was late in the last minute",
         "gc_pause_max_seconds": "Longest garbage collection in the last minute",
+        "questions_waiting": "Authorization questions waiting for a pool thread",
+        "questions_running": "Pool threads running an authorization question",
+        "questions_overrunning": "Pool threads still running a question past "
+        "AUTHORIZATION_TIMEOUT",
     }
     for name, help_text in gauges.items():
         if snapshot.get(name) is None:
@@ -77,6 +130,9 @@ def prometheus_text(snapshot: dict[str, Any]) -> str:
         lines += _metric(f"pushy_gateway_{name}", "gauge", help_text, snapshot[name])
     for name, help_text in COUNTERS.items():
         lines += _metric(f"pushy_gateway_{name}", "counter", help_text, snapshot[name])
+    for name, help_text in HISTOGRAMS.items():
+        if name in snapshot:
+            lines += _histogram(f"pushy_gateway_{name}", help_text, snapshot[name])
     lines += _refused(snapshot.get("site_updates_refused") or {})
     return "\n".join(lines) + "\n"
 
@@ -93,6 +149,12 @@ def _refused(counts: dict[str, int]) -> list[str]:
     ]
     lines += [f'{name}{{reason="{r}"}} {n}' for r, n in sorted(counts.items())]
     return lines
+
+
+def _histogram(name: str, help_text: str, values: dict) -> list[str]:
+    lines = [f"# HELP {name} {help_text}.", f"# TYPE {name} histogram"]
+    lines += [f'{name}_bucket{{le="{le}"}} {n}' for le, n in values["buckets"].items()]
+    return lines + [f"{name}_sum {values['sum']}", f"{name}_count {values['count']}"]
 
 
 def _metric(name: str, kind: str, help_text: str, value: Any) -> list[str]:

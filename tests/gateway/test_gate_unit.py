@@ -15,6 +15,7 @@ import pytest
 from pushy.gateway.gate import Gate
 from pushy.gateway.hub import Hub
 from pushy.gateway.permissions import MISSING
+from pushy.gateway.questions import Busy
 from pushy.gateway.stats import Stats
 from pushy.messages import Update
 
@@ -41,12 +42,12 @@ class HeldAuthorizer:
     def known(self, identity, url, now, stale=False):
         return self.known_answers.get((identity, url))
 
-    def who(self, key):
+    def who(self, key, asker=None):
         self.released.wait()
         self.known_answers[(key, None)] = True
         return Who(key)
 
-    def decide(self, who, url):
+    def decide(self, who, url, asker=None):
         if (who.identity, url) in self.known_answers:  # cached, as the real one
             return self.known_answers[(who.identity, url)]
         self.released.wait()
@@ -128,6 +129,39 @@ def test_too_many_held_updates_become_a_resync():
     authorizer.released.set()
     gevent.sleep(0.01)
     assert client.got == [{"type": "resync"}]  # the rest: not allowed anyway
+
+
+class RefusingAuthorizer(HeldAuthorizer):
+    """Asked about ``refused`` URLs, says the pool is too busy (questions.Busy)."""
+
+    def __init__(self, allowed, refused):
+        super().__init__(allowed)
+        self.refused = refused
+        self.askers = []
+
+    def decide(self, who, url, asker=None):
+        self.askers.append(asker)
+        if url in self.refused:
+            raise Busy("too many authorization questions waiting")
+        return super().decide(who, url, asker)
+
+
+def test_held_updates_not_decided_for_lack_of_threads_become_a_resync():
+    allowed = {("k", "/i/"): True, ("k", "/i/1/"): True}
+    hub = Hub(Stats())
+    authorizer = RefusingAuthorizer(allowed, refused={"/i/2/"})
+    hub.gate = Gate(hub, authorizer, 100)
+    client = Subscriber("k")
+    hub.subscribe(client, "/i/")
+    for pk in (1, 2, 3):
+        hub.dispatch(item(pk))
+    authorizer.released.set()
+    gevent.sleep(0.01)
+    # 1 was decided and sent; 2 was refused: it and what waited behind, a resync.
+    assert [m.get("pk", m["type"]) for m in client.got] == [1, "resync"]
+    assert set(authorizer.askers) == {client}  # asked as this connection
+    hub.dispatch(item(1))  # nothing held any more: sent as before
+    assert client.got[-1]["pk"] == 1
 
 
 def test_new_subscribers_are_grouped_in_at_the_next_update():

@@ -53,6 +53,13 @@ def slow(request, n):
     return JsonResponse({"n": n})
 
 
+def sleeps(request, ms):
+    """Takes ``ms`` milliseconds, whatever the query string: a slow view that
+    many distinct URLs (``?q=1``, ``?q=2``, ...) share."""
+    time.sleep(ms / 1000)
+    return JsonResponse({"ms": ms})
+
+
 def writes_session(request):
     """Uses the session as views do; the gateway must give it one."""
     return JsonResponse({"visits": request.session.get("visits", 0)})
