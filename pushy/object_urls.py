@@ -62,6 +62,17 @@ def parent_url(url: str) -> str | None:
     return urlunsplit((parts.scheme, parts.netloc, parent, "", ""))
 
 
+def without_query(url: str) -> str:
+    """``url`` less its query string: what a filtered list hears of.
+
+    A subscription to ``/api/order/?status=open`` hears of every member of
+    ``/api/order/`` (each gated by the member's own authorization, the list by
+    the whole URL), and its version is that collection's.
+    """
+    query = url.find("?")
+    return url if query < 0 else url[:query]
+
+
 def model_collection_url(objects: Any) -> str:
     """The collection URL of a QuerySet's model (or a model class), for a list.
 

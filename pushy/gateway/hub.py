@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from pushy.gateway import frames
 from pushy.gateway.stats import Stats
 from pushy.messages import Update
+from pushy.object_urls import without_query
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,9 @@ class Hub:
         self.stats = stats
         self.connections: set[Subscriber] = set()
         self.by_url: dict[str, set[Subscriber]] = {}
+        # Subscribed URLs with a query string, by the URL without it: the
+        # filtered lists of a collection (/api/order/ -> {/api/order/?s=open}).
+        self.filtered: dict[str, set[str]] = {}
         self.subscriptions = 0
         # Filters the fan-out by authorization (gate.py); None: everyone sees all.
         self.gate: Any = None
@@ -65,7 +69,13 @@ class Hub:
         url = sys.intern(url)
         connection.urls.add(url)
         connection.url_bytes += url_size(url)
-        self.by_url.setdefault(url, set()).add(connection)
+        subscribers = self.by_url.get(url)
+        if subscribers is None:
+            subscribers = self.by_url[url] = set()
+            base = without_query(url)
+            if base != url:
+                self.filtered.setdefault(base, set()).add(url)
+        subscribers.add(connection)
         self.subscriptions += 1
         if self.gate is not None:
             self.gate.forget(url)
@@ -80,18 +90,40 @@ class Hub:
             subscribers.discard(connection)
             if not subscribers:
                 del self.by_url[url]
+                self._unfilter(url)
         self.subscriptions -= 1
         if self.gate is not None:
             self.gate.forget(url)
 
-    def dispatch(self, update: Update) -> int:
-        """Queue ``update`` to the subscribers of its URL and of its collection.
+    def _unfilter(self, url: str) -> None:
+        base = without_query(url)
+        if base == url:
+            return
+        variants = self.filtered.get(base)
+        if variants is not None:
+            variants.discard(url)
+            if not variants:
+                del self.filtered[base]
 
-        The frame is encoded once; a client subscribed to both gets it once.
+    def dispatch(self, update: Update) -> int:
+        """Queue ``update`` to the subscribers of its URL and of its collection,
+        then to those of the collection's filtered lists (with a query string),
+        each told of it as a member of the list it holds.
+
         Returns how many connections it was queued to.
         """
         self.stats.updates_in += 1
-        object_subscribers = self.by_url.get(update.url, ())
+        sent = self._dispatch(update)
+        if update.collection and self.filtered:
+            for variant in self.filtered.get(update.collection, ()):
+                sent += self._dispatch(update.replace(collection=variant), False)
+        return sent
+
+    def _dispatch(self, update: Update, with_object: bool = True) -> int:
+        """The fan-out to the object's subscribers (unless ``with_object`` is
+        false) and to its collection's; a frame encoded once, and a client
+        subscribed to both gets it once."""
+        object_subscribers = self.by_url.get(update.url, ()) if with_object else ()
         collection = self.by_url.get(update.collection, ()) if update.collection else ()
         if not object_subscribers and not collection:
             return 0

@@ -34,6 +34,7 @@ import redis
 from pushy import versions
 from pushy.gateway.frames import message_frame
 from pushy.gateway.logs import Throttled
+from pushy.object_urls import without_query
 from pushy.redis_clients import client_from_url, out_of_memory
 from pushy.refusals import refusal_counts
 from pushy.versions import Snapshot
@@ -217,7 +218,8 @@ class VersionBook:
         ``subscribed`` has no version: the client resyncs, as protocol v1 does.
         """
         self.clients.add(connection)
-        snapshot = self.lookup([url])
+        key = without_query(url)  # a filtered list has its collection's version
+        snapshot = self.lookup([key])
         if snapshot is None:
             return [message_frame({"type": "subscribed", "url": url})]
         frames = [
@@ -225,7 +227,7 @@ class VersionBook:
                 {"type": "subscribed", "url": url, "version": snapshot.baseline}
             )
         ]
-        if seen is not None and snapshot.changed_since(url, seen, self.ttl):
+        if seen is not None and snapshot.changed_since(key, seen, self.ttl):
             frames.append(resync_frame(url, snapshot.baseline))
         return frames
 
@@ -241,14 +243,14 @@ class VersionBook:
         versioned = [c for c in hub.connections if c in self.clients]
         others = [c for c in hub.connections if c not in self.clients]
         urls = sorted({url for c in versioned for url in c.urls})
-        snapshot = self.lookup(urls, resyncs=True)
+        snapshot = self.lookup(sorted({without_query(u) for u in urls}), resyncs=True)
         if snapshot is None:
             return others + versioned
         if horizon is None:  # no update and no lookup yet: nothing to compare
             self.saw(snapshot.baseline)
             return others + versioned
         for url in urls:
-            if snapshot.changed_since(url, horizon, self.ttl):
+            if snapshot.changed_since(without_query(url), horizon, self.ttl):
                 frame = resync_frame(url, snapshot.baseline)
                 for connection in list(hub.by_url.get(url, ())):
                     if connection in self.clients:

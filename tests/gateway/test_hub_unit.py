@@ -56,3 +56,16 @@ def test_a_batch_never_copies_a_big_frame():
     assert alone is big  # written from the shared object
     assert _take_batch(queue) == small
     assert not queue
+
+
+def test_filtered_lists_are_indexed_by_their_collection_while_held():
+    hub = Hub(Stats())
+    first, second = Subscriber(), Subscriber()
+    hub.subscribe(first, "/api/order/?status=open")
+    hub.subscribe(second, "/api/order/?status=open")
+    hub.subscribe(second, "/api/order/")
+    assert hub.filtered == {"/api/order/": {"/api/order/?status=open"}}
+    hub.unsubscribe(first, "/api/order/?status=open")
+    assert hub.filtered  # second still holds it
+    hub.remove(second)
+    assert hub.filtered == {} and hub.by_url == {}
