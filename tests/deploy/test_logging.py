@@ -1,13 +1,14 @@
 """The gateway logs through the site's LOGGING: docs/deployment.md, "Where the
 logs go".
 
-A gateway started with a LOGGING setting that sends the "pushy" logger to a
-file writes its start-up line there, and nothing of pushy's to its stdout
-(runpushy adds its own stderr handler only when LOGGING has none for "pushy").
+A gateway started with that section's LOGGING (the "pushy" logger to a file,
+here in a temporary directory) writes its start-up line there and not to its
+stdout (runpushy adds a stderr handler only when LOGGING has none for "pushy").
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import threading
 import time
@@ -16,30 +17,25 @@ import pytest
 
 from tests.gateway.clients import Client
 from tests.support.gateway import READY_MARKER, ROOT, Gateway
+from tests.support.nginx import GUIDE
 from tests.support.servers import free_port
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
 
 def file_logging(path: str) -> dict:
-    """The guide's file example, pointed at ``path``."""
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {
-            "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
-        },
-        "handlers": {
-            "pushy_file": {
-                "class": "logging.handlers.WatchedFileHandler",
-                "filename": path,
-                "formatter": "plain",
-            }
-        },
-        "loggers": {
-            "pushy": {"handlers": ["pushy_file"], "level": "INFO", "propagate": False}
-        },
-    }
+    """The LOGGING of the guide's section, its file at ``path``."""
+    section = re.search(
+        r"^## Where the logs go\n(.*?)(?=^## )", GUIDE.read_text(), re.M | re.S
+    )
+    assert section, "docs/deployment.md has no section 'Where the logs go'"
+    block = re.search(r"```python\n(.*?)```", section.group(1), re.S)
+    assert block, "no ```python block in 'Where the logs go'"
+    namespace: dict = {}
+    exec(block.group(1), namespace)
+    logging = namespace["LOGGING"]
+    logging["handlers"]["pushy_file"]["filename"] = path
+    return logging
 
 
 class QuietGateway(Gateway):
