@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 import time
 from collections.abc import Callable
 from importlib import import_module
@@ -83,8 +84,34 @@ def _close_db_connections(load: Any = None) -> None:
         for connection in connections.all(initialized_only=True):
             if connection.errors_occurred:
                 connection.close_if_unusable_or_obsolete()
+        _kept.burst = load.bursts
         return
     close_old_connections()
+    _kept.burst = None
+
+
+# Per pool thread: the burst in which it last kept its connections open.
+_kept = threading.local()
+
+
+def _reopen_db_connections(load: Any) -> None:
+    """Before a job, in its pool thread: see to connections kept from an
+    earlier burst, as Django does when a request starts.
+
+    A thread that went idle while others still worked kept its connections
+    (above), for as long as it stays idle: hours, maybe, over which the
+    server may have ended them (a restart, a failover, an idle timeout, a
+    pooler's restart). Reused unseen, the first query fails, a session read
+    yields an anonymous user and a logged-in page is refused. So the first job
+    of a later burst on such a thread closes them if ``CONN_MAX_AGE`` says so
+    (at 0: always) and lets ``CONN_HEALTH_CHECKS`` check them before their use.
+    """
+    from django.db import close_old_connections
+
+    burst = getattr(_kept, "burst", None)
+    if burst is not None and burst != load.bursts:
+        close_old_connections()
+        _kept.burst = None
 
 
 def _import_ahead() -> None:
@@ -120,7 +147,8 @@ def _import_ahead() -> None:
 
 
 def _job(load: Any, func: Callable[..., Any], *args: Any) -> Any:
-    """``func(*args)`` in a pool thread, then its DB connections seen to."""
+    """``func(*args)`` in a pool thread, its DB connections seen to around it."""
+    _reopen_db_connections(load)
     try:
         return func(*args)
     finally:

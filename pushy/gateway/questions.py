@@ -120,6 +120,8 @@ class Questions:
         self.lanes: OrderedDict[Any, OrderedDict[Question, None]] = OrderedDict()
         self.asked_by: dict[Any, set[Question]] = {}  # connection -> its questions
         self.running = 0  # pool threads busy, overruns included
+        # Times jobs rose from none: see permissions._reopen_db_connections.
+        self.bursts = 0
         self._overrun_log = Throttled(logger, interval=OVERRUN_LOG_INTERVAL)
 
     @property
@@ -182,6 +184,8 @@ class Questions:
                 f"too many authorization questions waiting for {what} "
                 f"({len(self.lanes[lane])}, MAX_QUESTIONS_PER_CLIENT); try again later"
             )
+        if not self.jobs:
+            self.bursts += 1  # read by pool threads: see permissions
         self.questions[key] = question
         self._enqueue(question, lane)
         self._add_asker(question, asker, lane)

@@ -43,11 +43,23 @@ http {{
 """
 
 
-def documented_config() -> str:
-    """The ``nginx`` code block of docs/deployment.md."""
-    match = re.search(r"```nginx\n(.*?)```", GUIDE.read_text(), re.S)
+def documented_config(section: str | None = None) -> str:
+    """The (first) ``nginx`` code block of docs/deployment.md, or of one section.
+
+    ``section`` is a ``## `` heading's title: the block is looked for from that
+    heading to the next one of the same level.
+    """
+    text = GUIDE.read_text()
+    if section is not None:
+        match = re.search(
+            rf"^## {re.escape(section)}\n(.*?)(?=^## |\Z)", text, re.M | re.S
+        )
+        if match is None:
+            raise AssertionError(f"docs/deployment.md has no section {section!r}")
+        text = match.group(1)
+    match = re.search(r"```nginx\n(.*?)```", text, re.S)
     if match is None:
-        raise AssertionError("docs/deployment.md has no ```nginx block")
+        raise AssertionError("docs/deployment.md has no ```nginx block there")
     return match.group(1)
 
 
