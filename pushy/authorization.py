@@ -174,25 +174,30 @@ def allowed_hosts() -> list[str]:
     return allowed
 
 
-def page_server(origin: str | None, host: str | None) -> tuple[str, str, bool]:
+def origin_server(origin: str | None) -> tuple[str, str, bool] | None:
     """The Host (with its port, as a browser sends it), port and https-ness of
-    the page a WebSocket handshake came from.
-
-    The Origin's, when its host passes ``ALLOWED_HOSTS`` (it names the page);
-    else the handshake's Host, when it passes; else ``_server()``.
-    """
-    allowed = allowed_hosts()
+    the page a WebSocket handshake's Origin names; None when there is no
+    Origin, or its host does not pass ``ALLOWED_HOSTS``."""
     parts = _origin_parts(origin)
-    if parts is not None:
-        secure = parts.scheme == "https"
-        domain, port = split_domain_port(parts.netloc.lower())
-        if domain and validate_host(domain, allowed):
-            return parts.netloc.lower(), port or ("443" if secure else "80"), secure
+    if parts is None:
+        return None
+    secure = parts.scheme == "https"
+    host = parts.netloc.lower()
+    domain, port = split_domain_port(host)
+    if not domain or not validate_host(domain, allowed_hosts()):
+        return None
+    return host, port or ("443" if secure else "80"), secure
+
+
+def host_server(host: str | None) -> tuple[str, str, bool]:
+    """Like ``origin_server()`` for a request's Host header (the scheme is
+    ``SOCKET_SERVER``'s); ``_server()`` when it does not pass."""
     _, _, secure = _server()
     if host:
-        domain, port = split_domain_port(host.lower())
-        if domain and validate_host(domain, allowed):
-            return host.lower(), port or ("443" if secure else "80"), secure
+        host = host.lower()
+        domain, port = split_domain_port(host)
+        if domain and validate_host(domain, allowed_hosts()):
+            return host, port or ("443" if secure else "80"), secure
     return _server()
 
 

@@ -52,7 +52,7 @@ class Gate:
         self.authorizer = authorizer
         self.backlog_limit = backlog_limit
         self.backlogs: dict[Any, collections.deque[Entry]] = {}
-        # url -> {session key: [subscribers]}, built at a dispatch, dropped when
+        # url -> {visitor: [subscribers]}, built at a dispatch, dropped when
         # the URL's subscribers change (the hub calls forget()).
         self.groups: dict[str, dict[Any, list]] = {}
 
@@ -97,7 +97,8 @@ class Gate:
             return self._fan_out_grouped(
                 subscribers, frame, subscribed, url, stale, now, revoked
             )
-        # Subscribers sharing a session share a verdict: one cache lookup each.
+        # Equal visitors (same session, page and address: one identity) share
+        # a verdict: one cache lookup each.
         verdicts: dict[Any, str] = {}
         backlogs = self.backlogs
         sent = 0
@@ -110,7 +111,7 @@ class Gate:
                 # Keep its order: behind what it already waits for.
                 self._hold(connection, backlog, Entry(frame, subscribed, url, stale))
                 continue
-            key = connection.session_key
+            key = connection.visitor
             verdict = verdicts.get(key)
             if verdict is None:
                 verdict = self._verdict(key, subscribed, url, stale, now)
@@ -142,7 +143,7 @@ class Gate:
         if groups is None:
             groups = {}
             for connection in subscribers:
-                groups.setdefault(connection.session_key, []).append(connection)
+                groups.setdefault(connection.visitor, []).append(connection)
             self.groups[subscribed] = groups
         sent = 0
         for key, connections in groups.items():
@@ -214,7 +215,7 @@ class Gate:
                 if entry.subscribed not in connection.urls:
                     backlog.popleft()  # unsubscribed, revoked or gone: not asked
                     continue
-                verdict = self._decide(connection.session_key, entry)
+                verdict = self._decide(connection.visitor, entry)
                 if not backlog or backlog[0] is not entry:
                     continue  # dropped for a resync while we waited
                 backlog.popleft()

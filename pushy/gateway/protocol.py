@@ -131,14 +131,14 @@ class Protocol:
         self.error(connection, "forbidden", why, url)
 
     def _why_forbidden(self, connection: Connection) -> str:
-        if connection.session_key is None:
+        if connection.visitor.session_key is None:
             return (
                 "not allowed for an anonymous user: no session cookie reached the "
                 "gateway (browsers send cookies by host name, so the page and "
                 "SOCKET_SERVER must use the same one, e.g. both localhost)"
             )
         try:
-            who = self.gateway.authorizer.who(connection.session_key)
+            who = self.gateway.authorizer.who(connection.visitor)
         except Exception:
             return "not allowed"
         if who.anonymous:
@@ -151,7 +151,7 @@ class Protocol:
     def _allowed_now(self, connection: Connection, url: str) -> bool | None:
         """The decision if it is cached (or not needed); None if it must be asked."""
         try:
-            return self.gateway.authorizer.allows_now(connection.session_key, url)
+            return self.gateway.authorizer.allows_now(connection.visitor, url)
         except Exception:
             logger.exception("authorization failed for %s: refusing", url)
             return False
@@ -163,7 +163,7 @@ class Protocol:
         if not authorizer.needed:
             return True
         try:
-            return authorizer.allows(connection.session_key, url)
+            return authorizer.allows(connection.visitor, url)
         except Exception:
             logger.exception("authorization failed for %s: refusing", url)
             return False
