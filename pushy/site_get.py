@@ -57,6 +57,7 @@ from django.http import (
     HttpResponseNotFound,
     HttpResponseServerError,
 )
+from django.middleware.cache import FetchFromCacheMiddleware, UpdateCacheMiddleware
 from django.urls import set_script_prefix, set_urlconf
 from django.utils import translation
 from django.utils.module_loading import import_string
@@ -65,14 +66,9 @@ __all__ = ["CACHE_MIDDLEWARE", "SESSION_ENVIRON_KEY", "get", "middleware_paths"]
 
 logger = logging.getLogger(__name__)
 
-# Left out of the chain: they answer from, or store into, the site's cache.
-CACHE_MIDDLEWARE = frozenset(
-    {
-        "django.middleware.cache.UpdateCacheMiddleware",
-        "django.middleware.cache.FetchFromCacheMiddleware",
-        "django.middleware.cache.CacheMiddleware",
-    }
-)
+# Left out of the chain, with their subclasses: they answer from, or store
+# into, the site's cache (CacheMiddleware is both).
+CACHE_MIDDLEWARE = (UpdateCacheMiddleware, FetchFromCacheMiddleware)
 # Where the request carries the read-only session its SessionMiddleware sets.
 SESSION_ENVIRON_KEY = "pushy.session"
 # Where a request keeps the exception its view or middleware raised, if any.
@@ -81,7 +77,12 @@ EXCEPTION_ENVIRON_KEY = "pushy.exception"
 
 def middleware_paths() -> list[str]:
     """``settings.MIDDLEWARE`` as the authorization GET runs it."""
-    return [path for path in settings.MIDDLEWARE if path not in CACHE_MIDDLEWARE]
+    return [path for path in settings.MIDDLEWARE if not is_cache_middleware(path)]
+
+
+def is_cache_middleware(path: str) -> bool:
+    factory = import_string(path)
+    return isinstance(factory, type) and issubclass(factory, CACHE_MIDDLEWARE)
 
 
 def get(request: WSGIRequest) -> HttpResponse:
