@@ -330,6 +330,18 @@ _VALUE_CHECKS = {
 }
 
 
+def check_site_get(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """What would make the default authorization's answer not the site's
+    (E014-E016; docs/settings.md, "Authorization")."""
+    raw = conf.user_settings()
+    if not isinstance(raw, dict) or raw.get("AUTHORIZE") is not None:
+        return []
+    from pushy import site_checks
+
+    return [_error(number, msg, hint) for number, msg, hint in site_checks.problems()]
+
+
 def register() -> None:
     register_check(check_settings, "pushy")
     register_check(check_setting_name, "pushy")
+    register_check(check_site_get, "pushy")

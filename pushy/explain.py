@@ -17,7 +17,7 @@ from typing import Any
 import redis
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
-from django.urls import Resolver404, resolve
+from django.urls import Resolver404
 from django.utils.module_loading import import_string
 
 from pushy import authorization, conf
@@ -95,27 +95,20 @@ def decide(user: Any, url: str) -> tuple[bool, str]:
 
 
 def view_answer(user: Any, url: str) -> str:
-    """What the view of ``url`` answers ``user``'s GET, in words."""
-    path_info = authorization._path_info(url.split("?", 1)[0])
-    if path_info is None:
+    """What the site answers ``user``'s GET of ``url`` (its middleware and view,
+    as the gateway asks it), in words."""
+    if authorization._path_info(url.split("?", 1)[0]) is None:
         return f"{url} is outside FORCE_SCRIPT_NAME"
-    query = url.split("?", 1)[1] if "?" in url else ""
-    request = authorization.get_request(path_info, query, user, None)
-    try:
-        match = resolve(request.path_info)
-    except Resolver404:
+    answer = authorization.get_answer(user, url)
+    if answer.view is None and isinstance(answer.error, Resolver404):
         return f"no view: {url} does not resolve in the URLconf"
-    request.resolver_match = match
-    view = view_name(match.func)
-    try:
-        response = match.func(request, *match.args, **match.kwargs)
-    except Http404:
-        return f"GET {url} ({view}) raised Http404"
-    except PermissionDenied:
-        return f"GET {url} ({view}) raised PermissionDenied"
-    except Exception as e:
-        return f"GET {url} ({view}) raised {type(e).__name__}: {e}"
-    return f"GET {url} ({view}) answered {response.status_code}"
+    view = f" ({view_name(answer.view)})" if answer.view is not None else ""
+    if isinstance(answer.error, (Http404, PermissionDenied)):
+        return f"GET {url}{view} raised {type(answer.error).__name__}"
+    if answer.error is not None:
+        error = answer.error
+        return f"GET {url}{view} raised {type(error).__name__}: {error}"
+    return f"GET {url}{view} answered {answer.status}"
 
 
 def view_name(func: Any) -> str:

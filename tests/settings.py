@@ -16,6 +16,7 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
+    "django.contrib.messages",
     "django.contrib.staticfiles",
     "pushy",
     "tests.testapp",
@@ -42,6 +43,15 @@ DATABASES = {
     },
 }
 DATABASE_ROUTERS = ["tests.captureapp.routers.CaptureRouter"]
+
+# A site's usual stack: the default authorization serves its GET through it.
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
 
 TEMPLATES = [
     {

@@ -75,18 +75,18 @@ class Connection:
     """A client of ``gateway`` on the non-blocking socket ``sock``."""
 
     __slots__ = (
-        "gateway", "sock", "session_key", "client", "urls", "url_bytes",
+        "gateway", "sock", "visitor", "client", "urls", "url_bytes",
         "parser", "reader", "paused", "queue", "queued_bytes", "writer",
         "write_wait", "backlogged", "over_since", "closing", "finished",
         "last_seen", "tokens", "tokens_at", "__weakref__",
     )  # fmt: skip
 
     def __init__(
-        self, gateway: Any, sock: socket.socket, session_key: Any, client: Any = None
+        self, gateway: Any, sock: socket.socket, visitor: Any, client: Any = None
     ) -> None:
         self.gateway = gateway
         self.sock = sock
-        self.session_key = session_key
+        self.visitor = visitor  # who the site would see (visitor.Visitor)
         self.client = client  # the key Admission counts this connection under
         self.urls: set[str] = set()
         self.url_bytes = 0  # UTF-8 bytes of self.urls (MAX_SUBSCRIPTION_BYTES)

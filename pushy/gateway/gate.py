@@ -53,7 +53,7 @@ class Gate:
         self.authorizer = authorizer
         self.backlog_limit = backlog_limit
         self.backlogs: dict[Any, collections.deque[Entry]] = {}
-        # url -> {session key: [subscribers]}, built at a dispatch, dropped when
+        # url -> {visitor: [subscribers]}, built at a dispatch, dropped when
         # the URL's subscribers change (the hub calls forget()).
         self.groups: dict[str, dict[Any, list]] = {}
 
@@ -98,7 +98,8 @@ class Gate:
             return self._fan_out_grouped(
                 subscribers, frame, subscribed, url, stale, now, revoked
             )
-        # Subscribers sharing a session share a verdict: one cache lookup each.
+        # Equal visitors (same session, page and address: one identity) share
+        # a verdict: one cache lookup each.
         verdicts: dict[Any, str] = {}
         backlogs = self.backlogs
         sent = 0
@@ -111,7 +112,7 @@ class Gate:
                 # Keep its order: behind what it already waits for.
                 self._hold(connection, backlog, Entry(frame, subscribed, url, stale))
                 continue
-            key = connection.session_key
+            key = connection.visitor
             verdict = verdicts.get(key)
             if verdict is None:
                 verdict = self._verdict(key, subscribed, url, stale, now)
@@ -143,7 +144,7 @@ class Gate:
         if groups is None:
             groups = {}
             for connection in subscribers:
-                groups.setdefault(connection.session_key, []).append(connection)
+                groups.setdefault(connection.visitor, []).append(connection)
             self.groups[subscribed] = groups
         sent = 0
         for key, connections in groups.items():
@@ -216,7 +217,7 @@ class Gate:
                     backlog.popleft()  # unsubscribed, revoked or gone: not asked
                     continue
                 try:
-                    verdict = self._decide(connection.session_key, entry, connection)
+                    verdict = self._decide(connection.visitor, entry, connection)
                 except Refused:
                     # Not decided (too many questions waiting, or a view past
                     # its timeout): drop what waits and have the client reload.
@@ -242,10 +243,10 @@ class Gate:
             if self.backlogs.get(connection) is backlog:
                 del self.backlogs[connection]
 
-    def _decide(self, key: Any, entry: Entry, asker: Any = None) -> str:
+    def _decide(self, visitor: Any, entry: Entry, asker: Any = None) -> str:
         """A held update's verdict, asking the authorizer (blocks this greenlet)."""
         authorizer = self.authorizer
-        who = authorizer.who(key, asker=asker)
+        who = authorizer.who(visitor, asker=asker)
         if entry.subscribed != entry.url and not authorizer.decide(
             who, entry.subscribed, asker=asker
         ):

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from importlib import import_module
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import gevent
@@ -28,6 +28,9 @@ from gevent.event import AsyncResult
 
 from pushy import authorization, conf
 from pushy.gateway.questions import REFRESH, Questions, Refused
+
+if TYPE_CHECKING:
+    from pushy.gateway.visitor import Visitor
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +117,7 @@ def _reopen_db_connections(load: Any) -> None:
         _kept.burst = None
 
 
-def _import_ahead() -> None:
+def _import_ahead(site_get: bool = False) -> None:
     """Import, in the main thread, what the pool threads' first questions would.
 
     Seen once in the benchmark: pool threads importing the same modules at once
@@ -140,6 +143,10 @@ def _import_ahead() -> None:
         connections.close_all()
     resolver = get_resolver()
     resolver.url_patterns  # noqa: B018 -- imports the URLconf and its views
+    if site_get:  # the middleware chain, built (and its modules imported) once
+        from pushy import site_get as chain
+
+        chain.handler()
     try:
         resolver.resolve("/")  # populates the resolver's caches
     except Resolver404:
@@ -155,36 +162,57 @@ def _job(load: Any, func: Callable[..., Any], *args: Any) -> Any:
         _close_db_connections(load)
 
 
-# The identity anonymous visitors without a session share: their requests
-# carry nothing that tells them apart, so a decision for one is for all.
+# The principal of anonymous visitors without a session: their requests carry
+# no cookie that tells them apart (their address and page still do).
 ANONYMOUS = None
 # Entries each cache keeps at most (the oldest go first).
 MAX_CACHED = 100_000
 
 
-class Identity:
-    """A session as the gateway knows it: its user, their identity, the session.
+class SessionRead:
+    """What a session key stood for when it was read: its user, the session,
+    and the principal decisions about it are shared under.
 
-    The identity says whose decisions may be shared: a logged-in user's (the
-    user's pk); an anonymous visitor's with a session of its own (its key: what
-    the session holds, a guest order's ids, can change the answer); anonymous
-    visitors without one (``ANONYMOUS``, all alike).
+    The principal: a logged-in user's pk; for an anonymous visitor with a
+    stored session, ``("session", key)`` (what the session holds, a guest
+    order's ids, can change the answer); ``ANONYMOUS`` for one without.
     """
 
-    __slots__ = ("user", "identity", "session", "expires")
+    __slots__ = ("user", "session", "principal", "expires")
 
     def __init__(self, user: Any, session: Any, expires: float) -> None:
         self.user = user
-        self.identity = _identity(user, session)
         self.session = session
+        self.principal = _principal(user, session)
         self.expires = expires
+
+
+class Identity:
+    """A visitor as the gateway knows them: the session read, the visitor
+    (its cookies, address, page), and the key of their shared decisions,
+    ``(page, principal, address)`` (``Visitor.identity``)."""
+
+    __slots__ = ("read", "visitor", "identity")
+
+    def __init__(self, read: SessionRead, visitor: Visitor) -> None:
+        self.read = read
+        self.visitor = visitor
+        self.identity = visitor.identity(read.principal)
+
+    @property
+    def user(self) -> Any:
+        return self.read.user
+
+    @property
+    def session(self) -> Any:
+        return self.read.session
 
     @property
     def anonymous(self) -> bool:
-        return not self.user.is_authenticated
+        return not self.read.user.is_authenticated
 
 
-def _identity(user: Any, session: Any) -> Any:
+def _principal(user: Any, session: Any) -> Any:
     if user.is_authenticated:
         return user.pk
     # A key that names no stored session was dropped when the session loaded
@@ -230,23 +258,26 @@ def _fresh(user: Any) -> Any:
 def _ask(authorize: Callable[..., bool], who: Identity, url: str) -> bool:
     """One authorization question, in a pool thread; an error means no."""
     try:
-        user = _fresh(who.user)
         if authorize is authorization.can_get:
-            return authorization.can_get(user, url, who.session)
-        return bool(authorize(user, url))
+            # The session decides the user: the site's middleware loads it.
+            environ = who.visitor.environ()
+            return authorization.can_get(who.user, url, who.session, environ)
+        return bool(authorize(_fresh(who.user), url))
     except Exception:
         logger.exception("AUTHORIZE failed for %s: refusing", url)
         return False
 
 
 class Authorizer:
-    """Answers 'may this session's user GET this URL?' off the event loop, cached.
+    """Answers 'may this visitor GET this URL?' off the event loop, cached.
 
-    Sessions are cached by session key and decisions by (user identity, URL),
-    both for ``AUTHORIZATION_TTL`` seconds, and shared by every connection of the
-    process; a question already being asked is not asked twice (later askers
-    wait for the same answer). ``identity_now()`` and ``known()`` never block,
-    for the hub; ``who()`` and ``allows()`` block only the calling greenlet.
+    Sessions are cached by session key, and decisions by (identity, URL), both
+    for ``AUTHORIZATION_TTL`` seconds, and shared by every connection of the
+    process; the identity is (page, principal, address) (``Visitor``), so a
+    decision is shared only where the answer cannot differ. A question already
+    being asked is not asked twice (later askers wait for the same answer).
+    ``identity_now()`` and ``known()`` never block, for the hub; ``who()`` and
+    ``allows()`` block only the calling greenlet.
     """
 
     def __init__(self, pool_size: int, ttl: float, stats: Any = None) -> None:
@@ -262,20 +293,21 @@ class Authorizer:
             conf.get("MAX_QUESTIONS_PER_CLIENT"),
             stats,
         )
-        self.sessions: dict[str, Identity] = {}
+        self.sessions: dict[str, SessionRead] = {}
         self.decisions: dict[tuple[Any, str], tuple[bool, float]] = {}
         self._inflight: dict[Any, AsyncResult] = {}
-        self._anonymous: Identity | None = None
+        self._anonymous: SessionRead | None = None
         # A cached answer in use is asked again in the background in the last
         # quarter of its life, so busy entries do not expire under the hub's
         # feet (every subscriber waiting at once); revocation still takes
         # effect within the TTL. A quarter: busy entries cost 4/3 of the view
         # runs of asking on expiry (half would double them; docs/decisions.md).
         self.refresh_within = ttl / 4
-        # The latest session read of each identity: whom to ask as, for that.
+        # The latest visitor seen of each identity: whom to ask as, for that
+        # identity's background refreshes (never a visitor of another).
         self.people: dict[Any, Identity] = {}
         if self.needed:
-            _import_ahead()
+            _import_ahead(self.authorize is authorization.can_get)
 
     @property
     def needed(self) -> bool:
@@ -289,16 +321,17 @@ class Authorizer:
 
     # Never blocking ------------------------------------------------------
 
-    def identity_now(self, key: str | None, now: float) -> Any:
-        """The identity of a session key if known and fresh, else ``MISSING``."""
+    def identity_now(self, visitor: Visitor, now: float) -> Any:
+        """A visitor's identity if its session is known and fresh, else ``MISSING``."""
+        key = visitor.session_key
         if key is None:
-            return ANONYMOUS
+            return visitor.identity(ANONYMOUS)
         entry = self.sessions.get(key)
         if entry is None or entry.expires <= now:
             return MISSING
         if entry.expires - now < self.refresh_within:
             self._refresh(("session", key), self._read, key)
-        return entry.identity
+        return visitor.identity(entry.principal)
 
     def known(
         self, identity: Any, url: str, now: float, stale: bool = False
@@ -311,20 +344,36 @@ class Authorizer:
         if expires <= now:
             return allowed if stale else None
         if expires - now < self.refresh_within:
-            who = self.people.get(identity)
+            who = self._asker(identity, now)
             if who is not None:
                 self._refresh((identity, url), self._decide, who, url)
         return allowed
 
-    def allows_now(self, key: str | None, url: str) -> bool | None:
+    def allows_now(self, visitor: Visitor, url: str) -> bool | None:
         """``allows()`` from the caches alone: None when it would have to ask."""
         if not self.needed:
             return True
         now = time.monotonic()
-        identity = self.identity_now(key, now)
+        identity = self.identity_now(visitor, now)
         if identity is MISSING:
             return None
         return self.known(identity, url, now)
+
+    def _asker(self, identity: Any, now: float) -> Identity | None:
+        """Whom a background refresh of ``identity``'s decisions asks as: its
+        latest visitor, with its session as read now; None when that session
+        is no longer fresh or no longer that identity's (the entry then
+        expires, and whoever needs it next asks)."""
+        who = self.people.get(identity)
+        if who is None or who.read.expires > now:
+            return who
+        key = who.visitor.session_key
+        read = self.sessions.get(key) if key is not None else None
+        if read is None or read.expires <= now or read.principal != who.read.principal:
+            return None
+        who = Identity(read, who.visitor)
+        self.people[identity] = who
+        return who
 
     # Blocking the calling greenlet only ----------------------------------
 
@@ -334,8 +383,14 @@ class Authorizer:
     # questions waiting, or a view past AUTHORIZATION_TIMEOUT) and
     # ``questions.Dropped`` (every asker closed).
 
-    def who(self, key: str | None, asker: Any = None) -> Identity:
-        """The user behind a session key, re-read once its cache entry expired."""
+    def who(self, visitor: Visitor, asker: Any = None) -> Identity:
+        """The visitor as the gateway knows them; the session is read again
+        once its cache entry expired."""
+        who = Identity(self._session(visitor.session_key, asker), visitor)
+        _remember(self.people, who.identity, who)
+        return who
+
+    def _session(self, key: str | None, asker: Any = None) -> SessionRead:
         if key is None:
             if self._anonymous is None:
                 self._anonymous = self._once(
@@ -347,11 +402,11 @@ class Authorizer:
             return entry
         return self._once(("session", key), self._read, key, asker=asker)
 
-    def allows(self, key: str | None, url: str, asker: Any = None) -> bool:
-        """Whether the user of session ``key`` may subscribe to ``url``."""
+    def allows(self, visitor: Visitor, url: str, asker: Any = None) -> bool:
+        """Whether ``visitor`` may subscribe to ``url``."""
         if not self.needed:
             return True
-        return self.decide(self.who(key, asker), url, asker)
+        return self.decide(self.who(visitor, asker), url, asker)
 
     def decide(self, who: Identity, url: str, asker: Any = None) -> bool:
         """Whether ``who`` may GET ``url``: cached, else asked (once) in the pool."""
@@ -364,15 +419,15 @@ class Authorizer:
         """``asker`` closed: drop the questions that only it waited for."""
         self.questions.forget(asker)
 
-    def _read(self, key: str | None, asker: Any = None) -> Identity:
+    def _read(self, key: str | None, asker: Any = None) -> SessionRead:
         user, session = self._run(
             ("session", key), _load_session, key, asker=asker, label="a session read"
         )
         self._count("session_loads")
-        entry = Identity(user, session, time.monotonic() + self.ttl)
-        if key is not None:
-            _remember(self.sessions, key, entry)
-        _remember(self.people, entry.identity, entry)
+        if key is None:
+            return SessionRead(user, session, float("inf"))
+        entry = SessionRead(user, session, time.monotonic() + self.ttl)
+        _remember(self.sessions, key, entry)
         return entry
 
     def _decide(self, who: Identity, url: str, asker: Any = None) -> bool:

@@ -139,14 +139,14 @@ class Protocol:
         self.error(connection, "forbidden", why, url)
 
     def _why_forbidden(self, connection: Connection) -> str:
-        if connection.session_key is None:
+        if connection.visitor.session_key is None:
             return (
                 "not allowed for an anonymous user: no session cookie reached the "
                 "gateway (browsers send cookies by host name, so the page and "
                 "SOCKET_SERVER must use the same one, e.g. both localhost)"
             )
         try:
-            who = self.gateway.authorizer.who(connection.session_key, connection)
+            who = self.gateway.authorizer.who(connection.visitor, connection)
         except Exception:
             return "not allowed"
         if who.anonymous:
@@ -159,7 +159,7 @@ class Protocol:
     def _allowed_now(self, connection: Connection, url: str) -> bool | None:
         """The decision if it is cached (or not needed); None if it must be asked."""
         try:
-            return self.gateway.authorizer.allows_now(connection.session_key, url)
+            return self.gateway.authorizer.allows_now(connection.visitor, url)
         except Exception:
             logger.exception("authorization failed for %s: refusing", url)
             return False
@@ -171,7 +171,7 @@ class Protocol:
         if not authorizer.needed:
             return True
         try:
-            return authorizer.allows(connection.session_key, url, asker=connection)
+            return authorizer.allows(connection.visitor, url, asker=connection)
         except (Refused, Dropped):
             raise
         except Exception:

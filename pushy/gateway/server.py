@@ -38,10 +38,11 @@ from pushy.gateway.listener import Listener
 from pushy.gateway.logs import Throttled
 from pushy.gateway.memory import Trimmer
 from pushy.gateway.pauses import PauseMonitor
-from pushy.gateway.permissions import Authorizer, origin_allowed, session_key
+from pushy.gateway.permissions import Authorizer, origin_allowed
 from pushy.gateway.protocol import Protocol
 from pushy.gateway.stats import Stats, prometheus_text
 from pushy.gateway.versions import VersionBook
+from pushy.gateway.visitor import Visitor
 from pushy.messages import Update, explain_channel, resync_channel
 from pushy.redis_clients import redacted
 from pushy.versions import VERSION_ROOM
@@ -309,8 +310,8 @@ class Gateway:
             sock.close()
             return
         self.stats.connections_total += 1
-        key = session_key(environ.get("HTTP_COOKIE"))
-        Connection(self, sock, key, client).start(rest)
+        visitor = Visitor.from_handshake(environ, self.admission.trusted)
+        Connection(self, sock, visitor, client).start(rest)
 
     def connection_ended(self, connection: Connection) -> None:
         """``connection`` left (its socket may still send a close frame)."""

@@ -17,6 +17,7 @@ from pushy.gateway.hub import Hub
 from pushy.gateway.permissions import MISSING
 from pushy.gateway.questions import Busy
 from pushy.gateway.stats import Stats
+from pushy.gateway.visitor import Visitor
 from pushy.messages import Update
 
 pytestmark = pytest.mark.timeout(10)
@@ -59,7 +60,7 @@ class HeldAuthorizer:
 
 class Subscriber:
     def __init__(self, key):
-        self.session_key = key
+        self.visitor = key
         self.urls = set()
         self.url_bytes = 0
         self.closing = False
@@ -197,6 +198,10 @@ def test_a_delete_goes_only_where_the_object_was_known_allowed():
     assert ("k", "/i/9/") not in authorizer.asked
 
 
+# An anonymous visitor without a cookie.
+NOBODY = Visitor.default()
+
+
 @pytest.fixture
 def counting_authorizer(settings):
     from pushy.gateway.permissions import Authorizer
@@ -214,7 +219,7 @@ def counting_authorizer(settings):
 
 def test_one_question_asked_at_once_is_asked_once(counting_authorizer):
     authorizer, asked = counting_authorizer
-    askers = [gevent.spawn(authorizer.allows, None, "/i/1/") for _ in range(20)]
+    askers = [gevent.spawn(authorizer.allows, NOBODY, "/i/1/") for _ in range(20)]
     gevent.joinall(askers, raise_error=True)
     assert [g.value for g in askers] == [True] * 20
     assert asked == ["/i/1/"]
@@ -222,13 +227,16 @@ def test_one_question_asked_at_once_is_asked_once(counting_authorizer):
 
 def test_a_busy_answer_is_refreshed_before_it_expires(counting_authorizer):
     authorizer, asked = counting_authorizer
-    assert authorizer.allows(None, "/i/1/")
+    assert authorizer.allows(NOBODY, "/i/1/")
     started = time.monotonic()
     # Used in the last quarter of its 0.4 s life: asked again in the background.
     while (
-        authorizer.known(None, "/i/1/", time.monotonic()) is not None and len(asked) < 2
+        authorizer.known(NOBODY.identity(None), "/i/1/", time.monotonic()) is not None
+        and len(asked) < 2
     ):
         assert time.monotonic() - started < 2, asked
         gevent.sleep(0.02)  # a poll, with a deadline
     assert asked == ["/i/1/", "/i/1/"]
-    assert authorizer.known(None, "/i/1/", time.monotonic()) is True  # never expired
+    assert (
+        authorizer.known(NOBODY.identity(None), "/i/1/", time.monotonic()) is True
+    )  # never expired

@@ -61,7 +61,7 @@ def pair():
     client_end = gevent.socket.socket(fileno=plain_end.detach())
     client_end.settimeout(5)
     gateway = FakeGateway()
-    connection = Connection(gateway, server_end, session_key=None)
+    connection = Connection(gateway, server_end, visitor=None)
     yield gateway, connection, client_end
     client_end.close()
     server_end.close()

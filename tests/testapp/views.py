@@ -7,14 +7,17 @@ querysets; class-based views with the auth mixins; decorated function views.
 
 import time
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.contrib.auth.mixins import LoginRequiredMixin, PermissionRequiredMixin
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.views import View
 from django.views.generic import TemplateView
 from rest_framework import generics, permissions, serializers
 
-from tests.testapp.models import Document
+from tests.testapp.models import Document, Shot, Unpushed
 
 
 def detail(request, **kwargs):
@@ -138,3 +141,37 @@ class PublicDocuments(generics.ListAPIView):
     queryset = Document.objects.all()
     serializer_class = DocumentSerializer
     permission_classes = [permissions.AllowAny]
+
+
+# What the site's own GET sees (issue 21 item 1) -------------------------
+
+# The addresses the office view answers; others get 403.
+OFFICE_ADDRESSES = ("127.0.0.2",)
+
+
+def office_only(request):
+    """Restricted by client address, as some intranet pages are."""
+    if request.META.get("REMOTE_ADDR") not in OFFICE_ADDRESSES:
+        raise PermissionDenied("not from the office")
+    return JsonResponse({"address": request.META["REMOTE_ADDR"]})
+
+
+def shop_only(request):
+    """A tenant's page: only on the tenant's host, as a multi-tenant site."""
+    if request.get_host() != "shop.example.com":
+        raise Http404("no such tenant")
+    return JsonResponse({"tenant": "shop"})
+
+
+def side_effects(request):
+    """A GET view that writes (never do this): to the database, a pushed
+    model (a publish after commit), the session, a cookie, and reads the
+    messages (which consumes them)."""
+    Unpushed.objects.create(name="written by a GET")
+    with transaction.atomic():
+        Shot.objects.create(title="saved by a GET")
+    request.session["visits"] = request.session.get("visits", 0) + 1
+    seen = [str(message) for message in messages.get_messages(request)]
+    response = JsonResponse({"messages": seen})
+    response.set_cookie("seen", "yes")
+    return response
