@@ -116,3 +116,18 @@ def view_name(func: Any) -> str:
     target = getattr(func, "view_class", None) or getattr(func, "cls", None) or func
     name = getattr(target, "__qualname__", None) or type(target).__qualname__
     return f"{target.__module__}.{name}"
+
+
+def lag_bound(histogram: dict[str, Any], share: float) -> str | None:
+    """The least bucket bound ``share`` of a histogram snapshot's observations
+    are within ("10 ms", "over 30 s"); None when it has none."""
+    count = histogram.get("count") or 0
+    if not count:
+        return None
+    for bound, cumulative in histogram["buckets"].items():
+        if cumulative >= share * count:
+            if bound == "+Inf":
+                return f"over {list(histogram['buckets'])[-2]} s"
+            seconds = float(bound)
+            return f"{seconds * 1000:g} ms" if seconds < 1 else f"{seconds:g} s"
+    return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,7 +25,12 @@ UPDATE = "update"
 DELETE = "delete"
 EVENTS = (CREATE, UPDATE, DELETE)
 # The body's keys; others (from a later version) are ignored by decode().
-FIELDS = ("url", "event", "model", "pk", "collection", "data", "version")
+FIELDS = (
+    "url", "event", "model", "pk", "collection", "data", "version", "published",
+)  # fmt: skip
+# Bytes the sender's stamp adds to a body after its size check (',"published":'
+# and a time to the ms).
+PUBLISHED_ROOM = 32
 REQUIRED = frozenset(("url", "event", "model", "pk"))
 
 
@@ -40,6 +46,10 @@ class Update:
     data: dict[str, Any] | None = None
     # Given in Redis when published (pushy/versions.py); None before.
     version: int | None = None
+    # When the commit handed it to this process's sender (seconds since the
+    # epoch, to the ms), for the gateways' delivery-lag histograms; never in
+    # a browser's frame. None before, and from publishers older than 0.3.
+    published: float | None = None
 
     def __post_init__(self) -> None:
         # Checked on both sides: what the publisher builds and what the gateway
@@ -64,13 +74,23 @@ class Update:
             body["collection"] = self.collection
         if self.data is not None:
             body["data"] = self.data
+        if self.published is not None:
+            body["published"] = self.published
         if self.version is not None:
             body["version"] = self.version
         return body
 
     def as_message(self) -> dict[str, Any]:
-        """The object a browser receives."""
-        return {"type": "update", **self.as_dict()}
+        """The object a browser receives (what is for gateways only left out)."""
+        message = {"type": "update", **self.as_dict()}
+        message.pop("published", None)
+        return message
+
+    def stamped(self) -> Update:
+        """This update, marked as published now (unless it is already)."""
+        if self.published is not None:
+            return self
+        return self.replace(published=round(time.time(), 3))
 
     def encode(self) -> bytes:
         """The Redis body; InvalidUpdate if a value is not JSON (NaN included).
@@ -145,6 +165,11 @@ def _field_problem(update: Update) -> str | None:
         isinstance(version, bool) or not isinstance(version, int) or version < 0
     ):
         return f"version must be a non-negative int or absent, not {version!r}"[:200]
+    published = update.published
+    if published is not None and (
+        isinstance(published, bool) or not isinstance(published, (int, float))
+    ):
+        return f"published must be a number or absent, not {published!r}"[:200]
     return None
 
 

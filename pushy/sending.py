@@ -458,7 +458,10 @@ class Sender:
             idle = not (self.busy or self.queue or self.handover)
             fast = idle and (bool(updates) or self._pending())
             for index, update in enumerate(updates):
-                self.queue.append(_Item(update, next(self.numbers), job, index))
+                # Stamped at the commit: the lag gateways measure includes
+                # the time spent queued here while Redis was away.
+                item = _Item(update.stamped(), next(self.numbers), job, index)
+                self.queue.append(item)
             if fast:
                 self.busy = True
             else:

@@ -17,6 +17,7 @@ class Subscriber:
         self.client = redis.Redis.from_url(url)
         self.pubsub = self.client.pubsub()
         self.versions: list[int] = []
+        self.published: list[float] = []
         self.pubsub.psubscribe(pattern)
         # Wait for the confirmation: from here on, nothing published is missed.
         confirmation = self.pubsub.get_message(timeout=5)
@@ -35,6 +36,11 @@ class Subscriber:
                     version = body.pop("version")
                     assert isinstance(version, int) and version > 0, version
                     self.versions.append(version)
+                if isinstance(body, dict) and "published" in body:
+                    # The sender's stamp at the commit: within the test's time.
+                    published = body.pop("published")
+                    assert abs(time.time() - published) < 60, published
+                    self.published.append(published)
                 return message["channel"].decode(), body
         raise AssertionError(f"nothing published within {timeout}s")
 

@@ -64,7 +64,8 @@ def test_counts_the_subscribers_of_the_url_and_collection_on_each_gateway(
         f"  size: {len(body)} bytes (MAX_UPDATE_BYTES 1,048,576)",
         "Gateway processes listening on Redis: 2",
     ]
-    per_gateway = sorted(lines[5:7], key=lambda line: "3 connections" not in line)
+    gateway_lines = [line for line in lines[5:9] if "connections;" in line]
+    per_gateway = sorted(gateway_lines, key=lambda line: "3 connections" not in line)
     assert per_gateway[0].endswith(
         f": 3 connections; subscribed to {url}: 2, /api/shot/: 1"
     )
@@ -73,7 +74,13 @@ def test_counts_the_subscribers_of_the_url_and_collection_on_each_gateway(
     )
     pids = {str(first.pid), str(second.pid)}
     assert {line.split(":")[1] for line in per_gateway} == pids
-    assert lines[7:] == [f"  connections subscribed in all: {url}: 2, /api/shot/: 2"]
+    # Under each, how fast its updates went out (none yet here).
+    assert (
+        lines[6]
+        == lines[8]
+        == ("    no update delivered since it started (or an older pushy)")
+    )
+    assert lines[9:] == [f"  connections subscribed in all: {url}: 2, /api/shot/: 2"]
 
 
 def test_says_when_no_gateway_listens():
@@ -178,3 +185,16 @@ def test_redis_unreachable(settings):
     lines = out.getvalue().splitlines()
     assert lines[4].startswith("Gateway processes listening on Redis: unknown (")
     assert "127.0.0.1:1" in lines[4]
+
+
+def test_delivery_lag_in_words():
+    from pushy.explain import lag_bound
+
+    histogram = {
+        "count": 100,
+        "buckets": {"0.001": 10, "0.005": 60, "0.1": 99, "30": 100, "+Inf": 100},
+    }
+    assert lag_bound(histogram, 0.5) == "5 ms"
+    assert lag_bound(histogram, 0.99) == "100 ms"
+    assert lag_bound(histogram, 1.0) == "30 s"
+    assert lag_bound({"count": 0, "buckets": {}}, 0.5) is None

@@ -61,6 +61,8 @@ def counts(hub: Any, urls: list[str], name: str) -> dict[str, Any]:
         "connections": len(hub.connections),
         "subscriptions": hub.subscriptions,
         "urls": {url: len(hub.by_url.get(url, ())) for url in urls},
+        # How fast updates reached its sockets, since it started (/metrics).
+        "delivery": hub.stats.update_delivery_seconds.snapshot(),
     }
 
 

@@ -43,7 +43,12 @@ from pushy.gateway.protocol import Protocol
 from pushy.gateway.stats import Stats, prometheus_text
 from pushy.gateway.versions import VersionBook
 from pushy.gateway.visitor import Visitor
-from pushy.messages import Update, explain_channel, resync_channel
+from pushy.messages import (
+    PUBLISHED_ROOM,
+    Update,
+    explain_channel,
+    resync_channel,
+)
 from pushy.redis_clients import redacted
 from pushy.versions import VERSION_ROOM
 
@@ -168,8 +173,10 @@ class Gateway:
             on_resync=self.resync,
             count=self._count,
             health_interval=conf.get("REDIS_HEALTH_INTERVAL"),
-            # The version is added in Redis, after the publisher's size check.
-            max_update_bytes=conf.get("MAX_UPDATE_BYTES") + VERSION_ROOM,
+            # The stamp and the version are added after the publisher's size check.
+            max_update_bytes=conf.get("MAX_UPDATE_BYTES")
+            + PUBLISHED_ROOM
+            + VERSION_ROOM,
             resync_channel=resync_channel(),
             on_resync_request=self.resync_requested,
             controls={explain_channel(): self.explainer.request},
@@ -334,14 +341,26 @@ class Gateway:
         queued, and each connection's writer sends them in one write.
         """
         self.versions.saw(update.version)
+        if update.published is not None:
+            self.stats.update_arrival_seconds.observe(_since(update.published))
         if not self._listener_idle:
-            return self.hub.dispatch(update)
-        self._listener_idle = False
-        self.write_through = True
-        try:
-            return self.hub.dispatch(update)
-        finally:
-            self.write_through = False
+            sent = self.hub.dispatch(update)
+        else:
+            self._listener_idle = False
+            self.write_through = True
+            try:
+                sent = self.hub.dispatch(update)
+            finally:
+                self.write_through = False
+        if sent and update.published is not None:
+            # After the writers this dispatch woke (loop callbacks run in
+            # order): then its frames are with the kernel, for every
+            # subscriber not already waiting on a slow socket.
+            self.loop.run_callback(self._delivered, update.published)
+        return sent
+
+    def _delivered(self, published: float) -> None:
+        self.stats.update_delivery_seconds.observe(_since(published))
 
     def resync(self) -> None:
         """Redis is back after an outage: tell clients what they may have missed."""
@@ -493,3 +512,9 @@ class Gateway:
 
 def _json(status: str, body: dict) -> bytes:
     return http_response(status, "application/json", json.dumps(body).encode())
+
+
+def _since(published: float) -> float:
+    """Seconds from ``published`` (another host's clock) to now; never below 0,
+    which only a clock ahead of this host's gives."""
+    return max(0.0, time.time() - published)

@@ -13,6 +13,8 @@ import itertools
 import time
 from typing import Any
 
+from pushy.messages import REASONS
+
 COUNTERS = {
     "connections_total": "WebSocket connections accepted",
     "handshakes_refused": "Upgrade requests refused (a 4xx, or a 503 at a limit)",
@@ -53,9 +55,15 @@ HISTOGRAMS = {
     "question_wait_seconds": "Seconds authorization questions (session reads, view "
     "runs) waited for a pool thread",
     "question_run_seconds": "Seconds authorization questions ran in a pool thread",
+    "update_arrival_seconds": "Seconds from an update's publish (its commit, on the "
+    "publisher's clock) to its arrival at this gateway",
+    "update_delivery_seconds": "Seconds from an update's publish (its commit, on the "
+    "publisher's clock) until this gateway had written it to its subscribers' "
+    "sockets (those not already waiting on a slow client)",
 }
 # Upper bounds of the histograms' buckets, in seconds (a view runs in about a
-# millisecond; AUTHORIZATION_TIMEOUT is 5 s by default).
+# millisecond; AUTHORIZATION_TIMEOUT is 5 s by default; an update takes a few
+# milliseconds from commit to socket).
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -133,14 +141,19 @@ def prometheus_text(snapshot: dict[str, Any]) -> str:
     for name, help_text in HISTOGRAMS.items():
         if name in snapshot:
             lines += _histogram(f"pushy_gateway_{name}", help_text, snapshot[name])
-    lines += _refused(snapshot.get("site_updates_refused") or {})
+    lines += _refused(snapshot.get("site_updates_refused"))
     return "\n".join(lines) + "\n"
 
 
-def _refused(counts: dict[str, int]) -> list[str]:
-    """Refusals of all publishers (read from Redis): the same on every gateway."""
-    if not counts:
+def _refused(counts: dict[str, int] | None) -> list[str]:
+    """Refusals of all publishers (read from Redis): the same on every gateway.
+
+    Every reason is written, 0 included, so dashboards find the series before
+    the first refusal; nothing while Redis cannot say (None).
+    """
+    if counts is None:
         return []
+    counts = {**dict.fromkeys(REASONS, 0), **counts}
     name = "pushy_site_updates_refused_total"
     lines = [
         f"# HELP {name} Updates refused at publish by every publisher of the site, "

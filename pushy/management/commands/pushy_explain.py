@@ -3,7 +3,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from pushy import conf
 from pushy.exceptions import InvalidUpdate, PublishError
-from pushy.explain import ask_gateways, decide
+from pushy.explain import ask_gateways, decide, lag_bound
 from pushy.management.lookup import load_object
 from pushy.messages import UPDATE, build_update, checked_body, model_label
 
@@ -70,6 +70,7 @@ class Command(BaseCommand):
                 f"  {answer['gateway']}: {answer['connections']} connections; "
                 f"subscribed to {per_url}"
             )
+            self.stdout.write(f"    {_delivery(answer.get('delivery'))}")
         missing = counts.listening - len(counts.answers)
         if missing:
             self.stdout.write(
@@ -104,3 +105,14 @@ class Command(BaseCommand):
             return User._default_manager.get_by_natural_key(username)
         except User.DoesNotExist:
             raise CommandError(f"no user {username!r}") from None
+
+
+def _delivery(histogram):
+    """How fast a gateway's updates reached its sockets, in words."""
+    if not histogram or not histogram.get("count"):
+        return "no update delivered since it started (or an older pushy)"
+    return (
+        f"{histogram['count']} updates delivered since it started, half within "
+        f"{lag_bound(histogram, 0.5)}, 99% within {lag_bound(histogram, 0.99)} of "
+        "their commit"
+    )
