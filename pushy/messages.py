@@ -8,7 +8,9 @@ when it hands it to browsers. See docs/protocol.md.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import logging
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -19,12 +21,18 @@ from django.db import models
 from pushy import conf
 from pushy.exceptions import InvalidUpdate
 
+logger = logging.getLogger(__name__)
+
 CREATE = "create"
 UPDATE = "update"
 DELETE = "delete"
 EVENTS = (CREATE, UPDATE, DELETE)
 # The body's keys; others (from a later version) are ignored by decode().
-FIELDS = ("url", "event", "model", "pk", "collection", "data", "version")
+FIELDS = (
+    "url", "event", "model", "pk", "collection", "data", "version", "visibility",
+)  # fmt: skip
+# Body keys that stay between publishers and gateways: never in a client's frame.
+GATEWAY_ONLY = ("visibility",)
 REQUIRED = frozenset(("url", "event", "model", "pk"))
 
 
@@ -40,6 +48,10 @@ class Update:
     data: dict[str, Any] | None = None
     # Given in Redis when published (pushy/versions.py); None before.
     version: int | None = None
+    # A token of the values that decide who may see the object, for models in
+    # VISIBILITY_FIELDS (visibility_token()); None: this update may change who
+    # may see it. For gateways only: as_message() leaves it out.
+    visibility: str | None = None
 
     def __post_init__(self) -> None:
         # Checked on both sides: what the publisher builds and what the gateway
@@ -64,13 +76,17 @@ class Update:
             body["collection"] = self.collection
         if self.data is not None:
             body["data"] = self.data
+        if self.visibility is not None:
+            body["visibility"] = self.visibility
         if self.version is not None:
             body["version"] = self.version
         return body
 
     def as_message(self) -> dict[str, Any]:
-        """The object a browser receives."""
-        return {"type": "update", **self.as_dict()}
+        """The object a browser receives (without what is for gateways only)."""
+        message = {"type": "update", **self.as_dict()}
+        message.pop("visibility", None)
+        return message
 
     def encode(self) -> bytes:
         """The Redis body; InvalidUpdate if a value is not JSON (NaN included).
@@ -145,7 +161,16 @@ def _field_problem(update: Update) -> str | None:
         isinstance(version, bool) or not isinstance(version, int) or version < 0
     ):
         return f"version must be a non-negative int or absent, not {version!r}"[:200]
+    visibility = update.visibility
+    if visibility is not None and (
+        not isinstance(visibility, str) or len(visibility) > MAX_TOKEN
+    ):
+        return f"visibility must be a short str or absent, not {visibility!r}"[:200]
     return None
+
+
+# Longest visibility token a gateway accepts (visibility_token() makes 16).
+MAX_TOKEN = 64
 
 
 def _refuse_constant(name: str) -> Any:
@@ -275,6 +300,45 @@ def checked_body(update: Update) -> bytes:
     return body
 
 
+def visibility_token(instance: models.Model) -> str | None:
+    """A short hash of the values of ``instance``'s VISIBILITY_FIELDS, as saved.
+
+    None for a model not in VISIBILITY_FIELDS: any save may change who may see
+    it. The same for every save of a model listed with no field ([]): saves
+    never change who may see it. Gateways compare tokens only for equality.
+    """
+    names = conf.visibility_fields(model_label(instance))
+    if names is None:
+        return None
+    values = [getattr(instance, _attname(instance, name)) for name in names]
+    try:
+        text = json.dumps(values, cls=DjangoJSONEncoder, sort_keys=True)
+    except (TypeError, ValueError):
+        text = repr(values)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _attname(instance: models.Model, name: str) -> str:
+    """The attribute holding a field's stored value (``owner`` -> ``owner_id``)."""
+    try:
+        return instance._meta.get_field(name).attname
+    except Exception:  # already an attname (the checks accept both)
+        return name
+
+
+def _token_for(instance: models.Model, event: str) -> str | None:
+    """The visibility token of a save; None for a delete, or if it cannot be made."""
+    if event == DELETE:
+        return None
+    try:
+        return visibility_token(instance)
+    except Exception:  # without it, gateways ask again: exact, not wrong
+        logger.warning(
+            "no visibility token for %s", model_label(instance), exc_info=True
+        )
+        return None
+
+
 def build_update(instance: models.Model, event: str) -> Update:
     """The update for ``instance`` now (call before a delete clears its pk).
 
@@ -289,6 +353,7 @@ def build_update(instance: models.Model, event: str) -> Update:
         pk=_json_pk(instance.pk),
         collection=collection,
         data=_data(instance),
+        visibility=_token_for(instance, event),
     )
     checked_body(update)
     return update
@@ -328,7 +393,10 @@ def build_or_refuse(instance: models.Model, event: str) -> Update | Refusal:
     label, pk = model_label(instance), _json_pk(instance.pk)
     try:
         url, collection = _urls(instance)
-        bare = Update(url=url, event=event, model=label, pk=pk, collection=collection)
+        bare = Update(
+            url=url, event=event, model=label, pk=pk, collection=collection,
+            visibility=_token_for(instance, event),
+        )  # fmt: skip
     except Exception as e:
         return Refusal(URL_FAILED, label, pk, event, e)
     try:

@@ -34,6 +34,8 @@ COUNTERS = {
     "session_loads": "Sessions read to learn a connection's user",
     "authorizations": "Authorization questions answered by the site (view runs)",
     "updates_withheld": "Updates not sent to a subscriber who may not see them",
+    "updates_hidden": "Hidden messages sent: an update made an object invisible "
+    "to a subscriber who saw it",
     "revocations": "Subscriptions ended because their user may no longer GET them",
     "loop_stalls": "Times the event loop woke 50 ms or more late (nothing was sent)",
     "gc_full_collections": "Full (generation 2) garbage collections",
