@@ -79,9 +79,12 @@ class Entry:
         an object it saw (or may have seen), else as before this update."""
         dispatch = self.dispatch
         if self.subscribed == self.url:
-            # Hidden by this update: "hidden". Otherwise (TTL, logout, or a
-            # model whose updates carry no token) a revocation, as before.
-            return HIDE if dispatch.changed is CHANGED else REVOKE
+            # Hidden by a change of its VISIBILITY_FIELDS (or first seen with
+            # them): "hidden". Otherwise (the TTL, a logout, a model whose
+            # updates carry no token) a revocation, as before.
+            if dispatch.changed is not SAME and dispatch.update.visibility is not None:
+                return HIDE
+            return REVOKE
         if dispatch.update.event == CREATE or prior is False:
             return DROP  # never seen: not even its URL goes out
         # Last known allowed; or unknown, and this update hid it (its token

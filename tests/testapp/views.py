@@ -9,12 +9,13 @@ import time
 
 from django.contrib.auth.decorators import login_required, permission_required
 from django.contrib.auth.mixins import LoginRequiredMixin, PermissionRequiredMixin
+from django.db.models import Q
 from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.views import View
 from django.views.generic import TemplateView
 from rest_framework import generics, permissions, serializers
 
-from tests.testapp.models import Document
+from tests.testapp.models import Article, Document, Post
 
 
 def detail(request, **kwargs):
@@ -131,3 +132,32 @@ class PublicDocuments(generics.ListAPIView):
     queryset = Document.objects.all()
     serializer_class = DocumentSerializer
     permission_classes = [permissions.AllowAny]
+
+
+# Visibility: published, or the author's own -------------------------------
+
+
+def _visible(model, request):
+    return model.objects.filter(Q(published=True) | Q(author_id=request.user.pk))
+
+
+def post_detail(request, pk):
+    post = _visible(Post, request).filter(pk=pk).values("pk", "title").first()
+    if post is None:
+        raise Http404("no such post")
+    return JsonResponse(post)
+
+
+def post_list(request):
+    return JsonResponse({"posts": list(_visible(Post, request).values("pk", "title"))})
+
+
+def article_detail(request, pk):
+    article = _visible(Article, request).filter(pk=pk).values("pk", "title").first()
+    if article is None:
+        raise Http404("no such article")
+    return JsonResponse(article)
+
+
+def article_list(request):
+    return JsonResponse({"count": _visible(Article, request).count()})
