@@ -18,6 +18,8 @@ urlpatterns = [
     path("api/post/", views.post_list, name="post-list"),
     path("api/article/<int:pk>/", views.article_detail, name="article-detail"),
     path("api/article/", views.article_list, name="article-list"),
+    path("pages/posts/", views.post_list_page),
+    path("pages/post/<int:pk>/", views.post_page),
     path("fn/members/", views.members_only),
     path("fn/shot-viewers/", views.shot_viewers),
     path("fn/not-found/", views.not_found),

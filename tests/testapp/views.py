@@ -161,3 +161,37 @@ def article_detail(request, pk):
 
 def article_list(request):
     return JsonResponse({"count": _visible(Article, request).count()})
+
+
+# Pages with live blocks (tests/browser/test_visibility.py) -------------------
+
+PAGE = """{% load pushy_tags %}<!doctype html><html><head><title>posts</title>
+{% pushy_scripts %}</head><body>{% block body %}{% endblock %}</body></html>"""
+POST_LIST_PAGE = PAGE.replace(
+    "{% block body %}{% endblock %}",
+    '{% pushy_live "/api/post/" tag="ul" id="posts" %}{% for post in posts %}'
+    '<li id="post-{{ post.pk }}">{{ post.title }}</li>{% endfor %}{% endpushy_live %}',
+)
+POST_PAGE = PAGE.replace(
+    "{% block body %}{% endblock %}",
+    "{% pushy_live post %}<h1>{{ post.title }}</h1>{% endpushy_live %}",
+)
+
+
+def _page(request, template: str, **context):
+    from django.http import HttpResponse
+    from django.template import engines
+
+    page = engines["django"].from_string(template)
+    return HttpResponse(page.render(context, request))
+
+
+def post_list_page(request):
+    return _page(request, POST_LIST_PAGE, posts=_visible(Post, request).order_by("pk"))
+
+
+def post_page(request, pk):
+    post = _visible(Post, request).filter(pk=pk).first()
+    if post is None:
+        raise Http404("no such post")
+    return _page(request, POST_PAGE, post=post)
