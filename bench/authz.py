@@ -1,8 +1,12 @@
 """``python -m bench.authz``: what pushy's default authorization costs (issue 10).
 
-Two scenarios, each run twice on one gateway process, with
-``AUTHORIZE = "pushy.authorization.allow_all"`` and with the default (the
-item views of bench/urls.py run as each user):
+Three scenarios, on one gateway process each, with
+``AUTHORIZE = "pushy.authorization.allow_all"``, with the default (the
+item views of bench/urls.py run as each user; the item model in
+VISIBILITY_FIELDS with the fields its view reads), and with the default and
+the model left out of VISIBILITY_FIELDS (``default_undeclared``: every update
+may change who sees it, so every subscriber's user is asked again; burst and
+visibility only):
 
 - **burst**: 1,000 subscribers of the collection ``/api/item/``, signed in as
   100 distinct users (10 connections each), and a transaction saving 200 items.
@@ -13,6 +17,12 @@ item views of bench/urls.py run as each user):
   connect and subscribe, as after a gateway restart (fresh gateway, empty
   caches) and again to the same gateway (warm caches); seconds until every one
   is subscribed.
+- **visibility** (default rules only): the burst's 1,000 collection
+  subscribers, caches warmed by one burst, then 20 saves/s of one item for
+  30 s, first changing only its title (the visibility token stays), then also
+  a field of VISIBILITY_FIELDS each time (its level, 0 <-> 1: nobody loses the
+  item, but every gateway must ask again). View runs/s and the latency to the
+  first and last subscriber (p50/p99) say what re-asking costs.
 
 Writes bench/authz_results.json; bench/PROFILE.md discusses the figures.
 
@@ -37,13 +47,24 @@ from bench import servers
 from bench.__main__ import context
 from bench.loadgen import Clients
 from bench.procs import raise_open_files
-from bench.run import Plan, burst, median_burst
+from bench.run import Plan, burst, latency, median_burst
 from tests.support.servers import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 logger = logging.getLogger("bench")
 
-RULES = {"allow_all": "pushy.authorization.allow_all", "default": ""}
+# name -> (AUTHORIZE, the item left out of VISIBILITY_FIELDS)
+RULES = {
+    "allow_all": ("pushy.authorization.allow_all", False),
+    "default": ("", False),
+    "default_undeclared": ("", True),
+}
+# The parts each rule runs.
+PARTS = {
+    "allow_all": ("burst", "reconnect"),
+    "default": ("burst", "reconnect", "visibility"),
+    "default_undeclared": ("burst", "visibility"),
+}
 HEADERS = {"Origin": "http://localhost"}
 
 
@@ -56,11 +77,14 @@ class Scenario:
     reconnects: int = 10000
     per_process: int = 2500
     ttl: float = 60  # AUTHORIZATION_TTL
+    rate: float = 20  # saves/s of the visibility scenario
+    saves: int = 600
 
     @classmethod
     def smoke(cls) -> Scenario:
         return cls(
-            subscribers=20, users=4, burst=10, warm_bursts=1, reconnects=40
+            subscribers=20, users=4, burst=10, warm_bursts=1, reconnects=40,
+            rate=50, saves=5,
         )  # fmt: skip
 
 
@@ -97,6 +121,44 @@ def measure_burst(ctx, cookies: list[str], scenario: Scenario) -> dict:
         server.stop()
 
 
+def measure_visibility(ctx, cookies: list[str], scenario: Scenario) -> dict:
+    """Saves at ``scenario.rate``: unchanged visibility, then changing each time."""
+    plan = Plan(
+        burst=scenario.burst, latency_rate=scenario.rate,
+        latency_saves=scenario.saves, idle=5.0,
+    )  # fmt: skip
+    server = servers.start("pushy", ctx)
+    try:
+        clients = Clients(
+            ctx, server.ws_url, scenario.subscribers, HEADERS,
+            scenario.per_process, cookies,
+        )  # fmt: skip
+        results = {}
+        try:
+            clients.wait_ready()
+            burst(server, clients, ctx, plan)  # warms the caches and the tokens
+            for name, extra in (("unchanged", ()), ("changing", ("--vary-level",))):
+                before = gateway_stats(server)["authorizations"]
+                run = latency(server, clients, ctx, plan, *extra)
+                runs = gateway_stats(server)["authorizations"] - before
+                seconds = scenario.saves / scenario.rate
+                results[name] = {
+                    "view_runs": runs,
+                    "view_runs_per_second": round(runs / seconds, 1),
+                    "first_ms": run["first"],
+                    "last_ms": run["last"],
+                    "lost": run["lost"],
+                    "delivered": run["delivered"],
+                    "server_cpu_per_delivery_us": run["server_cpu_per_delivery_us"],
+                }
+        finally:
+            clients.quit()
+        server.check_alive()
+        return results
+    finally:
+        server.stop()
+
+
 def measure_reconnect(ctx, cookies: list[str], scenario: Scenario) -> dict:
     server = servers.start("pushy", ctx)
     try:
@@ -124,7 +186,7 @@ def benchmark(
     scenario: Scenario,
     redis_url: str | None,
     workdir: str,
-    parts: tuple[str, ...] = ("burst", "reconnect"),
+    parts: tuple[str, ...] = ("burst", "reconnect", "visibility"),
 ) -> dict:
     raise_open_files(scenario.reconnects * 2 + 1024)
     redis_server = None if redis_url else RedisServer().start()
@@ -136,23 +198,27 @@ def benchmark(
         )
         cookies = [f"sessionid={key}" for key in prepared["session_keys"]]
         results: dict = {"scenario": dataclasses.asdict(scenario), "rules": {}}
-        for name, rule in RULES.items():
-            rule_ctx = dataclasses.replace(
-                ctx,
-                env={
-                    **ctx.env,
-                    "BENCH_AUTHORIZE": rule,
-                    "BENCH_AUTHORIZATION_TTL": str(scenario.ttl),
-                },
-            )
+        measures = {
+            "burst": measure_burst,
+            "reconnect": measure_reconnect,
+            "visibility": measure_visibility,
+        }
+        for name, (rule, undeclared) in RULES.items():
+            env = {
+                **ctx.env,
+                "BENCH_AUTHORIZE": rule,
+                "BENCH_AUTHORIZATION_TTL": str(scenario.ttl),
+            }
+            if undeclared:
+                env["BENCH_UNDECLARED"] = "1"
+            rule_ctx = dataclasses.replace(ctx, env=env)
             entry = {}
-            if "burst" in parts:
-                logger.info("%s: burst", name)
-                entry["burst"] = measure_burst(rule_ctx, cookies, scenario)
-            if "reconnect" in parts:
-                logger.info("%s: reconnect", name)
-                entry["reconnect"] = measure_reconnect(rule_ctx, cookies, scenario)
-            results["rules"][name] = entry
+            for part in PARTS[name]:
+                if part in parts:
+                    logger.info("%s: %s", name, part)
+                    entry[part] = measures[part](rule_ctx, cookies, scenario)
+            if entry:
+                results["rules"][name] = entry
         results["summary"] = summary(results)
         return results
     finally:
@@ -167,20 +233,33 @@ def summary(results: dict) -> dict:
         for name, entry in rules.items()
         if "reconnect" in entry
     }
-    if "burst" not in rules["allow_all"]:
-        return {"reconnect_seconds": reconnects}
+    visibility = {
+        f"{name} {kind}": {
+            "view_runs_per_second": run["view_runs_per_second"],
+            "last_p50_ms": run["last_ms"]["p50_ms"],
+            "last_p99_ms": run["last_ms"]["p99_ms"],
+            "lost": run["lost"],
+        }
+        for name, entry in rules.items()
+        for kind, run in entry.get("visibility", {}).items()
+    }
+    found: dict = {"reconnect_seconds": reconnects, "visibility": visibility}
+    if "burst" not in rules.get("allow_all", {}):
+        return found
     open_rate = rules["allow_all"]["burst"]["warm"]["per_second"]
-    default = rules["default"]
-    rate = default["burst"]["warm"]["per_second"]
+    bursts = {
+        name: r["burst"]["warm"]["per_second"]
+        for name, r in rules.items()
+        if "burst" in r
+    }
     return {
-        "burst_per_second": {
-            name: r["burst"]["warm"]["per_second"] for name, r in rules.items()
+        "burst_per_second": bursts,
+        "burst_ratio_to_allow_all": {
+            name: round(rate / open_rate, 3) if open_rate else None
+            for name, rate in bursts.items()
         },
-        "burst_ratio_default_to_allow_all": round(rate / open_rate, 3)
-        if open_rate
-        else None,
-        "cold_burst_seconds": default["burst"]["cold"]["seconds"],
-        "reconnect_seconds": reconnects,
+        "cold_burst_seconds": rules["default"]["burst"]["cold"]["seconds"],
+        **found,
     }
 
 
@@ -192,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ttl", type=float, default=60, help="AUTHORIZATION_TTL")
     parser.add_argument(
         "--only",
-        choices=("burst", "reconnect"),
+        choices=("burst", "reconnect", "visibility"),
         help="run one scenario (its results go to authz_<scenario>_ttl*.json)",
     )
     args = parser.parse_args(argv)
@@ -201,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     scenario.ttl = args.ttl
     workdir = tempfile.mkdtemp(prefix="pushy-bench-authz-")
     try:
-        parts = (args.only,) if args.only else ("burst", "reconnect")
+        parts = (args.only,) if args.only else ("burst", "reconnect", "visibility")
         results = benchmark(scenario, args.redis_url, workdir, parts)
     except BaseException:
         logger.error("benchmark failed; server and client logs are in %s", workdir)

@@ -3,6 +3,9 @@
     python -m bench.driver latency --run 3 --rate 20 --count 200 [--pk 1]
         saves item 1 (or --pk) every 1/rate s; its title holds the run, the sequence
         number and the time just before save(), when the latency clock starts;
+    python -m bench.driver latency ... --vary-level
+        the same, each save also moving a field of VISIBILITY_FIELDS (the
+        item's level, 0 <-> 1: nobody loses the item, every gateway asks again);
     python -m bench.driver burst --run 4 --count 200
         saves items 1..count in one transaction: pushy publishes the 200 updates
         in one pipeline when it commits, the way a bulk edit does.
@@ -20,7 +23,9 @@ import time
 import django
 
 
-def latency(run: int, rate: float, count: int, pk: int = 1) -> dict:
+def latency(
+    run: int, rate: float, count: int, pk: int = 1, vary_level: bool = False
+) -> dict:
     from bench.benchapp.models import Item
 
     item = Item.objects.get(pk=pk)
@@ -36,7 +41,11 @@ def latency(run: int, rate: float, count: int, pk: int = 1) -> dict:
         behind = max(behind, -delay)
         now = time.time()
         item.title = f"run{run} seq={seq} t={now:.6f}"
-        item.save(update_fields=["title"])
+        fields = ["title"]
+        if vary_level:  # a declared visibility field changes, nobody loses it
+            item.level = 1 - item.level
+            fields.append("level")
+        item.save(update_fields=fields)
         times[seq] = now
     return {"times": times, "behind": behind}
 
@@ -67,10 +76,13 @@ def main() -> None:
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--run", type=int, required=True, help="marks the titles")
     parser.add_argument("--pk", type=int, default=1, help="the item to save")
+    parser.add_argument(
+        "--vary-level", action="store_true", help="each save changes a visibility field"
+    )
     args = parser.parse_args()
     django.setup()
     if args.mode == "latency":
-        result = latency(args.run, args.rate, args.count, args.pk)
+        result = latency(args.run, args.rate, args.count, args.pk, args.vary_level)
     else:
         result = burst(args.run, args.count)
     sys.stdout.write(json.dumps(result) + "\n")

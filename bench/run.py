@@ -133,8 +133,12 @@ def summarise(values: list[float]) -> dict:
     }
 
 
-def latency(server: Running, clients: Clients, ctx: Context, plan: Plan) -> dict:
-    """Saves at a fixed rate; time from before save() to the first, last subscriber."""
+def latency(
+    server: Running, clients: Clients, ctx: Context, plan: Plan, *extra: str
+) -> dict:
+    """Saves at a fixed rate; time from before save() to the first, last subscriber.
+
+    ``extra``: more arguments for the driver (``--vary-level``)."""
     saves = plan.latency_saves
     duration = saves / plan.latency_rate
     run = next(RUNS)
@@ -142,7 +146,7 @@ def latency(server: Running, clients: Clients, ctx: Context, plan: Plan) -> dict
     clients.start_measuring(run, saves, duration + 20, True, plan.idle)
     meter = Meter(server, ctx)
     rate = str(plan.latency_rate)
-    driven = drive(ctx, "latency", run, "--rate", rate, "--count", str(saves))
+    driven = drive(ctx, "latency", run, "--rate", rate, "--count", str(saves), *extra)
     got = clients.collect()
     cost = meter.done(got["client_cpu"])
     times = {int(seq): t for seq, t in driven["times"].items()}

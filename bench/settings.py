@@ -56,6 +56,11 @@ PUSHY_SETTINGS = {
     # or pushy.authorization.allow_all.
     "AUTHORIZE": os.environ.get("BENCH_AUTHORIZE", "bench.auth.authorize") or None,
     "AUTHORIZATION_TTL": float(os.environ.get("BENCH_AUTHORIZATION_TTL", 60)),
+    # What the item view reads to decide (bench/urls.py); bench.authz sets
+    # BENCH_UNDECLARED=1 to measure the model left out (every update re-asked).
+    "VISIBILITY_FIELDS": {}
+    if os.environ.get("BENCH_UNDECLARED")
+    else {"benchapp.item": ["hidden", "level"]},
     "PING_INTERVAL": 5,
     # Every load client connects from 127.0.0.1.
     "MAX_CONNECTIONS_PER_CLIENT": None,

@@ -20,7 +20,8 @@ def item_list(request):
 def item_detail(request, pk):
     if not request.user.is_authenticated:
         return _forbidden()
-    item = Item.objects.filter(pk=pk).values("pk", "title").first()
+    visible = Item.objects.filter(pk=pk, hidden=False, level__lte=10)
+    item = visible.values("pk", "title").first()
     if item is None:
         raise Http404
     return JsonResponse(item)

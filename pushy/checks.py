@@ -63,6 +63,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         if key in raw:
             errors.extend(check(raw[key]))
     errors.extend(_limits(raw))
+    if "VISIBILITY_FIELDS" in raw:
+        errors.extend(_visibility_fields(raw["VISIBILITY_FIELDS"], raw.get("MODELS")))
     if not errors:
         errors.extend(_origin_warnings())
     return errors
@@ -286,6 +288,61 @@ def _trusted_proxies(value: Any) -> Iterator[Error]:
                 f"PUSHY_SETTINGS['TRUSTED_PROXIES'] has {entry!r}, which is not an "
                 "IP address, a network (CIDR) or 'unix'.",
                 hint,
+            )
+
+
+VISIBILITY_HINT = (
+    "For example: 'VISIBILITY_FIELDS': {'blog.post': ['published', 'owner']}: the "
+    "fields whose values decide who may GET a post's URL ([] when none does)."
+)
+
+
+def _visibility_fields(value: Any, models: Any) -> Iterator[Error]:
+    """VISIBILITY_FIELDS: a dict of labels in MODELS to lists of their fields."""
+    if not isinstance(value, dict):
+        yield _error(
+            50,
+            "PUSHY_SETTINGS['VISIBILITY_FIELDS'] must be a dict of "
+            "'app_label.model_name' to lists of field names.",
+            VISIBILITY_HINT,
+        )
+        return
+    listed = {m.lower() for m in models or () if isinstance(m, str)}
+    for label, fields in value.items():
+        where = f"PUSHY_SETTINGS['VISIBILITY_FIELDS'][{label!r}]"
+        if isinstance(fields, str) or not isinstance(fields, (list, tuple)):
+            yield _error(50, f"{where} must be a list of field names.", VISIBILITY_HINT)
+            continue
+        if not isinstance(label, str) or label.lower() not in listed:
+            yield _error(
+                51,
+                f"PUSHY_SETTINGS['VISIBILITY_FIELDS'] names {label!r}, which is not "
+                "in PUSHY_SETTINGS['MODELS'].",
+                hint="Only the models pushy publishes have updates to declare: add it "
+                "to MODELS, or take it out of VISIBILITY_FIELDS.",
+            )
+            continue
+        try:
+            model = apps.get_model(label)
+        except (LookupError, ValueError):
+            continue  # MODELS' own check (E004) reports it
+        yield from _visibility_field_names(where, model, fields)
+
+
+def _visibility_field_names(where: str, model: Any, fields: Any) -> Iterator[Error]:
+    concrete = {f.name for f in model._meta.concrete_fields}
+    concrete |= {f.attname for f in model._meta.concrete_fields}
+    for name in fields:
+        if name not in concrete:
+            close = closest(str(name), concrete)
+            yield _error(
+                52,
+                f"{where} has {name!r}, which is not a field of "
+                f"{model.__name__} stored in its table.",
+                hint=f"Did you mean {close!r}?"
+                if close
+                else f"Its fields: {', '.join(sorted(concrete))}. Many-to-many "
+                "fields cannot be listed: their changes are not saves.",
             )
 
 

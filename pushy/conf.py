@@ -96,6 +96,12 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         # updates; what is not confirmed by then stays queued and goes out in
         # order from the process's sender thread (pushy/sending.py).
         "PUBLISH_TIMEOUT": 0.05,
+        # {"app_label.model_name": ["field", ...]}: the fields whose values decide
+        # who may see that model's objects. A save of a model listed carries a
+        # token of those values, and gateways ask again only when it changed; an
+        # empty list: saves never change who may see it. Models not listed: every
+        # save may change it, and every subscriber is asked again (exact, slower).
+        "VISIBILITY_FIELDS": {},
     }
 )
 
@@ -194,6 +200,23 @@ def model_labels() -> frozenset[str]:
     return frozenset(label.lower() for label in models if isinstance(label, str))
 
 
+@functools.cache
+def _visibility_fields() -> Mapping[str, tuple[str, ...]]:
+    value = get("VISIBILITY_FIELDS")
+    if not isinstance(value, Mapping):
+        return {}  # the checks report it
+    return {
+        label.lower(): tuple(fields)
+        for label, fields in value.items()
+        if isinstance(label, str) and isinstance(fields, (list, tuple))
+    }
+
+
+def visibility_fields(label: str) -> tuple[str, ...] | None:
+    """The fields deciding who may see ``label``'s objects; None: not declared."""
+    return _visibility_fields().get(label)
+
+
 def websocket_url(socket_server: str | None = None) -> str:
     """The WebSocket endpoint for a ``SOCKET_SERVER`` (http->ws, https->wss, + 'ws')."""
     parts = urlsplit(socket_server or get("SOCKET_SERVER"))
@@ -241,6 +264,7 @@ def reset() -> None:
     """Forget cached values; the next read sees the current Django settings."""
     _merged.cache_clear()
     model_labels.cache_clear()
+    _visibility_fields.cache_clear()
 
 
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:

@@ -8,7 +8,9 @@ when it hands it to browsers. See docs/protocol.md.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import logging
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -20,14 +22,19 @@ from pushy import conf
 from pushy.exceptions import InvalidUpdate
 from pushy.object_urls import a_type, collection_url, object_url
 
+logger = logging.getLogger(__name__)
+
 CREATE = "create"
 UPDATE = "update"
 DELETE = "delete"
 EVENTS = (CREATE, UPDATE, DELETE)
 # The body's keys; others (from a later version) are ignored by decode().
 FIELDS = (
-    "url", "event", "model", "pk", "collection", "data", "version", "published",
+    "url", "event", "model", "pk", "collection", "data", "version", "visibility",
+    "published",
 )  # fmt: skip
+# Body keys that stay between publishers and gateways: never in a client's frame.
+GATEWAY_ONLY = ("visibility", "published")
 # Bytes the sender's stamp adds to a body after its size check (',"published":'
 # and a time to the ms).
 PUBLISHED_ROOM = 32
@@ -50,6 +57,10 @@ class Update:
     # epoch, to the ms), for the gateways' delivery-lag histograms; never in
     # a browser's frame. None before, and from publishers older than 0.3.
     published: float | None = None
+    # A token of the values that decide who may see the object, for models in
+    # VISIBILITY_FIELDS (visibility_token()); None: this update may change who
+    # may see it. For gateways only: as_message() leaves it out.
+    visibility: str | None = None
 
     def __post_init__(self) -> None:
         # Checked on both sides: what the publisher builds and what the gateway
@@ -76,6 +87,8 @@ class Update:
             body["data"] = self.data
         if self.published is not None:
             body["published"] = self.published
+        if self.visibility is not None:
+            body["visibility"] = self.visibility
         if self.version is not None:
             body["version"] = self.version
         return body
@@ -83,7 +96,8 @@ class Update:
     def as_message(self) -> dict[str, Any]:
         """The object a browser receives (what is for gateways only left out)."""
         message = {"type": "update", **self.as_dict()}
-        message.pop("published", None)
+        for key in GATEWAY_ONLY:
+            message.pop(key, None)
         return message
 
     def stamped(self) -> Update:
@@ -170,7 +184,16 @@ def _field_problem(update: Update) -> str | None:
         isinstance(published, bool) or not isinstance(published, (int, float))
     ):
         return f"published must be a number or absent, not {published!r}"[:200]
+    visibility = update.visibility
+    if visibility is not None and (
+        not isinstance(visibility, str) or len(visibility) > MAX_TOKEN
+    ):
+        return f"visibility must be a short str or absent, not {visibility!r}"[:200]
     return None
+
+
+# Longest visibility token a gateway accepts (visibility_token() makes 16).
+MAX_TOKEN = 64
 
 
 def _refuse_constant(name: str) -> Any:
@@ -263,6 +286,45 @@ def checked_body(update: Update) -> bytes:
     return body
 
 
+def visibility_token(instance: models.Model) -> str | None:
+    """A short hash of the values of ``instance``'s VISIBILITY_FIELDS, as saved.
+
+    None for a model not in VISIBILITY_FIELDS: any save may change who may see
+    it. The same for every save of a model listed with no field ([]): saves
+    never change who may see it. Gateways compare tokens only for equality.
+    """
+    names = conf.visibility_fields(model_label(instance))
+    if names is None:
+        return None
+    values = [getattr(instance, _attname(instance, name)) for name in names]
+    try:
+        text = json.dumps(values, cls=DjangoJSONEncoder, sort_keys=True)
+    except (TypeError, ValueError):
+        text = repr(values)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _attname(instance: models.Model, name: str) -> str:
+    """The attribute holding a field's stored value (``owner`` -> ``owner_id``)."""
+    try:
+        return instance._meta.get_field(name).attname
+    except Exception:  # already an attname (the checks accept both)
+        return name
+
+
+def _token_for(instance: models.Model, event: str) -> str | None:
+    """The visibility token of a save; None for a delete, or if it cannot be made."""
+    if event == DELETE:
+        return None
+    try:
+        return visibility_token(instance)
+    except Exception:  # without it, gateways ask again: exact, not wrong
+        logger.warning(
+            "no visibility token for %s", model_label(instance), exc_info=True
+        )
+        return None
+
+
 def build_update(instance: models.Model, event: str) -> Update:
     """The update for ``instance`` now (call before a delete clears its pk).
 
@@ -278,6 +340,7 @@ def build_update(instance: models.Model, event: str) -> Update:
         pk=_json_pk(instance.pk),
         collection=collection,
         data=_data(instance),
+        visibility=_token_for(instance, event),
     )
     checked_body(update)
     return update
@@ -318,7 +381,10 @@ def build_or_refuse(instance: models.Model, event: str) -> Update | Refusal:
     try:
         url = object_url(instance)
         collection = collection_url(instance, url)
-        bare = Update(url=url, event=event, model=label, pk=pk, collection=collection)
+        bare = Update(
+            url=url, event=event, model=label, pk=pk, collection=collection,
+            visibility=_token_for(instance, event),
+        )  # fmt: skip
     except Exception as e:
         return Refusal(URL_FAILED, label, pk, event, e)
     try:

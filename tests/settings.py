@@ -71,6 +71,8 @@ PUSHY_SETTINGS = {
         "testapp.shot",
         "testapp.session",
         "testapp.note",
+        "testapp.post",
+        "testapp.article",
         "captureapp.item",
         "captureapp.tag",
     ],
@@ -81,6 +83,8 @@ PUSHY_SETTINGS = {
     # Port 1 has no Redis: tests point this at their private server.
     "REDIS_URL": os.environ.get("PUSHY_REDIS_URL", "redis://127.0.0.1:1/0"),
     "CHANNEL_PREFIX": "pushy_",
+    # Posts' views decide by these; articles (same views) are left out on purpose.
+    "VISIBILITY_FIELDS": {"testapp.post": ["published", "author"]},
 }
 
 LOGGING = {

@@ -166,10 +166,20 @@ def test_the_authorization_scenario_delivers_everything(redis_server, tmp_path):
         for run in (bursts["cold"], bursts["warm"]):
             assert run["delivered"] == run["expected"], (name, run)
             assert run["expected"] == small.subscribers * small.burst
-        for reconnect in entry["reconnect"]["rounds"]:
+        for reconnect in entry.get("reconnect", {}).get("rounds", []):
             assert reconnect["subscribed"] == small.reconnects, (name, reconnect)
+        for kind, run in entry.get("visibility", {}).items():
+            assert run["delivered"] == small.subscribers * small.saves, (name, kind)
     # Every user may see every item: one view run per user for the list and per
     # user and item, however many connections and bursts.
     asked = results["rules"]["default"]["burst"]["stats"]["authorizations"]
     assert asked == small.users * (small.burst + 1)
     assert results["rules"]["allow_all"]["burst"]["stats"]["authorizations"] == 0
+    # Saves that keep the visibility token are not asked about again; saves
+    # that change it are, as are all saves of a model left out of
+    # VISIBILITY_FIELDS (updates in a row may share a question).
+    visibility = results["rules"]["default"]["visibility"]
+    assert visibility["unchanged"]["view_runs"] == 0
+    assert 0 < visibility["changing"]["view_runs"] <= small.users * small.saves
+    undeclared = results["rules"]["default_undeclared"]["visibility"]
+    assert 0 < undeclared["unchanged"]["view_runs"] <= small.users * small.saves

@@ -11,11 +11,23 @@ A delete cannot be asked about (the object is gone, its view answers 404), so
 it goes only to subscribers whose user was last known to be allowed that URL,
 however old that decision; a subscriber learns nothing, not even deletes,
 about objects it may not see.
+
+Visibility follows the object: an update may change who may see it (a draft
+published, a post hidden). Each update gets its URL's *mark* from the
+authorizer (``Authorizer.mark``): the same as before when it carries the same
+visibility token as the last update (VISIBILITY_FIELDS unchanged: the warm
+path), a new one otherwise; a decision counts only if asked at that mark or
+later, so the others are held and asked again. A subscriber that loses the
+object this way is sent ``{"type": "hidden"}`` (docs/protocol.md) instead of
+the update: an object subscriber's subscription ends; a collection subscriber
+hears it only if it was last known allowed the object, or nothing was known
+(never after a cached "no": it must not learn of objects it never saw).
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import time
 from typing import Any
@@ -24,25 +36,71 @@ import gevent
 
 from pushy.gateway.frames import message_frame
 from pushy.gateway.hub import RESYNC_FRAME
-from pushy.gateway.permissions import MISSING, Authorizer
+from pushy.gateway.permissions import CHANGED, MISSING, SAME, Authorizer
 from pushy.gateway.questions import Dropped, Refused
-from pushy.messages import DELETE, Update
+from pushy.messages import CREATE, DELETE, Update
 
 logger = logging.getLogger(__name__)
 
 SEND, DROP, REVOKE, PENDING = "send", "drop", "revoke", "pending"
+HIDE = "hide"  # not allowed any more after this update: a "hidden" message
+
+
+class Dispatch:
+    """What the fan-out of one update needs to know, beyond its frame."""
+
+    __slots__ = ("update", "frame", "stale", "mark", "changed")
+
+    def __init__(self, update: Update, frame: bytes, mark: int, changed: int) -> None:
+        self.update = update
+        self.frame = frame
+        self.stale = update.event == DELETE  # only the last known decision counts
+        self.mark = mark  # decisions about its URL asked before this do not count
+        # Whether it changed who may see the object: SAME, MAYBE or CHANGED.
+        self.changed = changed
 
 
 class Entry:
     """One update held for one subscriber until its decision is known."""
 
-    __slots__ = ("frame", "subscribed", "url", "stale")
+    __slots__ = ("frame", "subscribed", "url", "stale", "dispatch", "prior")
 
-    def __init__(self, frame: bytes, subscribed: str, url: str, stale: bool) -> None:
-        self.frame = frame
+    def __init__(self, dispatch: Dispatch, subscribed: str, prior: bool | None) -> None:
+        self.frame = dispatch.frame
         self.subscribed = subscribed  # the URL the subscriber holds
-        self.url = url  # the object's URL, whose GET decides
-        self.stale = stale  # a delete: only the last known decision counts
+        self.url = dispatch.update.url  # the object's URL, whose GET decides
+        self.stale = dispatch.stale
+        self.dispatch = dispatch
+        # The subscriber's last known answer about the object (None: none), as
+        # the update arrived: whether a "no" now means it lost the object.
+        self.prior = prior
+
+    def refusal(self, prior: bool | None) -> str:
+        """The verdict when the answer is no: HIDE when the subscriber is losing
+        an object it saw (or may have seen), else as before this update."""
+        dispatch = self.dispatch
+        if self.subscribed == self.url:
+            # Hidden by a change of its VISIBILITY_FIELDS (or first seen with
+            # them): "hidden". Otherwise (the TTL, a logout, a model whose
+            # updates carry no token) a revocation, as before.
+            if dispatch.changed is not SAME and dispatch.update.visibility is not None:
+                return HIDE
+            return REVOKE
+        if dispatch.update.event == CREATE or prior is False:
+            return DROP  # never seen: not even its URL goes out
+        # Last known allowed; or unknown, and this update hid it (its token
+        # changed from a known one). An unknown one that MAYBE changed (a model
+        # not in VISIBILITY_FIELDS) is withheld: it may never have been visible.
+        return HIDE if prior or dispatch.changed is CHANGED else DROP
+
+
+@functools.lru_cache(maxsize=1024)
+def hidden_frame(url: str, collection: str | None) -> bytes:
+    """``{"type": "hidden", "url": U, "collection": C}`` (C when the object has one)."""
+    message = {"type": "hidden", "url": url}
+    if collection is not None:
+        message["collection"] = collection
+    return message_frame(message)
 
 
 class Gate:
@@ -69,15 +127,18 @@ class Gate:
         Returns how many connections got it now (held ones are not counted).
         """
         now = time.monotonic()
-        stale = update.event == DELETE
+        if update.event == DELETE:
+            self.authorizer.unmark(update.url)
+            mark, changed = 0, SAME
+        else:
+            mark, changed = self.authorizer.mark(update.url, update.visibility)
+        dispatch = Dispatch(update, frame, mark, changed)
         revoked: list[tuple[Any, str]] = []
-        sent = self._fan_out(
-            object_subscribers, (), frame, update.url, update.url, stale, now, revoked
-        )
+        sent = self._fan_out(object_subscribers, (), dispatch, update.url, now, revoked)
         if collection:
             sent += self._fan_out(
-                collection, object_subscribers, frame, update.collection,
-                update.url, stale, now, revoked,
+                collection, object_subscribers, dispatch, update.collection, now,
+                revoked,
             )  # fmt: skip
         for connection, url in revoked:
             self.revoke(connection, url)
@@ -87,17 +148,17 @@ class Gate:
         self,
         subscribers: Any,
         skip: Any,
-        frame: bytes,
+        dispatch: Dispatch,
         subscribed: str,
-        url: str,
-        stale: bool,
         now: float,
         revoked: list,
     ) -> int:
         if not skip and not self.backlogs:
             return self._fan_out_grouped(
-                subscribers, frame, subscribed, url, stale, now, revoked
+                subscribers, dispatch, subscribed, now, revoked
             )
+        frame, url, stale = dispatch.frame, dispatch.update.url, dispatch.stale
+        mark = dispatch.mark
         # Equal visitors (same session, page and address: one identity) share
         # a verdict: one cache lookup each.
         verdicts: dict[Any, str] = {}
@@ -108,20 +169,22 @@ class Gate:
         for connection in subscribers:
             if skip and connection in skip:  # subscribed to the object: done there
                 continue
+            key = connection.visitor
             if backlogs and (backlog := backlogs.get(connection)) is not None:
                 # Keep its order: behind what it already waits for.
-                self._hold(connection, backlog, Entry(frame, subscribed, url, stale))
+                entry = self._entry(dispatch, subscribed, key)
+                self._hold(connection, backlog, entry)
                 continue
-            key = connection.visitor
             verdict = verdicts.get(key)
             if verdict is None:
-                verdict = self._verdict(key, subscribed, url, stale, now)
+                verdict = self._verdict(key, subscribed, url, stale, now, mark)
                 verdicts[key] = verdict
             if verdict is SEND:
                 connection.send(frame)
                 sent += 1
             elif verdict is PENDING:
-                self._start_backlogs([connection], Entry(frame, subscribed, url, stale))
+                entry = self._entry(dispatch, subscribed, key)
+                self._start_backlogs([connection], entry)
             elif verdict is REVOKE:
                 revoked.append((connection, subscribed))
             else:
@@ -131,15 +194,15 @@ class Gate:
     def _fan_out_grouped(
         self,
         subscribers: Any,
-        frame: bytes,
+        dispatch: Dispatch,
         subscribed: str,
-        url: str,
-        stale: bool,
         now: float,
         revoked: list,
     ) -> int:
         """The common case (nothing held, nobody skipped): one verdict per
         session, then the same tight send loop as without authorization."""
+        frame, url, stale = dispatch.frame, dispatch.update.url, dispatch.stale
+        mark = dispatch.mark
         groups = self.groups.get(subscribed)
         if groups is None:
             groups = {}
@@ -148,23 +211,35 @@ class Gate:
             self.groups[subscribed] = groups
         sent = 0
         for key, connections in groups.items():
-            verdict = self._verdict(key, subscribed, url, stale, now)
+            verdict = self._verdict(key, subscribed, url, stale, now, mark)
             if verdict is SEND:
                 for connection in connections:
                     connection.send(frame)
                 sent += len(connections)
             elif verdict is PENDING:
-                self._start_backlogs(connections, Entry(frame, subscribed, url, stale))
+                entry = self._entry(dispatch, subscribed, key)
+                self._start_backlogs(connections, entry)
             elif verdict is REVOKE:
                 revoked.extend((connection, subscribed) for connection in connections)
             else:
                 self.hub.stats.updates_withheld += len(connections)
         return sent
 
+    def _entry(self, dispatch: Dispatch, subscribed: str, visitor: Any) -> Entry:
+        if dispatch.stale:
+            return Entry(dispatch, subscribed, None)
+        return Entry(
+            dispatch, subscribed, self.authorizer.prior(visitor, dispatch.update.url)
+        )
+
     def _verdict(
-        self, key: Any, subscribed: str, url: str, stale: bool, now: float
+        self, key: Any, subscribed: str, url: str, stale: bool, now: float, mark: int
     ) -> str:
-        """What the cache says for a session's user, without asking anyone."""
+        """What the cache says for a session's user, without asking anyone.
+
+        A decision about ``url`` asked before ``mark`` does not count (PENDING):
+        this update may have changed the answer.
+        """
         authorizer = self.authorizer
         identity = authorizer.identity_now(key, now)
         if identity is MISSING:
@@ -175,7 +250,7 @@ class Gate:
                 return PENDING
             if not still:
                 return REVOKE
-        allowed = authorizer.known(identity, url, now, stale)
+        allowed = authorizer.known(identity, url, now, stale, mark)
         if allowed is None:
             return DROP if stale else PENDING
         if allowed:
@@ -210,14 +285,19 @@ class Gate:
     def _work_off(self, connection: Any) -> None:
         """Deliver a connection's held updates in order, asking as needed."""
         backlog = self.backlogs[connection]
+        # What this connection was sent of each object meanwhile: its "prior"
+        # for a later entry of the same object (the cache is shared by the
+        # user's other connections, whose backlogs move at their own pace).
+        shown: dict[str, bool] = {}
         try:
             while backlog and not connection.closing:
                 entry = backlog[0]
                 if entry.subscribed not in connection.urls:
                     backlog.popleft()  # unsubscribed, revoked or gone: not asked
                     continue
+                prior = shown.get(entry.url, entry.prior)
                 try:
-                    verdict = self._decide(connection.visitor, entry, connection)
+                    verdict = self._decide(connection.visitor, entry, prior, connection)
                 except Refused:
                     # Not decided (too many questions waiting, or a view past
                     # its timeout): drop what waits and have the client reload.
@@ -229,10 +309,14 @@ class Gate:
                 backlog.popleft()
                 if entry.subscribed not in connection.urls:
                     continue  # unsubscribed (or revoked) meanwhile
+                if not entry.stale:
+                    shown[entry.url] = verdict is SEND
                 if verdict is SEND:
                     connection.send(entry.frame)
                 elif verdict is REVOKE:
                     self.revoke(connection, entry.subscribed)
+                elif verdict is HIDE:
+                    self.hide(connection, entry)
                 else:
                     self.hub.stats.updates_withheld += 1
         except Dropped:
@@ -243,7 +327,9 @@ class Gate:
             if self.backlogs.get(connection) is backlog:
                 del self.backlogs[connection]
 
-    def _decide(self, visitor: Any, entry: Entry, asker: Any = None) -> str:
+    def _decide(
+        self, visitor: Any, entry: Entry, prior: bool | None, asker: Any = None
+    ) -> str:
         """A held update's verdict, asking the authorizer (blocks this greenlet)."""
         authorizer = self.authorizer
         who = authorizer.who(visitor, asker=asker)
@@ -254,11 +340,22 @@ class Gate:
         if entry.stale:
             known = authorizer.known(who.identity, entry.url, 0.0, stale=True)
             return SEND if known else DROP
-        if authorizer.decide(who, entry.url, asker=asker):
+        if authorizer.decide(who, entry.url, entry.dispatch.mark, asker=asker):
             return SEND
-        return REVOKE if entry.subscribed == entry.url else DROP
+        return entry.refusal(prior)
 
     # Revocation ------------------------------------------------------------
+
+    def hide(self, connection: Any, entry: Entry) -> None:
+        """Tell a subscriber the object is gone for it; an object subscriber's
+        subscription ends (as a revocation's does), a collection's stays."""
+        update = entry.dispatch.update
+        if entry.subscribed == entry.url:
+            if entry.url not in connection.urls:
+                return
+            self.hub.unsubscribe(connection, entry.url)
+        self.hub.stats.updates_hidden += 1
+        connection.send(hidden_frame(update.url, update.collection))
 
     def revoke(self, connection: Any, url: str) -> None:
         """End a subscription its user may no longer GET, telling the client."""

@@ -165,6 +165,8 @@ def _job(load: Any, func: Callable[..., Any], *args: Any) -> Any:
 # The principal of anonymous visitors without a session: their requests carry
 # no cookie that tells them apart (their address and page still do).
 ANONYMOUS = None
+# What an update did to who may see its object (Authorizer.mark).
+SAME, MAYBE, CHANGED = 0, 1, 2
 # Entries each cache keeps at most (the oldest go first).
 MAX_CACHED = 100_000
 
@@ -294,7 +296,15 @@ class Authorizer:
             stats,
         )
         self.sessions: dict[str, SessionRead] = {}
-        self.decisions: dict[tuple[Any, str], tuple[bool, float]] = {}
+        # (identity, url) -> (allowed, expires, the URL's mark when asked).
+        self.decisions: dict[tuple[Any, str], tuple[bool, float, int]] = {}
+        # Visibility (docs/decisions.md): object URL -> (the last visibility token
+        # an update carried, its mark). A mark is a number, from one counter for
+        # all URLs, given whenever an update may have changed who may see the
+        # URL (a new token, or none); a decision counts for an update only if it
+        # was asked at that update's mark or later. 0: no mark known.
+        self.marks: dict[str, tuple[str | None, int]] = {}
+        self._marked = 0
         self._inflight: dict[Any, AsyncResult] = {}
         self._anonymous: SessionRead | None = None
         # A cached answer in use is asked again in the background in the last
@@ -334,20 +344,75 @@ class Authorizer:
         return visitor.identity(entry.principal)
 
     def known(
-        self, identity: Any, url: str, now: float, stale: bool = False
+        self,
+        identity: Any,
+        url: str,
+        now: float,
+        stale: bool = False,
+        mark: int | None = None,
     ) -> bool | None:
-        """The cached decision (``stale``: however old), or None when there is none."""
+        """The cached decision, or None when there is none.
+
+        ``stale``: however old, whatever the mark (a delete). Otherwise only a
+        decision asked at ``mark`` (default: the URL's mark now) or later counts.
+        """
         entry = self.decisions.get((identity, url))
         if entry is None:
             return None
-        allowed, expires = entry
-        if expires <= now:
-            return allowed if stale else None
+        allowed, expires, asked = entry
+        if stale:
+            return allowed
+        if mark is None:
+            mark = self.mark_of(url)
+        if expires <= now or asked < mark:
+            return None
         if expires - now < self.refresh_within:
             who = self._asker(identity, now)
             if who is not None:
-                self._refresh((identity, url), self._decide, who, url)
+                self._refresh((identity, url, asked), self._decide, who, url, asked)
         return allowed
+
+    def prior(self, visitor: Visitor, url: str) -> bool | None:
+        """The last answer about ``url`` for a visitor's identity, however old;
+        None: none known. What a subscriber was last shown, for "hidden"."""
+        key = visitor.session_key
+        if key is None:
+            principal = ANONYMOUS
+        else:
+            entry = self.sessions.get(key)
+            if entry is None:
+                return None
+            principal = entry.principal
+        decision = self.decisions.get((visitor.identity(principal), url))
+        return None if decision is None else decision[0]
+
+    # Visibility marks ----------------------------------------------------
+
+    def mark_of(self, url: str) -> int:
+        """``url``'s mark now (0: none known)."""
+        entry = self.marks.get(url)
+        return 0 if entry is None else entry[1]
+
+    def mark(self, url: str, token: str | None) -> tuple[int, int]:
+        """An update of ``url`` carrying ``token`` arrived: its mark, and
+        ``SAME``, ``MAYBE`` or ``CHANGED``: whether it changed who may see ``url``.
+
+        The same token as the last one keeps the mark (the warm path: one
+        lookup). Otherwise a new mark, so older decisions stop counting: a
+        token that differs from a known one is ``CHANGED``; no token (a model
+        not in VISIBILITY_FIELDS), or none known before, is ``MAYBE``.
+        """
+        entry = self.marks.get(url)
+        if token is not None and entry is not None and entry[0] == token:
+            return entry[1], SAME
+        known = token is not None and entry is not None and entry[0] is not None
+        self._marked += 1
+        _remember(self.marks, url, (token, self._marked))
+        return self._marked, CHANGED if known else MAYBE
+
+    def unmark(self, url: str) -> None:
+        """``url``'s object was deleted: a later object there starts unknown."""
+        self.marks.pop(url, None)
 
     def allows_now(self, visitor: Visitor, url: str) -> bool | None:
         """``allows()`` from the caches alone: None when it would have to ask."""
@@ -408,12 +473,20 @@ class Authorizer:
             return True
         return self.decide(self.who(visitor, asker), url, asker)
 
-    def decide(self, who: Identity, url: str, asker: Any = None) -> bool:
-        """Whether ``who`` may GET ``url``: cached, else asked (once) in the pool."""
-        allowed = self.known(who.identity, url, time.monotonic())
+    def decide(self, who: Identity, url: str, mark: int = 0, asker: Any = None) -> bool:
+        """Whether ``who`` may GET ``url``: cached, else asked (once) in the pool.
+
+        A decision counts if asked at ``mark`` or later, and at the URL's mark
+        now: a question under way that began before counts neither, and is not
+        joined (one asked at the same mark is).
+        """
+        mark = max(mark, self.mark_of(url))
+        allowed = self.known(who.identity, url, time.monotonic(), mark=mark)
         if allowed is not None:
             return allowed
-        return self._once((who.identity, url), self._decide, who, url, asker=asker)
+        return self._once(
+            (who.identity, url, mark), self._decide, who, url, mark, asker=asker
+        )
 
     def forget(self, asker: Any) -> None:
         """``asker`` closed: drop the questions that only it waited for."""
@@ -430,15 +503,18 @@ class Authorizer:
         _remember(self.sessions, key, entry)
         return entry
 
-    def _decide(self, who: Identity, url: str, asker: Any = None) -> bool:
+    def _decide(
+        self, who: Identity, url: str, mark: int = 0, asker: Any = None
+    ) -> bool:
         allowed = self._run(
-            (who.identity, url), _ask, self.authorize, who, url,
+            (who.identity, url, mark), _ask, self.authorize, who, url,
             asker=asker, label=f"the authorization of {url}",
         )  # fmt: skip
         self._count("authorizations")
-        _remember(
-            self.decisions, (who.identity, url), (allowed, time.monotonic() + self.ttl)
-        )
+        key = (who.identity, url)
+        newer = self.decisions.get(key)
+        if newer is None or newer[2] <= mark:  # never over one asked at a later mark
+            _remember(self.decisions, key, (allowed, time.monotonic() + self.ttl, mark))
         return allowed
 
     def _run(

@@ -45,6 +45,8 @@ COUNTERS = {
     "questions_timed_out": "Authorization questions that ran past "
     "AUTHORIZATION_TIMEOUT (error timeout); each kept its thread until it returned",
     "updates_withheld": "Updates not sent to a subscriber who may not see them",
+    "updates_hidden": "Hidden messages sent: an update made an object invisible "
+    "to a subscriber who saw it",
     "revocations": "Subscriptions ended because their user may no longer GET them",
     "loop_stalls": "Times the event loop woke 50 ms or more late (nothing was sent)",
     "gc_full_collections": "Full (generation 2) garbage collections",

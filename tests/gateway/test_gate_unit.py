@@ -40,15 +40,24 @@ class HeldAuthorizer:
     def identity_now(self, key, now):
         return key if (key, None) in self.known_answers else MISSING
 
-    def known(self, identity, url, now, stale=False):
+    def known(self, identity, url, now, stale=False, mark=None):
         return self.known_answers.get((identity, url))
+
+    def prior(self, key, url):
+        return self.known_answers.get((key, url))
+
+    def mark(self, url, token):
+        return 0, 0  # SAME: visibility never changes here
+
+    def unmark(self, url):
+        pass
 
     def who(self, key, asker=None):
         self.released.wait()
         self.known_answers[(key, None)] = True
         return Who(key)
 
-    def decide(self, who, url, asker=None):
+    def decide(self, who, url, mark=0, asker=None):
         if (who.identity, url) in self.known_answers:  # cached, as the real one
             return self.known_answers[(who.identity, url)]
         self.released.wait()

@@ -74,3 +74,37 @@ class Document(models.Model):
 
     def get_pushy_data(self):
         return {"title": self.title}
+
+
+class _Publishable(models.Model):
+    """Shown to everyone once published, to its author always (tests of visibility)."""
+
+    author = models.ForeignKey("auth.User", on_delete=models.CASCADE, null=True)
+    published = models.BooleanField(default=False)
+    title = models.CharField(max_length=100)
+
+    class Meta:
+        abstract = True
+
+    def get_pushy_data(self):
+        return {"title": self.title}
+
+
+class Post(_Publishable):
+    """Pushed, in VISIBILITY_FIELDS (``published``, ``author``)."""
+
+    def get_api_url(self):
+        return reverse("post-detail", args=[self.pk])
+
+    def get_api_list_url(self):
+        return reverse("post-list")
+
+
+class Article(_Publishable):
+    """Pushed, not in VISIBILITY_FIELDS: every update may change who sees it."""
+
+    def get_api_url(self):
+        return reverse("article-detail", args=[self.pk])
+
+    def get_api_list_url(self):
+        return reverse("article-list")

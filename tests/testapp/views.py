@@ -12,12 +12,13 @@ from django.contrib.auth.decorators import login_required, permission_required
 from django.contrib.auth.mixins import LoginRequiredMixin, PermissionRequiredMixin
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
+from django.db.models import Q
 from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.views import View
 from django.views.generic import TemplateView
 from rest_framework import generics, permissions, serializers
 
-from tests.testapp.models import Document, Shot, Unpushed
+from tests.testapp.models import Article, Document, Post, Shot, Unpushed
 
 
 def detail(request, **kwargs):
@@ -175,3 +176,66 @@ def side_effects(request):
     response = JsonResponse({"messages": seen})
     response.set_cookie("seen", "yes")
     return response
+
+
+# Visibility: published, or the author's own -------------------------------
+
+
+def _visible(model, request):
+    return model.objects.filter(Q(published=True) | Q(author_id=request.user.pk))
+
+
+def post_detail(request, pk):
+    post = _visible(Post, request).filter(pk=pk).values("pk", "title").first()
+    if post is None:
+        raise Http404("no such post")
+    return JsonResponse(post)
+
+
+def post_list(request):
+    return JsonResponse({"posts": list(_visible(Post, request).values("pk", "title"))})
+
+
+def article_detail(request, pk):
+    article = _visible(Article, request).filter(pk=pk).values("pk", "title").first()
+    if article is None:
+        raise Http404("no such article")
+    return JsonResponse(article)
+
+
+def article_list(request):
+    return JsonResponse({"count": _visible(Article, request).count()})
+
+
+# Pages with live blocks (tests/browser/test_visibility.py) -------------------
+
+PAGE = """{% load pushy_tags %}<!doctype html><html><head><title>posts</title>
+{% pushy_scripts %}</head><body>{% block body %}{% endblock %}</body></html>"""
+POST_LIST_PAGE = PAGE.replace(
+    "{% block body %}{% endblock %}",
+    '{% pushy_live "/api/post/" tag="ul" id="posts" %}{% for post in posts %}'
+    '<li id="post-{{ post.pk }}">{{ post.title }}</li>{% endfor %}{% endpushy_live %}',
+)
+POST_PAGE = PAGE.replace(
+    "{% block body %}{% endblock %}",
+    "{% pushy_live post %}<h1>{{ post.title }}</h1>{% endpushy_live %}",
+)
+
+
+def _page(request, template: str, **context):
+    from django.http import HttpResponse
+    from django.template import engines
+
+    page = engines["django"].from_string(template)
+    return HttpResponse(page.render(context, request))
+
+
+def post_list_page(request):
+    return _page(request, POST_LIST_PAGE, posts=_visible(Post, request).order_by("pk"))
+
+
+def post_page(request, pk):
+    post = _visible(Post, request).filter(pk=pk).first()
+    if post is None:
+        raise Http404("no such post")
+    return _page(request, POST_PAGE, post=post)

@@ -325,6 +325,9 @@
         case "update":
           this._deliverUpdate(message);
           break;
+        case "hidden":
+          this._deliverHidden(message);
+          break;
         case "subscribed":
           this._onSubscribed(message);
           break;
@@ -398,6 +401,21 @@
         this._pendingUpdates.set(update.url, update);
         this._scheduleFlush();
       }
+    }
+
+    /* The object at message.url was changed so that this user may no longer
+     * see it: its callbacks and its collection's are told at once (each
+     * callback once), and an update of it still waiting for the next frame
+     * is dropped (it came before). The gateway ended a subscription to the
+     * object itself; the list subscription stays. */
+    _deliverHidden(message) {
+      if (typeof message.url !== "string") {
+        return;
+      }
+      this._pendingUpdates.delete(message.url);
+      const [now, later] = this._updateCallbacks(message);
+      now.forEach((callback) => safeCall(callback, message));
+      later.forEach((callback) => safeCall(callback, message));
     }
 
     /* [callbacks to call now, callbacks that coalesce] for an update. A
@@ -609,7 +627,8 @@
   const EVENTS_ATTR = "data-pushy-events";
   const VERSION_ATTR = "data-pushy-version";
   const REFRESH_ATTR = "data-pushy-refresh";
-  // Set on a refreshed element whose refresh URL answered 403.
+  // Set on a refreshed element whose refresh URL answered 403, and on one of
+  // an object the user may no longer see (a "hidden" message): stale content.
   const FORBIDDEN_ATTR = "data-pushy-forbidden";
   // The gateway's own bound (gateway/protocol.py): a longer URL is refused
   // here, before it could make a subscribe message the gateway drops the
@@ -798,9 +817,16 @@
     /* A message of the PushyApp to the elements bound to its URLs: an update
      * to those of the object (pushy:delete when it was deleted, pushy:update
      * otherwise) and to those of its collection (pushy:update, whatever the
-     * event); a resync as pushy:resync. */
+     * event); a resync as pushy:resync; a hidden object as pushy:hidden to
+     * both (a list refreshes without it, the object's own elements are
+     * marked data-pushy-forbidden: what they show is no longer theirs). */
     deliver(message) {
-      if (message.type === "update") {
+      if (message.type === "hidden") {
+        this.dispatch(message.url, "hidden", message);
+        if (message.collection !== undefined && message.collection !== message.url) {
+          this.dispatch(message.collection, "hidden", message);
+        }
+      } else if (message.type === "update") {
         this.dispatch(message.url, message.event === "delete" ? "delete" : "update", message);
         if (message.collection !== undefined && message.collection !== message.url) {
           this.dispatch(message.collection, "update", message);
@@ -820,7 +846,12 @@
           continue;
         }
         const proceed = fire(element, kind, message);
-        if (proceed && element.hasAttribute(REFRESH_ATTR)) {
+        if (!proceed) {
+          continue;
+        }
+        if (kind === "hidden" && url === message.url) {
+          element.setAttribute(FORBIDDEN_ATTR, ""); // no fetch: it would be a 404
+        } else if (element.hasAttribute(REFRESH_ATTR)) {
           this.app._refresher.request(element, kind);
         }
       }

@@ -1,0 +1,67 @@
+"""The authorizer's visibility marks: which decisions count for an update, and
+which questions are shared (the real Authorizer, its pool, a gated AUTHORIZE)."""
+
+import time
+
+import gevent
+import pytest
+
+from pushy.gateway.permissions import CHANGED, MAYBE, SAME, Authorizer
+from tests.testapp import auth
+
+pytestmark = pytest.mark.timeout(10)
+
+URL = "/p/1/"
+
+
+@pytest.fixture
+def authorizer(settings):
+    settings.PUSHY_SETTINGS = {
+        **settings.PUSHY_SETTINGS,
+        "AUTHORIZE": "tests.testapp.auth.gated",
+    }
+    auth.ASKED.clear()
+    auth.GATE.clear()
+    authorizer = Authorizer(pool_size=2, ttl=60)
+    yield authorizer
+    auth.GATE.set()
+    authorizer.close()
+
+
+def asked_times(n):
+    deadline = time.monotonic() + 5
+    while len(auth.ASKED) < n:
+        assert time.monotonic() < deadline, auth.ASKED
+        gevent.sleep(0.005)  # a poll of the pool thread's record, with a deadline
+
+
+def test_a_token_keeps_its_mark_and_a_new_one_moves_it(authorizer):
+    first, how = authorizer.mark(URL, "a")
+    assert how == MAYBE  # nothing known before
+    assert authorizer.mark(URL, "a") == (first, SAME)
+    second, how = authorizer.mark(URL, "b")
+    assert (second > first, how) == (True, CHANGED)
+    third, how = authorizer.mark(URL, None)  # no token: may have changed
+    assert (third > second, how) == (True, MAYBE)
+    assert authorizer.mark(URL, None)[0] > third  # never the same without one
+    authorizer.unmark(URL)
+    assert authorizer.mark_of(URL) == 0
+
+
+def test_a_question_begun_before_the_update_is_not_joined(authorizer):
+    who = authorizer.who(None)
+    before = gevent.spawn(authorizer.decide, who, URL)
+    asked_times(1)
+    mark, _ = authorizer.mark(URL, "new")
+    after = [gevent.spawn(authorizer.decide, who, URL, mark) for _ in range(5)]
+    asked_times(2)
+    gevent.sleep(0.05)
+    assert len(auth.ASKED) == 2  # the five share one question, not the old one
+    auth.GATE.set()
+    gevent.joinall([before, *after], raise_error=True)
+    now = time.monotonic()
+    assert authorizer.known(who.identity, URL, now, mark=mark) is True
+    # The next change of token: that decision no longer counts (until asked).
+    newer, _ = authorizer.mark(URL, "newer")
+    assert authorizer.known(who.identity, URL, now, mark=newer) is None
+    assert authorizer.known(who.identity, URL, now, stale=True) is True  # deletes
