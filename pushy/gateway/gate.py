@@ -38,6 +38,7 @@ from pushy.gateway.frames import message_frame
 from pushy.gateway.hub import RESYNC_FRAME
 from pushy.gateway.permissions import CHANGED, MISSING, SAME, Authorizer
 from pushy.gateway.questions import Dropped, Refused
+from pushy.gateway.stats import seconds_since
 from pushy.messages import CREATE, DELETE, Update
 
 logger = logging.getLogger(__name__)
@@ -313,6 +314,7 @@ class Gate:
                     shown[entry.url] = verdict is SEND
                 if verdict is SEND:
                     connection.send(entry.frame)
+                    self._delivered(entry)
                 elif verdict is REVOKE:
                     self.revoke(connection, entry.subscribed)
                 elif verdict is HIDE:
@@ -343,6 +345,14 @@ class Gate:
         if authorizer.decide(who, entry.url, entry.dispatch.mark, asker=asker):
             return SEND
         return entry.refusal(prior)
+
+    def _delivered(self, entry: Entry) -> None:
+        """A held update went out: its lag counts, once for this subscriber
+        (those sent at the dispatch count once for all: server.dispatch)."""
+        published = entry.dispatch.update.published
+        if published is not None:
+            lag = seconds_since(published)
+            self.hub.stats.update_delivery_seconds.observe(lag)
 
     # Revocation ------------------------------------------------------------
 

@@ -471,9 +471,11 @@ class Authorizer:
         """Whether ``visitor`` may subscribe to ``url``."""
         if not self.needed:
             return True
-        return self.decide(self.who(visitor, asker), url, asker)
+        return self.decide(self.who(visitor, asker), url, asker=asker)
 
-    def decide(self, who: Identity, url: str, mark: int = 0, asker: Any = None) -> bool:
+    def decide(
+        self, who: Identity, url: str, mark: int = 0, *, asker: Any = None
+    ) -> bool:
         """Whether ``who`` may GET ``url``: cached, else asked (once) in the pool.
 
         A decision counts if asked at ``mark`` or later, and at the URL's mark

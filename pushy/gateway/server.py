@@ -40,7 +40,7 @@ from pushy.gateway.memory import Trimmer
 from pushy.gateway.pauses import PauseMonitor
 from pushy.gateway.permissions import Authorizer, origin_allowed
 from pushy.gateway.protocol import Protocol
-from pushy.gateway.stats import Stats, prometheus_text
+from pushy.gateway.stats import Stats, prometheus_text, seconds_since
 from pushy.gateway.versions import VersionBook
 from pushy.gateway.visitor import Visitor
 from pushy.messages import (
@@ -342,7 +342,7 @@ class Gateway:
         """
         self.versions.saw(update.version)
         if update.published is not None:
-            self.stats.update_arrival_seconds.observe(_since(update.published))
+            self.stats.update_arrival_seconds.observe(seconds_since(update.published))
         if not self._listener_idle:
             sent = self.hub.dispatch(update)
         else:
@@ -360,7 +360,7 @@ class Gateway:
         return sent
 
     def _delivered(self, published: float) -> None:
-        self.stats.update_delivery_seconds.observe(_since(published))
+        self.stats.update_delivery_seconds.observe(seconds_since(published))
 
     def resync(self) -> None:
         """Redis is back after an outage: tell clients what they may have missed."""
@@ -512,9 +512,3 @@ class Gateway:
 
 def _json(status: str, body: dict) -> bytes:
     return http_response(status, "application/json", json.dumps(body).encode())
-
-
-def _since(published: float) -> float:
-    """Seconds from ``published`` (another host's clock) to now; never below 0,
-    which only a clock ahead of this host's gives."""
-    return max(0.0, time.time() - published)

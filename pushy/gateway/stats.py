@@ -176,3 +176,9 @@ def _metric(name: str, kind: str, help_text: str, value: Any) -> list[str]:
     if kind == "counter" and not name.endswith("_total"):
         name += "_total"
     return [f"# HELP {name} {help_text}.", f"# TYPE {name} {kind}", f"{name} {+value}"]
+
+
+def seconds_since(published: float) -> float:
+    """Seconds from ``published`` (another host's clock) to now, for the lag
+    histograms; never below 0, which only a clock ahead of this host's gives."""
+    return max(0.0, time.time() - published)

@@ -149,11 +149,11 @@ class RefusingAuthorizer(HeldAuthorizer):
         self.refused = refused
         self.askers = []
 
-    def decide(self, who, url, asker=None):
+    def decide(self, who, url, mark=0, *, asker=None):
         self.askers.append(asker)
         if url in self.refused:
             raise Busy("too many authorization questions waiting")
-        return super().decide(who, url, asker)
+        return super().decide(who, url, mark, asker=asker)
 
 
 def test_held_updates_not_decided_for_lack_of_threads_become_a_resync():

@@ -7,6 +7,7 @@ import gevent
 import pytest
 
 from pushy.gateway.permissions import CHANGED, MAYBE, SAME, Authorizer
+from pushy.gateway.visitor import Visitor
 from tests.testapp import auth
 
 pytestmark = pytest.mark.timeout(10)
@@ -49,7 +50,7 @@ def test_a_token_keeps_its_mark_and_a_new_one_moves_it(authorizer):
 
 
 def test_a_question_begun_before_the_update_is_not_joined(authorizer):
-    who = authorizer.who(None)
+    who = authorizer.who(Visitor())  # anonymous, without a session
     before = gevent.spawn(authorizer.decide, who, URL)
     asked_times(1)
     mark, _ = authorizer.mark(URL, "new")
