@@ -212,6 +212,11 @@ def _visibility_fields() -> Mapping[str, tuple[str, ...]]:
     }
 
 
+def visibility_labels() -> list[str]:
+    """The models named in VISIBILITY_FIELDS."""
+    return list(_visibility_fields())
+
+
 def visibility_fields(label: str) -> tuple[str, ...] | None:
     """The fields deciding who may see ``label``'s objects; None: not declared."""
     return _visibility_fields().get(label)

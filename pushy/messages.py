@@ -31,10 +31,10 @@ EVENTS = (CREATE, UPDATE, DELETE)
 # The body's keys; others (from a later version) are ignored by decode().
 FIELDS = (
     "url", "event", "model", "pk", "collection", "data", "version", "visibility",
-    "published",
+    "visibility_was", "published",
 )  # fmt: skip
 # Body keys that stay between publishers and gateways: never in a client's frame.
-GATEWAY_ONLY = ("visibility", "published")
+GATEWAY_ONLY = ("visibility", "visibility_was", "published")
 # Bytes the sender's stamp adds to a body after its size check (',"published":'
 # and a time to the ms).
 PUBLISHED_ROOM = 32
@@ -61,6 +61,9 @@ class Update:
     # VISIBILITY_FIELDS (visibility_token()); None: this update may change who
     # may see it. For gateways only: as_message() leaves it out.
     visibility: str | None = None
+    # The token of the values the saving process loaded the object with (None:
+    # not known, or a create): what the save changed them from. Gateways only.
+    visibility_was: str | None = None
 
     def __post_init__(self) -> None:
         # Checked on both sides: what the publisher builds and what the gateway
@@ -89,6 +92,8 @@ class Update:
             body["published"] = self.published
         if self.visibility is not None:
             body["visibility"] = self.visibility
+        if self.visibility_was is not None:
+            body["visibility_was"] = self.visibility_was
         if self.version is not None:
             body["version"] = self.version
         return body
@@ -184,11 +189,10 @@ def _field_problem(update: Update) -> str | None:
         isinstance(published, bool) or not isinstance(published, (int, float))
     ):
         return f"published must be a number or absent, not {published!r}"[:200]
-    visibility = update.visibility
-    if visibility is not None and (
-        not isinstance(visibility, str) or len(visibility) > MAX_TOKEN
-    ):
-        return f"visibility must be a short str or absent, not {visibility!r}"[:200]
+    for name in ("visibility", "visibility_was"):
+        token = getattr(update, name)
+        if token is not None and (not isinstance(token, str) or len(token) > MAX_TOKEN):
+            return f"{name} must be a short str or absent, not {token!r}"[:200]
     return None
 
 
@@ -296,12 +300,39 @@ def visibility_token(instance: models.Model) -> str | None:
     names = conf.visibility_fields(model_label(instance))
     if names is None:
         return None
-    values = [getattr(instance, _attname(instance, name)) for name in names]
+    return _token([getattr(instance, _attname(instance, name)) for name in names])
+
+
+def _token(values: list[Any]) -> str:
     try:
         text = json.dumps(values, cls=DjangoJSONEncoder, sort_keys=True)
     except (TypeError, ValueError):
         text = repr(values)
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+# Where an instance keeps its VISIBILITY_FIELDS' values as loaded (or last saved).
+LOADED = "_pushy_visibility_loaded"
+
+
+def remember_loaded(instance: models.Model) -> None:
+    """Keep the values of ``instance``'s VISIBILITY_FIELDS as they are now (a
+    load, a save), for the next save's ``visibility_was``. Nothing when one is
+    deferred (reading it would query) or the model is not declared."""
+    names = conf.visibility_fields(model_label(instance))
+    if names is None:
+        return
+    state = instance.__dict__
+    attnames = [_attname(instance, name) for name in names]
+    if all(name in state for name in attnames):
+        state[LOADED] = tuple(state[name] for name in attnames)
+    else:
+        state.pop(LOADED, None)
+
+
+def _loaded_token(instance: models.Model) -> str | None:
+    loaded = instance.__dict__.get(LOADED)
+    return None if loaded is None else _token(list(loaded))
 
 
 def _attname(instance: models.Model, name: str) -> str:
@@ -312,17 +343,20 @@ def _attname(instance: models.Model, name: str) -> str:
         return name
 
 
-def _token_for(instance: models.Model, event: str) -> str | None:
-    """The visibility token of a save; None for a delete, or if it cannot be made."""
+def _tokens_for(instance: models.Model, event: str) -> dict[str, str | None]:
+    """The visibility tokens of a save, as Update fields: the values saved, and
+    (for an update) those loaded; none for a delete, or when they cannot be
+    made (gateways then ask again: exact, not wrong)."""
     if event == DELETE:
-        return None
+        return {}
     try:
-        return visibility_token(instance)
-    except Exception:  # without it, gateways ask again: exact, not wrong
+        was = _loaded_token(instance) if event == UPDATE else None
+        return {"visibility": visibility_token(instance), "visibility_was": was}
+    except Exception:
         logger.warning(
             "no visibility token for %s", model_label(instance), exc_info=True
         )
-        return None
+        return {}
 
 
 def build_update(instance: models.Model, event: str) -> Update:
@@ -340,7 +374,7 @@ def build_update(instance: models.Model, event: str) -> Update:
         pk=_json_pk(instance.pk),
         collection=collection,
         data=_data(instance),
-        visibility=_token_for(instance, event),
+        **_tokens_for(instance, event),
     )
     checked_body(update)
     return update
@@ -383,7 +417,7 @@ def build_or_refuse(instance: models.Model, event: str) -> Update | Refusal:
         collection = collection_url(instance, url)
         bare = Update(
             url=url, event=event, model=label, pk=pk, collection=collection,
-            visibility=_token_for(instance, event),
+            **_tokens_for(instance, event),
         )  # fmt: skip
     except Exception as e:
         return Refusal(URL_FAILED, label, pk, event, e)

@@ -19,12 +19,21 @@ import collections
 import logging
 from typing import Any
 
+from django.apps import apps
 from django.db import models, router
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import post_delete, post_init, post_save
 
+from pushy import conf
 from pushy.api import is_pushed
 from pushy.capture import is_captured
-from pushy.messages import CREATE, DELETE, UPDATE, Refusal, build_or_refuse
+from pushy.messages import (
+    CREATE,
+    DELETE,
+    UPDATE,
+    Refusal,
+    build_or_refuse,
+    remember_loaded,
+)
 from pushy.publisher import note_refusal, publish_on_commit
 
 logger = logging.getLogger(__name__)
@@ -66,6 +75,8 @@ def _notify_quietly(instance: models.Model, event: str, using: str | None) -> No
         if is_captured(instance, using):
             return  # the capture process publishes its changes
         built = build_or_refuse(instance, event)
+        if event != DELETE:
+            remember_loaded(instance)  # the next save's "was"
         if isinstance(built, Refusal):
             failures[built.model] += 1
             note_refusal(built)
@@ -76,6 +87,18 @@ def _notify_quietly(instance: models.Model, event: str, using: str | None) -> No
         )
 
 
+def on_init(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
+    """A declared model's object loaded (or made): keep its visibility values."""
+    remember_loaded(instance)
+
+
 def connect() -> None:
     post_save.connect(on_save, dispatch_uid="pushy.signals.on_save")
     post_delete.connect(on_delete, dispatch_uid="pushy.signals.on_delete")
+    # Only the models in VISIBILITY_FIELDS pay for this, at every load.
+    for label in conf.visibility_labels():
+        try:
+            model = apps.get_model(label)
+        except (LookupError, ValueError):
+            continue  # pushy.E051 says so
+        post_init.connect(on_init, sender=model, dispatch_uid=f"pushy.on_init.{label}")

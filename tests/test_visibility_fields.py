@@ -79,3 +79,24 @@ def test_mistakes_are_reported(value, expected):
     found = errors(value)
     assert [id_ for id_, _ in found] == [expected], found
     assert "VISIBILITY_FIELDS" in found[0][1]
+
+
+def test_an_update_carries_the_token_its_object_was_loaded_with(db):
+    author = User.objects.create_user("w")
+    Post.objects.create(author=author, published=True, title="t")
+    post = Post.objects.get()  # loaded: published
+    post.published = False
+    hidden = build_update(post, "update")
+    assert hidden.visibility_was != hidden.visibility
+    loaded = visibility_token(Post(author=author, published=True))
+    assert hidden.visibility_was == loaded
+    post.save()  # a save: the next one starts from what it saved
+    post.title = "u"
+    retitled = build_update(post, "update")
+    assert retitled.visibility_was == retitled.visibility == hidden.visibility
+    # A create has no "was"; a deferred field leaves it unknown (no query).
+    created = Post.objects.create(author=author, title="new")
+    assert build_update(created, "create").visibility_was is None
+    deferred = Post.objects.defer("published").get(pk=post.pk)
+    assert build_update(deferred, "update").visibility_was is None
+    assert "visibility_was" not in hidden.as_message()

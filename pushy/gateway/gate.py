@@ -132,7 +132,9 @@ class Gate:
             self.authorizer.unmark(update.url)
             mark, changed = 0, SAME
         else:
-            mark, changed = self.authorizer.mark(update.url, update.visibility)
+            mark, changed = self.authorizer.mark(
+                update.url, update.visibility, update.visibility_was
+            )
         dispatch = Dispatch(update, frame, mark, changed)
         revoked: list[tuple[Any, str]] = []
         sent = self._fan_out(object_subscribers, (), dispatch, update.url, now, revoked)

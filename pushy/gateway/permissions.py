@@ -393,16 +393,26 @@ class Authorizer:
         entry = self.marks.get(url)
         return 0 if entry is None else entry[1]
 
-    def mark(self, url: str, token: str | None) -> tuple[int, int]:
+    def mark(
+        self, url: str, token: str | None, was: str | None = None
+    ) -> tuple[int, int]:
         """An update of ``url`` carrying ``token`` arrived: its mark, and
         ``SAME``, ``MAYBE`` or ``CHANGED``: whether it changed who may see ``url``.
 
         The same token as the last one keeps the mark (the warm path: one
         lookup). Otherwise a new mark, so older decisions stop counting: a
         token that differs from a known one is ``CHANGED``; no token (a model
-        not in VISIBILITY_FIELDS), or none known before, is ``MAYBE``.
+        not in VISIBILITY_FIELDS) is ``MAYBE``. With none known here, the
+        token the saving process loaded the object with (``was``) stands in
+        for the last one: the first update this gateway sees of an object
+        already tells whether it hid it.
         """
         entry = self.marks.get(url)
+        if entry is None and token is not None and was is not None:
+            entry = (was, 0)  # as if the gateway had seen the object load
+            if was == token:
+                _remember(self.marks, url, entry)
+                return 0, SAME
         if token is not None and entry is not None and entry[0] == token:
             return entry[1], SAME
         known = token is not None and entry is not None and entry[0] is not None

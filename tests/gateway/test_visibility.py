@@ -208,3 +208,20 @@ def test_a_list_gains_a_published_member_and_loses_it_again(gateway, people):
             assert [m["type"] for m in got] == expected, (published, got)
     finally:
         reader.close()
+
+
+def test_a_list_loses_a_post_hidden_in_the_first_update_the_gateway_sees(
+    gateway, people
+):
+    """No update of the post came before (a fresh gateway, an old post): the
+    token the saving process loaded it with tells the gateway the save hid it."""
+    author, bob, _ = people
+    post = Post.objects.create(author=author, published=True, title="p")
+    reader = connect(gateway, bob, POSTS)
+    try:
+        change(gateway, post, published=False)
+        assert settled(gateway, reader) == [
+            [{"type": "hidden", "url": post.get_api_url(), "collection": POSTS}]
+        ]
+    finally:
+        reader.close()
