@@ -524,3 +524,35 @@ def test_versions_are_remembered_and_sent_when_subscribing_again(app):
         "url": "/x/1/",
         "version": None,
     }
+
+
+def test_a_subscribe_refused_busy_is_asked_again_after_a_backoff(app):
+    app.evaluate(
+        """() => {
+        app.reconnect_cap = 0.05;  // the backoff's cap, here 50 ms
+        app.subscribe("/x/1/", a); app.subscribe("/x/2/", b);
+        app.init(); last().open();
+        last().receive({type: "error", code: "busy", url: "/x/1/",
+                        message: "too many authorization questions waiting"});
+        last().receive({type: "error", code: "forbidden", url: "/x/2/",
+                        message: "not allowed"});
+    }"""
+    )
+    app.wait_for_function("last().sent.length === 3", timeout=5_000)
+    app.wait_for_timeout(200)  # forbidden is final: nothing more comes
+    assert app.evaluate("last().sent.map(m => m.url)") == ["/x/1/", "/x/2/", "/x/1/"]
+    # Still wanted only: unsubscribed meanwhile, it is not asked again.
+    app.evaluate(
+        """() => {
+        last().receive({type: "error", code: "timeout", url: "/x/1/",
+                        message: "the authorization took too long"});
+        app.unsubscribe("/x/1/", a);
+    }"""
+    )
+    app.wait_for_timeout(200)
+    assert app.evaluate("last().sent.map(m => m.action)") == [
+        "subscribe",
+        "subscribe",
+        "subscribe",
+        "unsubscribe",
+    ]

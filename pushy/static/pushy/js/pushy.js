@@ -103,6 +103,7 @@
       // the gateway says if it changed; else it is resynced once subscribed).
       this._resyncDue = new Map();
       this._versions = new Map(); // url -> the last version seen (docs/protocol.md)
+      this._busyTries = new Map(); // url -> subscribes answered "busy" in a row
       this._timers = { retry: null, stable: null, ping: null, pong: null };
       this._stopped = true;
       this._onOnline = this._retryNow.bind(this);
@@ -350,6 +351,9 @@
             this._deliver(message.url, message);
           }
           this._error(message);
+          if (RETRIED_CODES.has(message.code) && typeof message.url === "string") {
+            this._subscribeLater(message.url);
+          }
           break;
         default:
           break; // "pong", "unsubscribed", and types a later version may add
@@ -363,10 +367,28 @@
       this._send({ action: "subscribe", url: url, version: version });
     }
 
+    /* A subscribe the gateway had no time to answer ("busy": its
+     * authorization work was full; "timeout": the view was too slow): asked
+     * again after a jittered backoff, 1, 2, 4 ... up to reconnect_cap
+     * seconds, while the URL is still wanted. */
+    _subscribeLater(url) {
+      const tries = (this._busyTries.get(url) || 0) + 1;
+      this._busyTries.set(url, tries);
+      const cap = Number(this.reconnect_cap) || 10;
+      const wait = Math.random() * Math.min(cap, 2 ** (tries - 1));
+      this._log("asking again for", url, "in", wait.toFixed(1), "s");
+      setTimeout(() => {
+        if (this._subscriptions.has(url) && this.state === "open") {
+          this._sendSubscribe(url);
+        }
+      }, wait * 1000);
+    }
+
     /* Re-subscribed after a reconnect: resync unless the gateway compared
      * versions (it sends a resync of this URL itself when it changed). */
     _onSubscribed(message) {
       const url = message.url;
+      this._busyTries.delete(url);
       const compared = this._resyncDue.get(url) && typeof message.version === "number";
       if (this._resyncDue.delete(url) && !compared) {
         this._resync(url);
@@ -627,6 +649,8 @@
   const EVENTS_ATTR = "data-pushy-events";
   const VERSION_ATTR = "data-pushy-version";
   const REFRESH_ATTR = "data-pushy-refresh";
+  // Refusals of a subscribe that may pass later: asked again (_subscribeLater).
+  const RETRIED_CODES = new Set(["busy", "timeout"]);
   // Set on a refreshed element whose refresh URL answered 403, and on one of
   // an object the user may no longer see (a "hidden" message): stale content.
   const FORBIDDEN_ATTR = "data-pushy-forbidden";
