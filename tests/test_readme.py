@@ -63,7 +63,7 @@ def test_the_smallest_live_page_renders_as_pasted(monkeypatch):
     from tests.testapp.models import Shot
 
     monkeypatch.setattr(pushy_tags, "current_version", lambda: None)
-    snippet = [block for block in blocks("django") if "pushy_live shot" in block][0]
+    (snippet,) = [b for b in blocks("django") if "get_rating_display" in b]
     lines = snippet.strip().splitlines()
     assert len(lines) == 2  # the section's title counts them
     shot = Shot(pk=3, title="Dawn")
@@ -74,3 +74,21 @@ def test_the_smallest_live_page_renders_as_pasted(monkeypatch):
         '<div id="pushy-testapp-shot-3" data-pushy-url="/api/shot/3/" '
         "data-pushy-refresh><h2>Dawn</h2> ★★☆☆☆</div>"
     ) in html
+
+
+def test_the_quick_start_comes_first_and_its_template_renders(monkeypatch):
+    from pushy.templatetags import pushy_tags
+    from tests.testapp.models import Shot
+
+    assert README.index("## Quick start") < README.index("## The demo")
+    assert README.index("## The demo") < README.index("## From a checkout")
+    monkeypatch.setattr(pushy_tags, "current_version", lambda: None)
+    quick = README[README.index("## Quick start") : README.index("## The smallest")]
+    (snippet,) = re.findall(r"```django\n(.*?)```", quick, re.S)
+    html = (
+        engines["django"]
+        .from_string(snippet)
+        .render({"shot": Shot(pk=3, title="Dawn")})
+    )
+    assert 'src="/static/pushy/js/pushy.js"' in html  # the block loads the client
+    assert 'data-pushy-url="/api/shot/3/"' in html
