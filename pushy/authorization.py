@@ -70,10 +70,21 @@ class Answer:
     status: int | None
     view: Any = None  # the resolved view, when the URL resolved
     error: BaseException | None = None  # what a view or middleware raised
+    location: str | None = None  # where a redirect sent it
 
     @property
     def allowed(self) -> bool:
         return self.status is not None and 200 <= self.status < 300
+
+    def said(self) -> str:
+        """The answer in a few words, for a refusal: "answered 302 to
+        /accounts/login/?next=...", "answered 404", "is outside
+        FORCE_SCRIPT_NAME"."""
+        if self.status is None:
+            return "is outside FORCE_SCRIPT_NAME"
+        if self.location:
+            return f"answered {self.status} to {self.location}"
+        return f"answered {self.status}"
 
 
 def get_answer(
@@ -91,6 +102,7 @@ def get_answer(
         response.status_code,
         match.func if match is not None else None,
         request.environ.get(site_get.EXCEPTION_ENVIRON_KEY),
+        response.get("Location") if 300 <= response.status_code < 400 else None,
     )
 
 

@@ -108,7 +108,7 @@ def view_answer(user: Any, url: str) -> str:
     if answer.error is not None:
         error = answer.error
         return f"GET {url}{view} raised {type(error).__name__}: {error}"
-    return f"GET {url}{view} answered {answer.status}"
+    return f"GET {url}{view} {answer.said()}"
 
 
 def view_name(func: Any) -> str:

@@ -257,17 +257,22 @@ def _fresh(user: Any) -> Any:
     return user
 
 
-def _ask(authorize: Callable[..., bool], who: Identity, url: str) -> bool:
-    """One authorization question, in a pool thread; an error means no."""
+def _ask(
+    authorize: Callable[..., bool], who: Identity, url: str
+) -> tuple[bool, str | None]:
+    """One authorization question, in a pool thread: the answer, and when it
+    is no, what the site said (for the refusal's message); an error means no."""
     try:
         if authorize is authorization.can_get:
             # The session decides the user: the site's middleware loads it.
             environ = who.visitor.environ()
-            return authorization.can_get(who.user, url, who.session, environ)
-        return bool(authorize(_fresh(who.user), url))
-    except Exception:
+            answer = authorization.get_answer(who.user, url, who.session, environ)
+            return answer.allowed, None if answer.allowed else f"GET {answer.said()}"
+        allowed = bool(authorize(_fresh(who.user), url))
+        return allowed, None if allowed else "AUTHORIZE said no"
+    except Exception as e:
         logger.exception("AUTHORIZE failed for %s: refusing", url)
-        return False
+        return False, f"AUTHORIZE raised {type(e).__name__}"
 
 
 class Authorizer:
@@ -304,6 +309,8 @@ class Authorizer:
         # URL (a new token, or none); a decision counts for an update only if it
         # was asked at that update's mark or later. 0: no mark known.
         self.marks: dict[str, tuple[str | None, int]] = {}
+        # (identity, url) -> what the site answered a refused GET, in words.
+        self.said: dict[tuple[Any, str], str] = {}
         self._marked = 0
         self._inflight: dict[Any, AsyncResult] = {}
         self._anonymous: SessionRead | None = None
@@ -518,7 +525,7 @@ class Authorizer:
     def _decide(
         self, who: Identity, url: str, mark: int = 0, asker: Any = None
     ) -> bool:
-        allowed = self._run(
+        allowed, said = self._run(
             (who.identity, url, mark), _ask, self.authorize, who, url,
             asker=asker, label=f"the authorization of {url}",
         )  # fmt: skip
@@ -527,7 +534,15 @@ class Authorizer:
         newer = self.decisions.get(key)
         if newer is None or newer[2] <= mark:  # never over one asked at a later mark
             _remember(self.decisions, key, (allowed, time.monotonic() + self.ttl, mark))
+            if said is None:
+                self.said.pop(key, None)
+            else:
+                _remember(self.said, key, said)
         return allowed
+
+    def why_not(self, who: Identity, url: str) -> str | None:
+        """What the site last said when it refused ``who`` ``url``, if known."""
+        return self.said.get((who.identity, url))
 
     def _run(
         self, key: Any, func: Callable[..., Any], *args: Any, asker: Any, label: str

@@ -133,28 +133,38 @@ class Protocol:
             connection.send(frame)
 
     def forbidden(self, connection: Connection, url: str) -> None:
-        """Refuse ``url``, saying why when the cause is likely a missing session."""
-        why = self._why_forbidden(connection)
+        """Refuse ``url``, saying what the site answered and as whom."""
+        why = self._why_forbidden(connection, url)
         self._refusals.log(logging.INFO, "refused a subscription to %s: %s", url, why)
         self.error(connection, "forbidden", why, url)
 
-    def _why_forbidden(self, connection: Connection) -> str:
-        if connection.visitor.session_key is None:
-            return (
-                "not allowed for an anonymous user: no session cookie reached the "
-                "gateway (browsers send cookies by host name, so the page and "
-                "SOCKET_SERVER must use the same one, e.g. both localhost)"
-            )
+    def _why_forbidden(self, connection: Connection, url: str) -> str:
+        """ "not allowed: GET answered 302 to /login/?next=... (anonymous: no
+        session cookie came with the WebSocket)": the site's answer, whose
+        session asked, and the host-name advice only where it may apply."""
+        visitor = connection.visitor
         try:
-            who = self.gateway.authorizer.who(connection.visitor, connection)
+            who = self.gateway.authorizer.who(visitor, connection)
         except Exception:
             return "not allowed"
-        if who.anonymous:
-            return (
-                "not allowed for an anonymous user: the session cookie names no "
-                "logged-in user (the session expired or was logged out)"
+        said = self.gateway.authorizer.why_not(who, url)
+        answer = f"not allowed: {said}" if said else "not allowed"
+        if visitor.session_key is None:
+            as_whom = "anonymous: no session cookie came with the WebSocket"
+            if visitor.cookie_host_differs():
+                as_whom += (
+                    f" (browsers send cookies by host name: the page is on "
+                    f"{visitor.host}, the gateway on {visitor.socket_host}; see "
+                    "docs/deployment.md, 'A gateway on its own subdomain')"
+                )
+        elif who.anonymous:
+            as_whom = (
+                "anonymous: the session cookie names no logged-in user (the "
+                "session expired or was logged out)"
             )
-        return "not allowed for this user"
+        else:
+            as_whom = f"as {_username(who.user)}"
+        return f"{answer} ({as_whom})"
 
     def _allowed_now(self, connection: Connection, url: str) -> bool | None:
         """The decision if it is cached (or not needed); None if it must be asked."""
@@ -195,3 +205,10 @@ def _valid_url(url: Any) -> bool:
         and url.isprintable()
         and not url.isspace()
     )
+
+
+def _username(user: Any) -> str:
+    try:
+        return str(user.get_username())
+    except Exception:
+        return "this user"

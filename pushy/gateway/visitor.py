@@ -45,6 +45,9 @@ class Visitor:
     port: str = dataclasses.field(default="", compare=False)
     secure: bool = dataclasses.field(default=False, compare=False)
     headers: tuple[tuple[str, str], ...] = dataclasses.field(default=(), compare=False)
+    # The Host the WebSocket itself was sent to (the gateway's, as the browser
+    # named it), for the advice of a refusal.
+    socket_host: str = dataclasses.field(default="", compare=False)
 
     @classmethod
     def from_handshake(cls, environ: dict, trusted: TrustedProxies) -> Visitor:
@@ -69,6 +72,7 @@ class Visitor:
             port=port,
             secure=secure,
             headers=tuple(headers),
+            socket_host=environ.get("HTTP_HOST", ""),
         )
 
     @classmethod
@@ -81,6 +85,15 @@ class Visitor:
             port=port,
             secure=secure,
         )
+
+    def cookie_host_differs(self) -> bool:
+        """Whether the page and the gateway have different host names: then the
+        browser may not send the page's cookies to the gateway."""
+        if not self.socket_host:
+            return False
+        page = split_domain_port(self.host.lower())[0]
+        socket = split_domain_port(self.socket_host.lower())[0]
+        return bool(page and socket) and page != socket
 
     def identity(self, principal: Any) -> tuple[str, Any, str | None]:
         """The key decisions are cached and shared under, for this visitor."""
