@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from django.conf import settings
-from django.contrib.auth.middleware import RemoteUserMiddleware
-from django.contrib.sessions.middleware import SessionMiddleware
 from django.utils.module_loading import import_string
+
+# Known by name, not imported: a project without django.contrib.auth cannot
+# import auth's middleware (its models need the app).
+SESSION_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
+REMOTE_USER_MIDDLEWARE = "django.contrib.auth.middleware.RemoteUserMiddleware"
 
 # Session engines that keep sessions only in a cache (no database behind).
 CACHE_SESSION_ENGINES = ("django.contrib.sessions.backends.cache",)
@@ -42,7 +45,7 @@ def problems() -> Iterator[tuple[int, str, str]]:
 
 def _session_middleware(path: str, factory: type) -> Iterator[tuple[int, str, str]]:
     # Named as one: SessionTimeoutMiddleware and the like only read the session.
-    if issubclass(factory, SessionMiddleware) or not factory.__name__.endswith(
+    if _is_a(factory, SESSION_MIDDLEWARE) or not factory.__name__.endswith(
         "SessionMiddleware"
     ):
         return
@@ -59,7 +62,7 @@ def _session_middleware(path: str, factory: type) -> Iterator[tuple[int, str, st
 
 
 def _remote_user(path: str, factory: type) -> Iterator[tuple[int, str, str]]:
-    if not issubclass(factory, RemoteUserMiddleware):
+    if not _is_a(factory, REMOTE_USER_MIDDLEWARE):
         return
     yield (
         15,
@@ -67,7 +70,8 @@ def _remote_user(path: str, factory: type) -> Iterator[tuple[int, str, str]]:
         "REMOTE_USER, which a WebSocket handshake does not carry, so the "
         "gateway's authorization GET would never see who they are.",
         "Log users in with sessions (PersistentRemoteUserMiddleware keeps the "
-        "login in the session), " + OWN_RULE,
+        "login in the session: then add 'pushy.E015' to SILENCED_SYSTEM_CHECKS), "
+        + OWN_RULE,
     )
 
 
@@ -86,4 +90,11 @@ def _session_engine() -> Iterator[tuple[int, str, str]]:
         "would be asked about as an anonymous visitor.",
         "Point SESSION_CACHE_ALIAS at a cache the processes share (Redis, "
         "Memcached), or use the 'db' or 'cached_db' session engine.",
+    )
+
+
+def _is_a(factory: type, dotted: str) -> bool:
+    """Whether ``factory`` is the class named ``dotted`` or a subclass of it."""
+    return any(
+        f"{cls.__module__}.{cls.__qualname__}" == dotted for cls in factory.__mro__
     )

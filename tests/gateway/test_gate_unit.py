@@ -46,7 +46,7 @@ class HeldAuthorizer:
     def prior(self, key, url):
         return self.known_answers.get((key, url))
 
-    def mark(self, url, token):
+    def mark(self, url, token, was=None):
         return 0, 0  # SAME: visibility never changes here
 
     def unmark(self, url):

@@ -22,7 +22,7 @@ def test_startup_line_names_url_redis_and_models(gateway, pushy_redis):
     assert gateway.ws_url in line
     assert f"127.0.0.1:{pushy_redis.port}" in line
     assert "(subscribed)" in line
-    assert "testapp.note, testapp.session, testapp.shot" in line
+    assert "testapp.note, testapp.post, testapp.session, testapp.shot" in line
 
 
 def test_no_monkeypatch_warning_and_greenlet_friendly_runtime(gateway):

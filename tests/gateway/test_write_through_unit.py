@@ -169,7 +169,7 @@ def test_only_an_update_the_listener_waited_for_is_written_through():
         _listener_idle=False,
     )
     gateway.hub = RecordingHub(gateway)
-    update = types.SimpleNamespace(version=None)
+    update = types.SimpleNamespace(version=None, published=None)
 
     def dispatch() -> None:
         Gateway.dispatch(gateway, update)
