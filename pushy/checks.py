@@ -1,14 +1,15 @@
 """System checks for ``PUSHY_SETTINGS`` and the configured models.
 
 Every message names the setting and says what is wrong; ids are stable and
-listed in docs/settings.md. ``runpushy`` runs these before it serves.
+listed in docs/settings.md. Which check a key gets is declared in
+``pushy.settings_table``. ``runpushy`` runs these before it serves.
 """
 
 from __future__ import annotations
 
 import difflib
 import ipaddress
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
@@ -18,7 +19,7 @@ from django.core.checks import Warning as CheckWarning
 from django.core.checks import register as register_check
 from django.utils.module_loading import import_string
 
-from pushy import conf
+from pushy import conf, settings_table
 from pushy.object_urls import url_method
 from pushy.redis_clients import SENTINEL_SCHEMES, parse_sentinel_url
 
@@ -59,12 +60,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         ]
     errors = list(_unknown_keys(raw))
-    for key, check in _VALUE_CHECKS.items():
-        if key in raw:
-            errors.extend(check(raw[key]))
-    errors.extend(_limits(raw))
-    if "VISIBILITY_FIELDS" in raw:
-        errors.extend(_visibility_fields(raw["VISIBILITY_FIELDS"], raw.get("MODELS")))
+    for setting in settings_table.SETTINGS:
+        if setting.name in raw:
+            check = _CHECKS[setting.check]
+            errors.extend(check(setting.name, raw[setting.name], raw))
     if not errors:
         errors.extend(_origin_warnings())
     return errors
@@ -224,10 +223,10 @@ def _authorize(value: Any) -> Iterator[Error]:
         yield _error(9, f"PUSHY_SETTINGS['AUTHORIZE'] {value!r} is not callable.")
 
 
-def _debug(value: Any) -> Iterator[Error]:
+def _bool(name: str, value: Any, raw: dict) -> Iterator[Error]:
     if not isinstance(value, bool):
         yield _error(
-            11, f"PUSHY_SETTINGS['DEBUG'] must be True or False, not {value!r}."
+            11, f"PUSHY_SETTINGS[{name!r}] must be True or False, not {value!r}."
         )
 
 
@@ -346,44 +345,65 @@ def _visibility_field_names(where: str, model: Any, fields: Any) -> Iterator[Err
             )
 
 
-def _limits(raw: dict) -> Iterator[Error]:
-    for key in conf.INT_LIMITS:
-        value = raw.get(key, 1)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            yield _error(
-                10, f"PUSHY_SETTINGS[{key!r}] must be a positive int, not {value!r}."
-            )
-    for key in conf.NUMBER_LIMITS:
-        value = raw.get(key, 1)
-        valid = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not valid or value <= 0:
-            yield _error(
-                10, f"PUSHY_SETTINGS[{key!r}] must be a positive number, not {value!r}."
-            )
-    for key in conf.OPTIONAL_INT_LIMITS:
-        value = raw.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            yield _error(
-                10,
-                f"PUSHY_SETTINGS[{key!r}] must be a positive int or None, "
-                f"not {value!r}.",
-            )
-    interval = raw.get("PING_INTERVAL")
-    if isinstance(interval, (int, float)) and 0 < interval < 1:
-        yield _error(10, "PUSHY_SETTINGS['PING_INTERVAL'] must be at least 1 second.")
+def _positive_int(name: str, value: Any, raw: dict) -> Iterator[Error]:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        yield _error(
+            10, f"PUSHY_SETTINGS[{name!r}] must be a positive int, not {value!r}."
+        )
 
 
-_VALUE_CHECKS = {
-    "MODELS": _models,
-    "SOCKET_SERVER": _socket_server,
-    "REDIS_URL": _redis_url,
-    "CHANNEL_PREFIX": _channel_prefix,
-    "AUTHORIZE": _authorize,
-    "DEBUG": _debug,
-    "ALLOWED_ORIGINS": _allowed_origins,
-    "TRUSTED_PROXIES": _trusted_proxies,
+def _optional_positive_int(name: str, value: Any, raw: dict) -> Iterator[Error]:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        yield _error(
+            10,
+            f"PUSHY_SETTINGS[{name!r}] must be a positive int or None, not {value!r}.",
+        )
+
+
+def _positive_number(name: str, value: Any, raw: dict) -> Iterator[Error]:
+    valid = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not valid or value <= 0:
+        yield _error(
+            10, f"PUSHY_SETTINGS[{name!r}] must be a positive number, not {value!r}."
+        )
+
+
+def _at_least_one_second(name: str, value: Any, raw: dict) -> Iterator[Error]:
+    errors = list(_positive_number(name, value, raw))
+    yield from errors
+    if not errors and value < 1:
+        yield _error(10, f"PUSHY_SETTINGS[{name!r}] must be at least 1 second.")
+
+
+SettingCheck = Callable[[str, Any, dict], Iterable[CheckMessage]]
+
+
+def _of_value(check: Callable[[Any], Iterable[CheckMessage]]) -> SettingCheck:
+    """A check of the value alone, called as every check is (name, value, raw)."""
+    return lambda name, value, raw: check(value)
+
+
+# How each kind of check in pushy.settings_table is done; each yields its errors.
+_CHECKS: dict[str, SettingCheck] = {
+    settings_table.POSITIVE_INT: _positive_int,
+    settings_table.OPTIONAL_POSITIVE_INT: _optional_positive_int,
+    settings_table.POSITIVE_NUMBER: _positive_number,
+    settings_table.AT_LEAST_ONE_SECOND: _at_least_one_second,
+    settings_table.BOOL: _bool,
+    settings_table.MODELS: _of_value(_models),
+    settings_table.HTTP_URL: _of_value(_socket_server),
+    settings_table.REDIS_URL: _of_value(_redis_url),
+    settings_table.CHANNEL_PREFIX: _of_value(_channel_prefix),
+    settings_table.DOTTED_PATH: _of_value(_authorize),
+    settings_table.HOST_PATTERNS: _of_value(_allowed_origins),
+    settings_table.PROXIES: _of_value(_trusted_proxies),
+    settings_table.VISIBILITY: lambda name, value, raw: _visibility_fields(
+        value, raw.get("MODELS")
+    ),
+    # pushy.capture.checks checks these beside DATABASES (its own registered check).
+    settings_table.CAPTURE: lambda name, value, raw: (),
 }
 
 

@@ -5,14 +5,6 @@ class PushyError(Exception):
     """Base class of every error pushy raises on purpose."""
 
 
-class ConfigurationError(PushyError, ValueError):
-    """Raised when PUSHY_SETTINGS holds a value pushy cannot use.
-
-    Startup normally reports these through the system checks first; this is what
-    code reading the setting raises if it is used anyway.
-    """
-
-
 class ModelNotConfigured(PushyError, LookupError):
     """Raised when an update is asked for a model that is not in ``MODELS``."""
 
