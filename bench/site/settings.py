@@ -21,7 +21,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "pushy",
-    "bench.benchapp",
+    "bench.site.benchapp",
 ]
 
 # startproject's stack: pushy's default authorization serves its GET through
@@ -45,7 +45,7 @@ DATABASES = {
     }
 }
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
-ROOT_URLCONF = "bench.urls"
+ROOT_URLCONF = "bench.site.urls"
 
 PUSHY_SETTINGS = {
     "MODELS": ["benchapp.item"],
@@ -54,9 +54,9 @@ PUSHY_SETTINGS = {
     "ALLOWED_ORIGINS": ["localhost"],
     # bench.authz sets BENCH_AUTHORIZE: "" for pushy's default (run the view),
     # or pushy.authorization.allow_all.
-    "AUTHORIZE": os.environ.get("BENCH_AUTHORIZE", "bench.auth.authorize") or None,
+    "AUTHORIZE": os.environ.get("BENCH_AUTHORIZE", "bench.site.auth.authorize") or None,
     "AUTHORIZATION_TTL": float(os.environ.get("BENCH_AUTHORIZATION_TTL", 60)),
-    # What the item view reads to decide (bench/urls.py); bench.authz sets
+    # What the item view reads to decide (bench/site/urls.py); bench.authz sets
     # BENCH_UNDECLARED=1 to measure the model left out (every update re-asked).
     "VISIBILITY_FIELDS": {}
     if os.environ.get("BENCH_UNDECLARED")

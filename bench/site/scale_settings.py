@@ -1,15 +1,15 @@
-"""Settings for ``python -m bench.scale``: bench.settings with explicit limits.
+"""Settings for ``python -m bench.scale``: bench.site.settings with explicit limits.
 
 ``MAX_CONNECTIONS`` comes from the harness (BENCH_MAX_CONNECTIONS), per gateway
 process, within the open-file limit; heartbeats at pushy's default interval
 (25 s): idle connections held at scale are what this scenario is about, and
-bench.settings' 5 s would make every client answer a ping per 5 s.
+bench.site.settings' 5 s would make every client answer a ping per 5 s.
 """
 
 import os
 
-from bench.settings import *  # noqa: F403
-from bench.settings import PUSHY_SETTINGS
+from bench.site.settings import *  # noqa: F403
+from bench.site.settings import PUSHY_SETTINGS
 
 PUSHY_SETTINGS = {
     **PUSHY_SETTINGS,

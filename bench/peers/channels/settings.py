@@ -2,10 +2,10 @@
 
 import os
 
-from bench.settings import *  # noqa: F403
+from bench.site.settings import *  # noqa: F403
 
 INSTALLED_APPS = [*INSTALLED_APPS, "channels"]  # noqa: F405
-ASGI_APPLICATION = "bench.channels_app.application"
+ASGI_APPLICATION = "bench.peers.channels.app.application"
 # channels_redis as most sites configure it: the core layer, default capacity.
 CHANNEL_LAYERS = {
     "default": {

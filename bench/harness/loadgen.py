@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 
-from bench.servers import Context
+from bench.harness.servers import Context
 from tests.support.servers import stop_process
 
 SUBSCRIBE_URL = "/api/item/"
@@ -97,7 +97,7 @@ class Clients:
         cookies: list[str],
         extra: list[str],
     ) -> tuple[subprocess.Popen, str]:
-        args = [sys.executable, "-m", "bench.client", "--ws", ws_url, *extra]
+        args = [sys.executable, "-m", "bench.harness.client", "--ws", ws_url, *extra]
         args += ["--url", SUBSCRIBE_URL, "--conns", str(conns)]
         for name, value in headers.items():
             args += ["--header", f"{name}: {value}"]

@@ -13,15 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-PEERS = ("node-ws", "floor", "channels", "channels-tuned")
-COLUMNS = (*PEERS, "pushy")
-NAMES = {
-    "node-ws": "node.js ws",
-    "floor": "gevent floor",
-    "channels": "Channels",
-    "channels-tuned": "Channels tuned",
-    "pushy": "pushy",
-}
+from bench.peers import registry
+
+COLUMNS = tuple(p.name for p in registry.PEERS)  # the peers, then pushy
+PEERS = tuple(name for name in COLUMNS if name != registry.SUBJECT)
+NAMES = {p.name: p.label for p in registry.PEERS}
 
 Values = tuple[float | None, ...]
 

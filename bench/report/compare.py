@@ -1,11 +1,11 @@
-"""Turn results.json into bench/RESULTS.md (tables, ratios, targets) and the plot."""
+"""Turn results.json into bench/results/RESULTS.md (tables, ratios, targets), a plot."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from bench.metrics import (
+from bench.report.metrics import (
     COLUMNS,
     NAMES,
     PEERS,
@@ -17,7 +17,7 @@ from bench.metrics import (
     metrics,
     ratio_text,
 )
-from bench.plot import plot
+from bench.report.plot import plot
 
 NOTES_FILE = "PROFILE.md"  # hand-written findings, appended to RESULTS.md
 # Issue 12's targets.
@@ -319,21 +319,21 @@ METHOD = """
   queues and limits at their defaults, an origin allow-list, the session cookie
   looked up and an `AUTHORIZE` callable asked on every subscribe, heartbeats every
   5 s). The peers do none of that but the Channels consumer's authorization:
-  **node.js ws** (`bench/node_ws/server.js`) is a plain subscribe-and-forward
+  **node.js ws** (`bench/peers/node_ws/server.js`) is a plain subscribe-and-forward
   server on node.js with `ws` and `ioredis`, each update encoded once and sent to
-  every subscriber; the **gevent floor** (`bench/floor.py`) is the same on gevent +
-  gevent-websocket + redis-py; **Channels** is daphne + channels_redis
+  every subscriber; the **gevent floor** (`bench/peers/floor.py`) is the same on
+  gevent + gevent-websocket + redis-py; **Channels** is daphne + channels_redis
   (`RedisChannelLayer`, defaults: capacity 100) with an `AsyncJsonWebsocketConsumer`
   behind `AuthMiddlewareStack`, a group per URL, fed by a bridge process that turns
   pushy's Redis messages into `group_send` (both processes count as the server);
   **Channels tuned** is the same with the layer's capacity raised to 1,000, above
-  the burst (`bench/channels_tuned_settings.py`). All speak wire protocol v1 and
+  the burst (`bench/peers/channels/tuned_settings.py`). All speak wire protocol v1 and
   send the same update body. Channels delivers about 2,000 updates a second here,
   so it runs N ≤ 1,000: at 5,000 one burst would take minutes.
 - Fairness: one run, one machine, one private Redis, one load client; each
   server gets the same connections, saves and bursts, one server at a time.
 - Each (server, N) starts a fresh server; one warm-up save goes through it; then
-  the load client (`bench/client.py`, one epoll loop per process, at most 2,500
+  the load client (`bench/harness/client.py`, one epoll loop per process, at most 2,500
   connections per process) opens N connections, each subscribing to the collection
   `/api/item/` with the session cookie and an Origin header.
 - Memory per idle connection: the server's RSS (with its child processes) after

@@ -18,7 +18,7 @@ def prepare(items: int, users: int = 0) -> dict:
     from django.contrib.sessions.backends.db import SessionStore
     from django.core.management import call_command
 
-    from bench.benchapp.models import Item
+    from bench.site.benchapp.models import Item
 
     call_command("migrate", run_syncdb=True, verbosity=0)
     # Created without signals: no gateway listens yet, and none should count these.

@@ -1,6 +1,6 @@
 """The load client: one process holding many WebSocket connections to one server.
 
-Run by the harness as ``python -m bench.client --ws ws://127.0.0.1:PORT/ws
+Run by the harness as ``python -m bench.harness.client --ws ws://127.0.0.1:PORT/ws
 --url /api/item/1/ --conns N``. It talks to the harness over stdin/stdout in
 JSON lines:
 
@@ -28,8 +28,8 @@ import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-from bench.procs import raise_open_files
-from bench.wsclient import CLOSED, SUBSCRIBED, Connection, Tally
+from bench.harness.procs import raise_open_files
+from bench.harness.wsclient import CLOSED, SUBSCRIBED, Connection, Tally
 
 # Handshakes in flight at once: under the smallest listen backlog here
 # (Twisted's 50, for daphne), so no SYN is dropped and retried a second later.

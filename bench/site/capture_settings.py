@@ -6,7 +6,7 @@ captures ``benchapp.item`` through triggers, otherwise the signal path runs.
 
 import os
 
-from bench.settings import *  # noqa: F403
+from bench.site.settings import *  # noqa: F403
 
 DATABASES = {
     "default": {

@@ -13,13 +13,13 @@ while its consumers are busy the rest of a burst waits in Redis, and a message
 that waited ``expiry`` seconds (60 by default) is dropped. At 1,000 subscribers
 daphne needs about two minutes for a burst of 200 here, so ``EXPIRY`` is five
 minutes: an update that waits is delivered late, never dropped. Everything
-else is ``bench.channels_settings``.
+else is ``bench.peers.channels.settings``.
 """
 
 import copy
 
-from bench.channels_settings import *  # noqa: F403
-from bench.channels_settings import CHANNEL_LAYERS
+from bench.peers.channels.settings import *  # noqa: F403
+from bench.peers.channels.settings import CHANNEL_LAYERS
 
 CAPACITY = 1000
 EXPIRY = 300

@@ -2,10 +2,10 @@
 
 An ``AsyncJsonWebsocketConsumer`` behind ``AllowedHostsOriginValidator`` and
 ``AuthMiddlewareStack``, one channel-layer group per subscribed URL, speaking
-wire protocol v1. ``bench.channels_bridge`` turns pushy's Redis messages into
+wire protocol v1. ``bench.peers.channels.bridge`` turns pushy's Redis messages into
 ``group_send`` calls. Served by daphne:
 
-    daphne -b 127.0.0.1 -p PORT bench.channels_app:application
+    daphne -b 127.0.0.1 -p PORT bench.peers.channels.app:application
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 
 from django.core.asgi import get_asgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.channels_settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.peers.channels.settings")
 django_asgi = get_asgi_application()  # sets Django up before the imports below
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
@@ -25,7 +25,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from bench.auth import authorize  # noqa: E402
+from bench.site.auth import authorize  # noqa: E402
 
 
 def group_name(url: str) -> str:

@@ -4,7 +4,7 @@ authorization runs (signed-in users only, one query each, as a typical API)."""
 from django.http import Http404, JsonResponse
 from django.urls import path
 
-from bench.benchapp.models import Item
+from bench.site.benchapp.models import Item
 
 
 def _forbidden() -> JsonResponse:

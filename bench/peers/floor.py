@@ -6,7 +6,7 @@ no auth, no send queue (a slow client stalls everyone), each frame built again
 for every subscriber. The benchmark measures pushy's gateway against it to see
 what the gateway's hardening costs over the bare stack.
 
-    python -m bench.floor --port PORT --redis redis://... [--prefix pushy_]
+    python -m bench.peers.floor --port PORT --redis redis://... [--prefix pushy_]
 """
 
 from __future__ import annotations

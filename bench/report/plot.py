@@ -1,21 +1,16 @@
-"""bench/results.png: deliveries/s, latency and memory against N, every server."""
+"""bench/results/results.png: deliveries/s, latency, memory against N, each server."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from bench.metrics import COLUMNS, NAMES, rows_of
+from bench.peers.registry import PEERS
+from bench.report.metrics import COLUMNS, NAMES, rows_of
 
 logger = logging.getLogger(__name__)
 
-COLORS = {
-    "node-ws": "tab:green",
-    "floor": "tab:gray",
-    "channels": "tab:red",
-    "channels-tuned": "tab:orange",
-    "pushy": "tab:blue",
-}
+COLORS = {p.name: p.colour for p in PEERS}
 
 
 def _bursts(rows: dict[int, dict]) -> list[tuple[int, float]]:

@@ -4,7 +4,8 @@ pushy's publisher PUBLISHes each update on ``CHANNEL_PREFIX + model``; a
 Channels site would hand it to the layer, one ``group_send`` per URL the update
 concerns (its own and its collection's).
 
-    DJANGO_SETTINGS_MODULE=bench.channels_settings python -m bench.channels_bridge
+    DJANGO_SETTINGS_MODULE=bench.peers.channels.settings \
+        python -m bench.peers.channels.bridge
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ async def bridge() -> None:
     import redis.asyncio as aioredis
     from channels.layers import get_channel_layer
 
-    from bench.channels_app import group_name
+    from bench.peers.channels.app import group_name
     from pushy import conf
 
     layer = get_channel_layer()

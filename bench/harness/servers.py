@@ -1,4 +1,4 @@
-"""Start and stop the servers under test, each on a free port.
+"""Start and stop the servers under test, each on a free port (bench/peers says how).
 
 Every server is ready when its port accepts connections and its Redis pattern
 subscription is live (one more Redis client holds a pattern subscription per
@@ -22,9 +22,11 @@ from pathlib import Path
 
 import redis
 
-from bench import node_peer
-from bench.procs import cpu_seconds, rss_bytes
+from bench.harness.procs import cpu_seconds, rss_bytes
 from tests.support.servers import free_port, stop_process
+
+# How a server is started: its processes, listening on the given port.
+Starter = Callable[["Context", int], list[subprocess.Popen]]
 
 
 @dataclass
@@ -45,7 +47,7 @@ class Context:
         done = subprocess.run(
             [sys.executable, "-m", module, *args],
             cwd=self.root,
-            env=self.env_for("bench.settings"),
+            env=self.env_for("bench.site.settings"),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -173,80 +175,26 @@ def _wait_ready(
     raise TimeoutError(f"{server.name} not ready within {timeout}s")
 
 
-def start_floor(ctx: Context, port: int) -> list[subprocess.Popen]:
-    args = [sys.executable, "-m", "bench.floor", "--port", str(port)]
-    return [spawn(ctx, [*args, "--redis", ctx.redis_url], "bench.settings")]
-
-
-def start_channels(
-    ctx: Context, port: int, settings: str = "bench.channels_settings"
-) -> list[subprocess.Popen]:
-    # -v 0: no access log line per connection (neither other server writes one).
-    daphne = [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1"]
-    daphne += ["-p", str(port)]
-    return [
-        spawn(ctx, [*daphne, "bench.channels_app:application"], settings),
-        spawn(ctx, [sys.executable, "-m", "bench.channels_bridge"], settings),
-    ]
-
-
-def start_channels_tuned(ctx: Context, port: int) -> list[subprocess.Popen]:
-    return start_channels(ctx, port, "bench.channels_tuned_settings")
-
-
-def start_node_ws(ctx: Context, port: int) -> list[subprocess.Popen]:
-    args = [node_peer.node() or "node", str(node_peer.SERVER), "--port", str(port)]
-    args += ["--redis", ctx.redis_url]
-    return [spawn(ctx, args, "bench.settings", name="node-ws")]
-
-
-def start_pushy(ctx: Context, port: int) -> list[subprocess.Popen]:
-    args = [sys.executable, "-m", "django", "runpushy", "--host", "127.0.0.1"]
-    return [spawn(ctx, [*args, "--port", str(port)], "bench.settings")]
-
-
-STARTERS: dict[str, Callable[[Context, int], list[subprocess.Popen]]] = {
-    "node-ws": start_node_ws,
-    "channels": start_channels,
-    "channels-tuned": start_channels_tuned,
-    "floor": start_floor,
-    "pushy": start_pushy,
-}
-
-
 def start(
     name: str,
     ctx: Context,
     timeout: float = 30,
-    starter: Callable[[Context, int], list[subprocess.Popen]] | None = None,
+    starter: Starter | None = None,
     patterns: int = 1,
 ) -> Running:
-    """Start server ``name`` (or ``starter``'s) and wait until it is ready.
+    """Start server ``name`` (as its registry entry says, or ``starter``); wait.
 
     Ready: its port accepts and ``patterns`` more pattern subscriptions are
     live in Redis (one per gateway process: ``runpushy --workers N`` makes N).
     """
     before = _pattern_subscribers(ctx.redis_url)
     port = free_port()
-    procs = (starter or STARTERS[name])(ctx, port)
+    if starter is None:
+        # Imported here: the registry's starters are built on this module.
+        from bench.peers.registry import peer
+
+        starter = peer(name).start
+    procs = starter(ctx, port)
     server = Running(name, port, procs, [p.log_path for p in procs])
     _wait_ready(server, ctx, before, timeout, patterns)
     return server
-
-
-def channels_installed() -> bool:
-    try:
-        import channels  # noqa: F401
-        import channels_redis  # noqa: F401
-        import daphne  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def pushy_gateway_installed() -> bool:
-    try:
-        import pushy.management.commands.runpushy  # noqa: F401
-    except ImportError:
-        return False
-    return True

@@ -1,4 +1,4 @@
-"""The node.js peer's set-up: node, and ``npm ci`` into bench/node_ws on first use.
+"""The node.js peer's set-up: node, and ``npm ci`` into this folder on first use.
 
 The benchmark never fails for want of node.js: ``problem()`` says why the peer
 cannot run (no node, no npm, no registry), and the harness skips it with that
@@ -15,7 +15,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-FOLDER = Path(__file__).resolve().parent / "node_ws"
+FOLDER = Path(__file__).resolve().parent
 SERVER = FOLDER / "server.js"
 LOCK = FOLDER / "package-lock.json"
 # Written into node_modules after a successful ``npm ci``: the lock it installed.

@@ -1,12 +1,12 @@
 """Make the updates: real ``save()`` calls in a Django process of their own.
 
-    python -m bench.driver latency --run 3 --rate 20 --count 200 [--pk 1]
+    python -m bench.harness.driver latency --run 3 --rate 20 --count 200 [--pk 1]
         saves item 1 (or --pk) every 1/rate s; its title holds the run, the sequence
         number and the time just before save(), when the latency clock starts;
-    python -m bench.driver latency ... --vary-level
+    python -m bench.harness.driver latency ... --vary-level
         the same, each save also moving a field of VISIBILITY_FIELDS (the
         item's level, 0 <-> 1: nobody loses the item, every gateway asks again);
-    python -m bench.driver burst --run 4 --count 200
+    python -m bench.harness.driver burst --run 4 --count 200
         saves items 1..count in one transaction: pushy publishes the 200 updates
         in one pipeline when it commits, the way a bulk edit does.
 
@@ -26,7 +26,7 @@ import django
 def latency(
     run: int, rate: float, count: int, pk: int = 1, vary_level: bool = False
 ) -> dict:
-    from bench.benchapp.models import Item
+    from bench.site.benchapp.models import Item
 
     item = Item.objects.get(pk=pk)
     times: dict[int, float] = {}
@@ -53,7 +53,7 @@ def latency(
 def burst(run: int, count: int) -> dict:
     from django.db import transaction
 
-    from bench.benchapp.models import Item
+    from bench.site.benchapp.models import Item
 
     items = list(Item.objects.filter(pk__lte=count).order_by("pk"))
     if len(items) < count:

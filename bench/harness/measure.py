@@ -1,41 +1,33 @@
-"""The measurements: for each server and each N, memory, latency, burst, hold.
+"""The measurements the scenarios share: connect, latency, bursts, load, CPU.
 
-Each (server, N) gets a fresh server process, so memory figures start clean;
-all servers use the same private Redis and the same database, one after the
-other. Every figure carries the CPU seconds the server, the load client and
-Redis used meanwhile, because they all share the machine's cores.
+``Plan`` holds their parameters (defaults: the comparison's, bench/scenarios/
+compare.py). Every figure carries the CPU seconds the server, the load client
+and Redis used meanwhile, because they all share the machine's cores.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bench import servers
-from bench.loadgen import Clients
-from bench.procs import cpu_seconds, load_average
-from bench.servers import Context, Running
+from bench.harness.loadgen import Clients
+from bench.harness.procs import cpu_seconds, load_average
+from bench.harness.servers import Context, Running
+from bench.peers.registry import PEERS, RUN_ORDER
 
 logger = logging.getLogger(__name__)
 
 
-# The peers first (fastest first), pushy, then the slow Channels runs.
-SERVERS = ["floor", "node-ws", "pushy", "channels", "channels-tuned"]
-
-
 @dataclass
 class Plan:
-    servers: list[str] = field(default_factory=lambda: list(SERVERS))
+    servers: list[str] = field(default_factory=lambda: list(RUN_ORDER))
     sizes: list[int] = field(default_factory=lambda: [100, 1000, 5000])
-    # The largest N a server is measured at. Channels delivers about 2,000 updates
-    # a second here: one burst of 200 to 5,000 subscribers would take 8 minutes.
+    # The largest N a server is measured at (bench/peers/registry.py says why).
     max_size: dict[str, int] = field(
-        default_factory=lambda: {"channels": 1000, "channels-tuned": 1000}
+        default_factory=lambda: {p.name: p.max_size for p in PEERS if p.max_size}
     )
     latency_sizes: list[int] = field(default_factory=lambda: [100, 1000])
     latency_rate: float = 20
@@ -53,7 +45,7 @@ class Plan:
     burst_repeat_within: float = 30.0
     hold: int = 10000  # 0 skips the hold test
     hold_servers: list[str] = field(
-        default_factory=lambda: ["floor", "node-ws", "pushy"]
+        default_factory=lambda: [p.name for p in PEERS if p.max_size is None]
     )
     per_process: int = 2500  # connections per load-client process
     idle: float = 5.0  # seconds without a delivery that end a measurement
@@ -111,8 +103,10 @@ RUNS = itertools.count(1)  # numbers the save runs; their titles carry it
 
 
 def drive(ctx: Context, mode: str, run: int, *args: str) -> dict:
-    """Run the saving process (bench.driver) to its end; its JSON result."""
-    return ctx.run_json("bench.driver", mode, "--run", str(run), *args, timeout=300)
+    """Run the saving process (bench.harness.driver) to its end; its JSON result."""
+    return ctx.run_json(
+        "bench.harness.driver", mode, "--run", str(run), *args, timeout=300
+    )
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -288,89 +282,6 @@ def settled(server: Running, within: float) -> bool:
     return False
 
 
-def open_server(
-    name: str, n: int, ctx: Context, headers: dict, plan: Plan
-) -> tuple[Running, Clients, dict]:
-    """A fresh server with N subscribed connections; the figures of the connect."""
-    server = servers.start(name, ctx)
-    try:
-        if plan.warm_up:
-            warm_up(server, ctx, headers)
-        clients, figures = connect(server, ctx, n, headers, plan)
-    except BaseException:
-        server.stop()
-        raise
-    if name in plan.profile:
-        server.profile(os.path.join(plan.profile_dir, f"{name}-{n}"))
-    return server, clients, figures
-
-
-def measure_size(name: str, n: int, ctx: Context, headers: dict, plan: Plan) -> dict:
-    server, clients, figures = open_server(name, n, ctx, headers, plan)
-    row: dict = {"n": n, "connect": figures}
-    try:
-        if n in plan.latency_sizes:
-            row["latency"] = latency(server, clients, ctx, plan)
-            if plan.burst and not settled(server, plan.settle):
-                # Still working off the saves it could not keep up with: the
-                # bursts would queue behind them. A fresh server starts them clean.
-                logger.info(
-                    "%s: busy %.0f s after the saves: restarting", name, plan.settle
-                )
-                server.check_alive()
-                clients.quit()
-                server.stop()
-                server, clients, row["reconnect"] = open_server(
-                    name, n, ctx, headers, plan
-                )
-        if plan.burst:
-            row["burst"] = median_burst(bursts(server, clients, ctx, plan))
-        server.check_alive()
-        return row
-    finally:
-        clients.quit()
-        server.stop()
-
-
-def hold(name: str, ctx: Context, headers: dict, plan: Plan) -> dict:
-    """``plan.hold`` connections on one server process; one update reaches them all."""
-    server = servers.start(name, ctx)
-    try:
-        if plan.warm_up:
-            warm_up(server, ctx, headers)
-        clients, figures = connect(server, ctx, plan.hold, headers, plan)
-        try:
-            run = next(RUNS)
-            clients.start_measuring(run, 1, 120, True, plan.idle)
-            meter = Meter(server, ctx)
-            driven = drive(ctx, "latency", run, "--count", "1")
-            got = clients.collect()
-            saved = driven["times"]["0"]
-            return {
-                "n": plan.hold,
-                "connect": figures,
-                "delivered": got["delivered"],
-                "expected": plan.hold,
-                "last_delivery_ms": round((got["last"] - saved) * 1000, 1)
-                if got["last"]
-                else None,
-                **meter.done(got["client_cpu"]),
-            }
-        finally:
-            clients.quit()
-    finally:
-        server.stop()
-
-
-def attempt(measure: Callable[..., dict], *args: object) -> dict:
-    """``measure(*args)``, or ``{"error": ...}``: one failure must not lose a run."""
-    try:
-        return measure(*args)
-    except (RuntimeError, TimeoutError, OSError, KeyError) as e:
-        logger.exception("%s%r failed", measure.__name__, args[:2])
-        return {"error": f"{type(e).__name__}: {str(e)[:500]}"}
-
-
 class LoadSampler:
     """The 1-minute load average, sampled in a thread while a server is measured.
 
@@ -401,29 +312,3 @@ class LoadSampler:
             "max": round(max(samples), 2),
             "samples": len(samples),
         }
-
-
-def run(plan: Plan, ctx: Context, headers: dict, skip: dict[str, str]) -> dict:
-    """Every measurement of ``plan``; servers named in ``skip`` get only the reason."""
-    results: dict = {"servers": {}}
-    for name in plan.servers:
-        if name in skip:
-            results["servers"][name] = {"skipped": skip[name]}
-            logger.warning("skipping %s: %s", name, skip[name])
-            continue
-        entry: dict = {"sizes": {}}
-        load = LoadSampler(plan.load_every)
-        started = time.monotonic()
-        for n in plan.sizes_for(name):
-            logger.info("%s: N=%d", name, n)
-            entry["sizes"][str(n)] = attempt(measure_size, name, n, ctx, headers, plan)
-        if plan.hold and name in plan.hold_servers:
-            logger.info("%s: hold %d", name, plan.hold)
-            entry["hold"] = attempt(hold, name, ctx, headers, plan)
-        entry["load"] = load.done()
-        entry["seconds"] = round(time.monotonic() - started, 1)
-        logger.info(
-            "%s: done in %.0f s, load %s", name, entry["seconds"], entry["load"]
-        )
-        results["servers"][name] = entry
-    return results
