@@ -32,7 +32,7 @@ class Plan:
     latency_sizes: list[int] = field(default_factory=lambda: [100, 1000])
     latency_rate: float = 20
     # 30 s at 20/s: a p99 of 600 saves is their sixth worst, so one stall of the
-    # shared machine no longer decides it (bench/PROFILE.md, section 5).
+    # shared machine no longer decides it (bench/results/PROFILE.md, section 5).
     latency_saves: int = 600
     burst: int = 200
     burst_repeats: int = 3
