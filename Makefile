@@ -25,7 +25,7 @@ $(VENV)/.installed: setup.py requirements-test.txt sample_site/requirements.txt
 # The benchmark (issues 6 and 12): pushy's gateway against four peers (node.js ws,
 # a minimal gevent floor, Django Channels with defaults and tuned); the node.js
 # peer's packages are installed by the harness on first use (npm ci).
-# Writes bench/RESULTS.md, bench/results.json and bench/results.png.
+# Writes bench/results/: RESULTS.md, results.json and results.png.
 # Options go in BENCH_ARGS, e.g. make bench BENCH_ARGS="--servers floor,pushy".
 bench: $(VENV)/.installed $(VENV)/.bench-installed
 	$(PY) -m bench $(BENCH_ARGS)

@@ -1,4 +1,4 @@
-"""The benchmark: pushy's gateway against Django Channels and a minimal floor.
+"""The benchmark: pushy's gateway against its peers (bench/peers/registry.py).
 
-Run it with ``make bench`` (or ``python -m bench``); see bench/README.md.
+Run it with ``make bench`` (or ``python -m bench``); bench/README.md maps the folder.
 """

@@ -1,9 +1,9 @@
 """The load client's frame counting: the run-at-once fast path against the
-frame-by-frame loop, on the same bytes (bench/wsclient.py)."""
+frame-by-frame loop, on the same bytes (bench/harness/wsclient.py)."""
 
 import pytest
 
-from bench import wsclient
+from bench.harness import wsclient
 from pushy.gateway import frames
 
 MARKER = b'"run7 '

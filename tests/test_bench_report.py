@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench import readme, report
-from bench.metrics import burst_row, latency_row, memory_row
+from bench.report import compare as report
+from bench.report import readme
+from bench.report.metrics import burst_row, latency_row, memory_row
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -140,8 +141,8 @@ def test_the_readme_section_states_machine_date_and_ratios():
 
 
 def test_without_node_the_peer_is_skipped_with_the_reason(monkeypatch):
-    from bench import node_peer
-    from bench.__main__ import unavailable
+    from bench.peers import node_ws as node_peer
+    from bench.scenarios.compare import unavailable
 
     monkeypatch.setattr(node_peer.shutil, "which", lambda name: None)
     assert unavailable(["node-ws", "floor"]) == {
@@ -150,7 +151,7 @@ def test_without_node_the_peer_is_skipped_with_the_reason(monkeypatch):
 
 
 def test_an_npm_that_fails_skips_the_peer_with_its_last_line(monkeypatch):
-    from bench import node_peer
+    from bench.peers import node_ws as node_peer
 
     programs = {"node": "/usr/bin/node", "npm": "/bin/false"}
     monkeypatch.setattr(node_peer.shutil, "which", programs.get)

@@ -6,7 +6,7 @@
 
 import pytest
 
-from bench.scale import Plan, benchmark, plan_for, sources
+from bench.scenarios.scale import Plan, benchmark, plan_for, sources
 
 
 @pytest.mark.slow

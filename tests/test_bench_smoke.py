@@ -12,10 +12,13 @@ import pytest
 import redis
 import websocket
 
-from bench import node_peer, report, servers
-from bench.__main__ import benchmark, context
-from bench.run import Plan
-from bench.servers import channels_installed
+from bench.harness import servers
+from bench.harness.environment import context
+from bench.harness.measure import Plan
+from bench.peers import node_ws
+from bench.peers.registry import channels_installed
+from bench.report import compare as report
+from bench.scenarios.compare import benchmark
 from pushy.gateway.frames import message_frame, text_frame
 from pushy.messages import Update
 
@@ -95,7 +98,7 @@ def test_tuned_channels_delivers_everything(redis_server, tmp_path):
 
 def node_or_skip() -> None:
     """Skip unless node.js runs the peer here (installing its packages first)."""
-    why = node_peer.problem()
+    why = node_ws.problem()
     if why:
         pytest.skip(f"the node.js peer cannot run here: {why}")
 
@@ -156,7 +159,7 @@ def test_node_ws_peer_frames_an_update_as_pushy_does(redis_server, tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_the_authorization_scenario_delivers_everything(redis_server, tmp_path):
-    from bench.authz import Scenario, benchmark
+    from bench.scenarios.authz import Scenario, benchmark
 
     small = Scenario.smoke()
     results = benchmark(small, redis_server.url, str(tmp_path))

@@ -76,7 +76,7 @@ def freeze_startup_objects() -> int:
     What start-up loaded (Django, the URLconf, the models, redis-py: several
     hundred thousand objects) lives as long as the process, yet each full
     collection walked all of it: 30 to 60 ms during which no update went out,
-    several times a minute under load (the latency tail of bench/PROFILE.md,
+    several times a minute under load (the latency tail of bench/results/PROFILE.md,
     section 5). Frozen, they are never scanned; what connections create later
     still is.
     """

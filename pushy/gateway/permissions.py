@@ -76,7 +76,7 @@ def _close_db_connections(load: Any = None) -> None:
     other jobs are waiting or running (``load.jobs`` counts this one too): then
     the thread keeps its connection for the next one (closing only one that
     failed). Connecting costs about three times
-    what a typical authorization view does (bench/PROFILE.md), and a burst of
+    what a typical authorization view does (bench/results/PROFILE.md), and a burst of
     questions would otherwise connect once per question. The last job of a
     burst, finding the queue empty, closes as usual; a thread that went idle
     while others still worked keeps its connection until its next job.

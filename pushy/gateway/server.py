@@ -336,7 +336,7 @@ class Gateway:
 
         An update the listener had to wait for is written to each subscriber
         as the fan-out reaches it, so the first subscriber need not wait for
-        the thousandth to be queued (about 1 ms at 1,000: bench/PROFILE.md,
+        the thousandth to be queued (about 1 ms at 1,000: bench/results/PROFILE.md,
         section 6). The updates of a burst, read from Redis behind it, are
         queued, and each connection's writer sends them in one write.
         """
@@ -421,7 +421,7 @@ class Gateway:
 
         A ping to every client at once put thousands of writes (and then as
         many pongs to read) in front of any update that arrived meanwhile: a
-        latency tail every PING_INTERVAL (bench/PROFILE.md, section 5). So the
+        latency tail every PING_INTERVAL (bench/results/PROFILE.md, section 5). So the
         pings go out in slices over a quarter of the wait; every client still
         has at least three quarters of it to answer, however long a busy loop
         made the slices take (``pong_deadline``).

@@ -1,4 +1,4 @@
-"""The capture benchmark scenario runs end to end (briefly): bench/capture.py."""
+"""The capture scenario runs end to end (briefly): bench/scenarios/capture.py."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The heartbeat round under a busy loop: nobody is closed before they could answer.
 
 The pings of a round go out in slices over a quarter of the pong wait; a loop
-busy with a connect storm stretches the slices (bench/SCALE.md measured 2.5 s
+busy with a connect storm stretches the slices (bench/results/SCALE.md measured 2.5 s
 becoming 18 to 22 s). These drive ``Gateway._heartbeat`` on a stand-in gateway
 whose ping spread takes longer than the whole wait.
 """

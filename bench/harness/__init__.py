@@ -1,0 +1,1 @@
+"""The machinery every scenario shares: processes, load client, saves, figures."""

@@ -1,0 +1,1 @@
+"""The Channels peer: daphne + channels_redis (app.py), fed by bridge.py."""

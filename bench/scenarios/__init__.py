@@ -1,0 +1,1 @@
+"""What the benchmark measures, one module each; run through bench/<name>.py."""
