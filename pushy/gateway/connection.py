@@ -4,7 +4,7 @@ An idle connection is a socket, one read watcher and this object. Reading is
 an event-loop callback: when the socket is readable, what arrived goes into the
 connection's ``FrameParser`` and the complete messages are handled at once,
 in the callback. A step that must wait (an authorization that is not cached,
-a version lookup in Redis: see protocol.py) runs in a short-lived greenlet
+a version lookup in Redis: see actions.py) runs in a short-lived greenlet
 (``wait_for``), and reading pauses until it is done, so messages are handled
 in order and a client cannot queue work by sending faster than it is
 answered. The rate limit pauses reading the same way.
@@ -184,7 +184,7 @@ class Connection:
             if self.closing:
                 return False
             self.gateway.stats.messages_in += 1
-            self.gateway.protocol.handle(self, payload)
+            self.gateway.actions.handle(self, payload)
         elif opcode == frames.OP_PING:
             self.send(frames.build_frame(frames.OP_PONG, payload))
         elif opcode == frames.OP_CLOSE:

@@ -27,15 +27,13 @@ hears it only if it was last known allowed the object, or nothing was known
 from __future__ import annotations
 
 import collections
-import functools
 import logging
 import time
 from typing import Any
 
 import gevent
 
-from pushy.gateway.frames import message_frame
-from pushy.gateway.hub import RESYNC_FRAME
+from pushy.gateway import replies
 from pushy.gateway.permissions import CHANGED, MISSING, SAME, Authorizer
 from pushy.gateway.questions import Dropped, Refused
 from pushy.gateway.stats import seconds_since
@@ -93,15 +91,6 @@ class Entry:
         # changed from a known one). An unknown one that MAYBE changed (a model
         # not in VISIBILITY_FIELDS) is withheld: it may never have been visible.
         return HIDE if prior or dispatch.changed is CHANGED else DROP
-
-
-@functools.lru_cache(maxsize=1024)
-def hidden_frame(url: str, collection: str | None) -> bytes:
-    """``{"type": "hidden", "url": U, "collection": C}`` (C when the object has one)."""
-    message = {"type": "hidden", "url": url}
-    if collection is not None:
-        message["collection"] = collection
-    return message_frame(message)
 
 
 class Gate:
@@ -282,7 +271,7 @@ class Gate:
             # Too much waits on decisions: drop it and have the client reload
             # (through the site, which authorizes each request itself).
             backlog.clear()
-            connection.send(RESYNC_FRAME)
+            connection.send(replies.RESYNC)
         backlog.append(entry)
 
     def _work_off(self, connection: Any) -> None:
@@ -305,7 +294,7 @@ class Gate:
                     # Not decided (too many questions waiting, or a view past
                     # its timeout): drop what waits and have the client reload.
                     backlog.clear()
-                    connection.send(RESYNC_FRAME)
+                    connection.send(replies.RESYNC)
                     continue
                 if not backlog or backlog[0] is not entry:
                     continue  # dropped for a resync while we waited
@@ -367,7 +356,7 @@ class Gate:
                 return
             self.hub.unsubscribe(connection, entry.url)
         self.hub.stats.updates_hidden += 1
-        connection.send(hidden_frame(update.url, update.collection))
+        connection.send(replies.hidden(update.url, update.collection))
 
     def revoke(self, connection: Any, url: str) -> None:
         """End a subscription its user may no longer GET, telling the client."""
@@ -375,9 +364,4 @@ class Gate:
             return
         self.hub.unsubscribe(connection, url)
         self.hub.stats.revocations += 1
-        connection.send(
-            message_frame(
-                {"type": "error", "code": "forbidden", "message": "no longer allowed",
-                 "url": url}
-            )
-        )  # fmt: skip
+        connection.send(replies.error("forbidden", "no longer allowed", url))

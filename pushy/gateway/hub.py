@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from pushy.gateway import frames
+from pushy.gateway import replies
 from pushy.gateway.stats import Stats
 from pushy.messages import Update
 from pushy.object_urls import without_query
@@ -28,9 +28,6 @@ class Subscriber(Protocol):
     url_bytes: int
 
     def send(self, frame: bytes) -> None: ...
-
-
-RESYNC_FRAME = frames.message_frame({"type": "resync"})
 
 
 def url_size(url: str) -> int:
@@ -127,7 +124,7 @@ class Hub:
         collection = self.by_url.get(update.collection, ()) if update.collection else ()
         if not object_subscribers and not collection:
             return 0
-        frame = frames.message_frame(update.as_message())
+        frame = replies.update(update)
         if self.gate is not None:
             return self.gate.deliver(update, frame, object_subscribers, collection)
         # No copies: send() never blocks, so no greenlet can edit the registry

@@ -20,8 +20,9 @@ import gevent
 import gevent.event
 
 from pushy import conf
-from pushy.gateway import frames, memory, sockets
+from pushy.gateway import frames, memory, replies, sockets
 from pushy.gateway.acceptor import Acceptor, answer_and_close
+from pushy.gateway.actions import ClientActions
 from pushy.gateway.admission import Admission
 from pushy.gateway.connection import Connection
 from pushy.gateway.explain import Explainer
@@ -33,13 +34,12 @@ from pushy.gateway.handshake import (
     parse_request,
     switch_response,
 )
-from pushy.gateway.hub import RESYNC_FRAME, Hub
+from pushy.gateway.hub import Hub
 from pushy.gateway.listener import Listener
 from pushy.gateway.logs import Throttled
 from pushy.gateway.memory import Trimmer
 from pushy.gateway.pauses import PauseMonitor
 from pushy.gateway.permissions import Authorizer, origin_allowed
-from pushy.gateway.protocol import Protocol
 from pushy.gateway.stats import Stats, prometheus_text, seconds_since
 from pushy.gateway.versions import VersionBook
 from pushy.gateway.visitor import Visitor
@@ -148,7 +148,7 @@ class Gateway:
         # idle: Connection.send() then writes its frame at once (dispatch()).
         self.write_through = False
         self._listener_idle = False
-        self.protocol = Protocol(self)
+        self.actions = ClientActions(self)
         self.authorizer = Authorizer(
             conf.get("DB_POOL_SIZE"), conf.get("AUTHORIZATION_TTL"), self.stats
         )
@@ -393,7 +393,7 @@ class Gateway:
             while self._resync_horizon is not _NO_RESYNC:
                 horizon, self._resync_horizon = self._resync_horizon, _NO_RESYNC
                 for connection in self.versions.after_outage(self.hub, horizon):
-                    connection.send(RESYNC_FRAME)
+                    connection.send(replies.RESYNC)
         finally:
             self._resyncing = False
 
@@ -410,7 +410,7 @@ class Gateway:
 
     def resync_requested(self) -> None:
         """Changes were missed (the capture process, a publisher): all reload."""
-        self.hub.broadcast(RESYNC_FRAME)
+        self.hub.broadcast(replies.RESYNC)
         gevent.spawn(self.versions.resync_announced)
 
     def _count(self, counter: str) -> None:

@@ -32,7 +32,7 @@ import gevent.event
 import redis
 
 from pushy import versions
-from pushy.gateway.frames import message_frame
+from pushy.gateway import replies
 from pushy.gateway.logs import Throttled
 from pushy.object_urls import without_query
 from pushy.redis_clients import client_from_url, out_of_memory
@@ -221,14 +221,10 @@ class VersionBook:
         key = without_query(url)  # a filtered list has its collection's version
         snapshot = self.lookup([key])
         if snapshot is None:
-            return [message_frame({"type": "subscribed", "url": url})]
-        frames = [
-            message_frame(
-                {"type": "subscribed", "url": url, "version": snapshot.baseline}
-            )
-        ]
+            return [replies.subscribed(url)]
+        frames = [replies.subscribed(url, snapshot.baseline)]
         if seen is not None and snapshot.changed_since(key, seen, self.ttl):
-            frames.append(resync_frame(url, snapshot.baseline))
+            frames.append(replies.resync(url, snapshot.baseline))
         return frames
 
     def after_outage(self, hub: Any, horizon: int | None) -> Iterable[Any]:
@@ -251,7 +247,7 @@ class VersionBook:
             return others + versioned
         for url in urls:
             if snapshot.changed_since(without_query(url), horizon, self.ttl):
-                frame = resync_frame(url, snapshot.baseline)
+                frame = replies.resync(url, snapshot.baseline)
                 for connection in list(hub.by_url.get(url, ())):
                     if connection in self.clients:
                         connection.send(frame)
@@ -263,7 +259,3 @@ class VersionBook:
         snapshot = self.lookup([])
         if snapshot is not None:
             self.saw(snapshot.baseline)
-
-
-def resync_frame(url: str, version: int) -> bytes:
-    return message_frame({"type": "resync", "url": url, "version": version})

@@ -1,9 +1,10 @@
-"""Protocol v1: what a client asks for, and what the gateway answers.
+"""The client's actions (protocol v1) and what the gateway does about each.
 
-One ``Protocol`` per gateway turns a client's JSON text messages (subscribe,
-unsubscribe, ping; see docs/protocol.md) into calls on the hub, the
-authorizer and the versions, and answers with messages of its own. It never
-touches a socket: answers go through ``Connection.send()``.
+One ``ClientActions`` per gateway turns a client's JSON text messages
+(subscribe, unsubscribe, ping; see docs/protocol.md) into calls on the hub,
+the authorizer and the versions, and answers with the messages built in
+``replies``. Each action has one handler, found in a table by its name. It
+never touches a socket: answers go through ``Connection.send()``.
 
 ``handle()`` runs in the event loop and never blocks: a step that must wait
 (an authorization not in the cache, a version lookup in Redis) goes to
@@ -16,23 +17,28 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
+from pushy.gateway import replies
 from pushy.gateway.connection import Connection
-from pushy.gateway.frames import message_frame
 from pushy.gateway.hub import url_size
 from pushy.gateway.logs import Throttled
 from pushy.gateway.questions import Dropped, Refused
 from pushy.versions import valid_version
 
-logger = logging.getLogger(__name__)
+# The logger keeps the module's former name: operators' LOGGING may name it
+# (docs/deployment.md, "Where the logs go").
+logger = logging.getLogger("pushy.gateway.protocol")
 
-PONG_FRAME = message_frame({"type": "pong"})
 MAX_URL_LENGTH = 2048
 
+# A handler: (the actions, the connection, the request as a dict).
+Handler = Callable[["ClientActions", Connection, dict], None]
 
-class Protocol:
-    """Protocol v1: the client's JSON requests and the gateway's answers."""
+
+class ClientActions:
+    """The client's JSON requests and the gateway's answers."""
 
     def __init__(self, gateway: Any) -> None:
         self.gateway = gateway
@@ -46,24 +52,29 @@ class Protocol:
             self.error(connection, "invalid", "not JSON")
             return
         action = request.get("action") if isinstance(request, dict) else None
-        if action == "ping":
-            connection.send(PONG_FRAME)
-        elif action in ("subscribe", "unsubscribe"):
-            url = request.get("url")
-            if not _valid_url(url):
-                self.error(connection, "invalid", "url must be a URL string", url)
-            elif action == "subscribe":
-                self._subscribe_request(connection, url, request)
-            else:
-                self.gateway.hub.unsubscribe(connection, url)
-                connection.send(message_frame({"type": "unsubscribed", "url": url}))
-        else:
+        handler = HANDLERS.get(action) if isinstance(action, str) else None
+        if handler is None:
             self.error(connection, "invalid", "unknown action")
+            return
+        handler(self, connection, request)
 
-    def _subscribe_request(
-        self, connection: Connection, url: str, request: dict
-    ) -> None:
+    def ping(self, connection: Connection, request: dict) -> None:
+        connection.send(replies.PONG)
+
+    def unsubscribe_request(self, connection: Connection, request: dict) -> None:
+        url = request.get("url")
+        if not _valid_url(url):
+            self.error(connection, "invalid", "url must be a URL string", url)
+            return
+        self.gateway.hub.unsubscribe(connection, url)
+        connection.send(replies.unsubscribed(url))
+
+    def subscribe_request(self, connection: Connection, request: dict) -> None:
         """A subscribe, with the version its client last saw when it sent one."""
+        url = request.get("url")
+        if not _valid_url(url):
+            self.error(connection, "invalid", "url must be a URL string", url)
+            return
         if "version" not in request:  # protocol v1
             self.subscribe(connection, url)
             return
@@ -124,7 +135,7 @@ class Protocol:
         if versioned:
             connection.wait_for(self._answer_versioned, connection, url, seen)
             return
-        connection.send(message_frame({"type": "subscribed", "url": url}))
+        connection.send(replies.subscribed(url))
 
     def _answer_versioned(
         self, connection: Connection, url: str, seen: int | None
@@ -192,10 +203,16 @@ class Protocol:
         self, connection: Connection, code: str, message: str, url: Any = None
     ) -> None:
         self.gateway.stats.errors += 1
-        body: dict[str, Any] = {"type": "error", "code": code, "message": message}
-        if isinstance(url, str):
-            body["url"] = url[:MAX_URL_LENGTH]
-        connection.send(message_frame(body))
+        url = url[:MAX_URL_LENGTH] if isinstance(url, str) else None
+        connection.send(replies.error(code, message, url))
+
+
+# The client's actions (docs/protocol.md, "Client → gateway"), by name.
+HANDLERS: dict[str, Handler] = {
+    "subscribe": ClientActions.subscribe_request,
+    "unsubscribe": ClientActions.unsubscribe_request,
+    "ping": ClientActions.ping,
+}
 
 
 def _valid_url(url: Any) -> bool:
