@@ -3,10 +3,27 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test lint format demo bench clean
+.PHONY: test test-fast lint format demo bench clean
 
+# Everything, as CI runs it: browsers, real runpushy processes, the bench smoke.
 test: $(VENV)/.installed
 	$(PY) -m pytest
+
+# The inner loop (under a minute): unit and in-process tests only, no browser,
+# no runpushy process, no benchmark. A test file joins by being named
+# *_unit.py or by being listed in FAST_TESTS; keep it in-process and quick.
+FAST_TESTS = $(wildcard tests/*_unit.py tests/gateway/*_unit.py) \
+	tests/test_conf.py tests/test_settings_table.py tests/test_checks.py \
+	tests/test_deploy_checks.py tests/test_site_checks.py tests/test_docs.py \
+	tests/test_messages.py tests/test_object_urls.py tests/test_visibility_fields.py \
+	tests/test_authorization.py tests/test_site_get.py \
+	tests/test_publishing.py tests/test_publish_refusals.py \
+	tests/test_versions_publish.py tests/test_versions_epochs.py \
+	tests/test_live_tag.py tests/test_live_admin.py tests/test_testing_helpers.py \
+	tests/test_bench_client.py tests/test_bench_report.py
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -m "not browser and not slow" $(FAST_TESTS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
