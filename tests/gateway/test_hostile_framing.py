@@ -213,6 +213,22 @@ def waiting(sock: socket.socket) -> bool:
     return False  # an answer (503) or the end of the connection
 
 
+def settled_refusals(gw: Gateway, socks: list, timeout: float = 10) -> list:
+    """The sockets the gateway stopped reading, once it has refused as many as
+    it counts (refusals arrive while the last heads are still being read)."""
+    deadline = time.monotonic() + timeout
+    stopped: list = []
+    before = -1
+    while True:
+        stopped += [sock for sock in socks if sock not in stopped and not waiting(sock)]
+        counted = gw.get_json("/stats")["handshakes_refused"]
+        if counted == len(stopped) == before:  # the same over two polls
+            return stopped
+        before = counted if counted == len(stopped) else -1
+        assert time.monotonic() < deadline, (len(stopped), counted)
+        time.sleep(0.2)  # a poll of the gateway's count, with a deadline
+
+
 def refused(sock: socket.socket) -> bool:
     """Whether the gateway answered ``sock`` 503 or closed it."""
     sock.settimeout(5)
@@ -269,11 +285,9 @@ def test_heads_being_read_hold_a_bounded_number_of_bytes(pushy_redis):
         before = rss(process)
         count = MAX_HEAD_BYTES_READING // len(HALF_HEAD) + 100
         socks = [half_sent(gw.port) for _ in range(count)]
-        time.sleep(0.5)
-        stopped = [sock for sock in socks if not waiting(sock)]
+        stopped = settled_refusals(gw, socks)
         assert 50 <= len(stopped) <= 150, len(stopped)
         assert all(refused(sock) for sock in stopped)
-        assert gw.get_json("/stats")["handshakes_refused"] == len(stopped)
         grown = rss(process) - before
         bound = MAX_HEAD_BYTES_READING + 16 * MIB
         assert grown < bound, f"gateway grew by {grown / MIB:.1f} MiB"
