@@ -200,7 +200,8 @@ class Gate:
         """``fan``'s update to ``subscribers`` (but those in ``skip``)."""
         if not skip and not self.backlogs:
             return self._fan_out_grouped(fan, subscribers)
-        frame = fan.frame
+        frame, subscribed, url, stale = fan.frame, fan.subscribed, fan.url, fan.stale
+        now, mark = fan.now, fan.mark
         # Equal visitors (same session, page and address: one identity) share
         # a verdict: one cache lookup each.
         verdicts: dict[Any, Verdict] = {}
@@ -218,7 +219,8 @@ class Gate:
                 continue
             verdict = verdicts.get(key)
             if verdict is None:
-                verdict = verdicts[key] = self._verdict(key, fan)
+                verdict = self._verdict(key, subscribed, url, stale, now, mark)
+                verdicts[key] = verdict
             if verdict is SEND:  # the warm path, inline (bench/results/PROFILE.md)
                 connection.send(frame)
                 sent += 1
@@ -229,7 +231,8 @@ class Gate:
     def _fan_out_grouped(self, fan: Fanout, subscribers: Any) -> int:
         """The common case (nothing held, nobody skipped): one verdict per
         session, then the same tight send loop as without authorization."""
-        subscribed, frame = fan.subscribed, fan.frame
+        frame, subscribed, url, stale = fan.frame, fan.subscribed, fan.url, fan.stale
+        now, mark = fan.now, fan.mark
         groups = self.groups.get(subscribed)
         if groups is None:
             groups = {}
@@ -238,7 +241,7 @@ class Gate:
             self.groups[subscribed] = groups
         sent = 0
         for key, connections in groups.items():
-            verdict = self._verdict(key, fan)
+            verdict = self._verdict(key, subscribed, url, stale, now, mark)
             if verdict is SEND:  # the warm path, inline
                 for connection in connections:
                     connection.send(frame)
@@ -284,25 +287,26 @@ class Gate:
             fan.dispatch, fan.subscribed, self.authorizer.prior(visitor, fan.url)
         )
 
-    def _verdict(self, key: Any, fan: Fanout) -> Verdict:
+    def _verdict(
+        self, key: Any, subscribed: str, url: str, stale: bool, now: float, mark: int
+    ) -> Verdict:
         """What the cache says for a session's user, without asking anyone.
 
-        A decision about the object's URL asked before the update's mark does
-        not count (PENDING): this update may have changed the answer.
+        A decision about ``url`` asked before ``mark`` does not count (PENDING):
+        this update may have changed the answer. (Plain arguments, not the
+        ``Fanout``: the warm path's one call per visitor, PROFILE.md.)
         """
         authorizer = self.authorizer
-        now = fan.now
         identity = authorizer.identity_now(key, now)
         if identity is MISSING:
             return PENDING
-        subscribed, url, stale = fan.subscribed, fan.url, fan.stale
         if subscribed != url:
             still = authorizer.known(identity, subscribed, now)
             if still is None:
                 return PENDING
             if not still:
                 return REVOKE
-        allowed = authorizer.known(identity, url, now, stale, fan.mark)
+        allowed = authorizer.known(identity, url, now, stale, mark)
         if allowed is None:
             return DROP if stale else PENDING
         if allowed:
