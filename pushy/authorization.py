@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+from collections.abc import Callable
 from io import BytesIO
 from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
@@ -26,10 +27,11 @@ from django.conf import settings
 from django.core.handlers.wsgi import WSGIRequest
 from django.core.signals import setting_changed
 from django.http.request import split_domain_port, validate_host
+from django.utils.module_loading import import_string
 
 from pushy import conf, sessions, site_get
 
-__all__ = ["Answer", "allow_all", "can_get", "get_answer"]
+__all__ = ["Answer", "allow_all", "ask", "can_get", "configured", "get_answer"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +63,34 @@ def can_get(
     answer, or an exception (logged) means no.
     """
     return get_answer(user, url, session, environ).allowed
+
+
+def configured() -> Callable[..., bool]:
+    """The authorizer ``AUTHORIZE`` names; ``can_get`` when it names none."""
+    path = conf.get("AUTHORIZE")
+    return import_string(path) if path else can_get
+
+
+def ask(
+    authorize: Callable[..., bool],
+    user: Any,
+    url: str,
+    session: Any = None,
+    environ: dict | None = None,
+) -> tuple[bool, Answer | None]:
+    """Whether ``authorize`` lets ``user`` subscribe to ``url``; and, from the
+    default authorizer, the site's whole answer (None from any other).
+
+    The one place where ``can_get`` is told apart from other authorizers (the
+    gateway and ``pushy_explain`` both ask through it): it alone is given the
+    visitor's session and request (``environ``), and its answer says why (a
+    redirect to the login page, a 404). Others are called as ``f(user, url)``.
+    Whatever the authorizer raises is raised.
+    """
+    if authorize is can_get:
+        answer = get_answer(user, url, session, environ)
+        return answer.allowed, answer
+    return bool(authorize(user, url)), None
 
 
 @dataclasses.dataclass(frozen=True)

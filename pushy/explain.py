@@ -18,7 +18,6 @@ import redis
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.urls import Resolver404
-from django.utils.module_loading import import_string
 
 from pushy import authorization, conf
 from pushy.exceptions import PublishError
@@ -76,30 +75,33 @@ def _collect(client: redis.Redis, key: str, expected: int, timeout: float) -> li
 
 def authorizer() -> tuple[str, Any]:
     """The name and the function of the project's authorization."""
-    path = conf.get("AUTHORIZE")
-    if path:
-        return path, import_string(path)
-    return "pushy.authorization.can_get (the default)", authorization.can_get
+    name = conf.get("AUTHORIZE") or "pushy.authorization.can_get (the default)"
+    return name, authorization.configured()
 
 
 def decide(user: Any, url: str) -> tuple[bool, str]:
     """Whether ``user`` may subscribe to ``url`` as the gateway decides, and why."""
     name, authorize = authorizer()
     try:
-        allowed = bool(authorize(user, url))
+        allowed, answer = authorization.ask(authorize, user, url)
     except Exception as e:
         return False, f"{name} raised {type(e).__name__}: {e} (the gateway refuses)"
-    if authorize is authorization.can_get:
-        return allowed, f"{name}: {view_answer(user, url)}"
+    if answer is not None:
+        return allowed, f"{name}: {describe(answer, url)}"
     return allowed, f"{name} returned {allowed}"
 
 
 def view_answer(user: Any, url: str) -> str:
     """What the site answers ``user``'s GET of ``url`` (its middleware and view,
     as the gateway asks it), in words."""
-    if authorization._path_info(url.split("?", 1)[0]) is None:
+    return describe(authorization.get_answer(user, url), url)
+
+
+def describe(answer: authorization.Answer, url: str) -> str:
+    """The site's answer to a GET of ``url``, in words: its view, its status or
+    what it raised."""
+    if answer.status is None:
         return f"{url} is outside FORCE_SCRIPT_NAME"
-    answer = authorization.get_answer(user, url)
     if answer.view is None and isinstance(answer.error, Resolver404):
         return f"no view: {url} does not resolve in the URLconf"
     view = f" ({view_name(answer.view)})" if answer.view is not None else ""

@@ -27,8 +27,10 @@ hears it only if it was last known allowed the object, or nothing was known
 from __future__ import annotations
 
 import collections
+import enum
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -36,13 +38,27 @@ import gevent
 from pushy.gateway import replies
 from pushy.gateway.permissions import CHANGED, MISSING, SAME, Authorizer
 from pushy.gateway.questions import Dropped, Refused
-from pushy.gateway.stats import seconds_since
+from pushy.gateway.stats import Stats, seconds_since
 from pushy.messages import CREATE, DELETE, Update
 
 logger = logging.getLogger(__name__)
 
-SEND, DROP, REVOKE, PENDING = "send", "drop", "revoke", "pending"
-HIDE = "hide"  # not allowed any more after this update: a "hidden" message
+
+class Verdict(enum.Enum):
+    """What becomes of one update for one subscriber (``Gate._apply``)."""
+
+    SEND = "send"  # it goes out
+    DROP = "drop"  # withheld (counted)
+    REVOKE = "revoke"  # its subscription ends: "no longer allowed"
+    PENDING = "pending"  # not known yet: held until the authorizer answers
+    HIDE = "hide"  # not allowed any more after this update: a "hidden" message
+
+
+# Module globals for the hot loops (compared by identity).
+SEND, DROP, REVOKE, PENDING, HIDE = Verdict
+
+# How the gate ends a subscription: the hub's unsubscribe(connection, url).
+Unsubscribe = Callable[[Any, str], None]
 
 
 class Dispatch:
@@ -57,6 +73,28 @@ class Dispatch:
         self.mark = mark  # decisions about its URL asked before this do not count
         # Whether it changed who may see the object: SAME, MAYBE or CHANGED.
         self.changed = changed
+
+
+class Fanout:
+    """One update on its way to the subscribers of one URL it concerns (the
+    object's, its collection's or a filtered list's), with what the hot loops
+    read of it as plain attributes."""
+
+    __slots__ = (
+        "dispatch", "subscribed", "frame", "url", "stale", "mark", "now", "revoked"
+    )  # fmt: skip
+
+    def __init__(self, dispatch: Dispatch, subscribed: str, now: float = 0.0) -> None:
+        self.dispatch = dispatch
+        self.subscribed = subscribed  # the URL these subscribers hold
+        self.frame = dispatch.frame
+        self.url = dispatch.update.url  # the object's URL, whose GET decides
+        self.stale = dispatch.stale
+        self.mark = dispatch.mark
+        self.now = now
+        # (connection, subscribed URL) to revoke once the loop is done: the
+        # loops iterate the hub's subscriber sets, which revoking changes.
+        self.revoked: list[tuple[Any, str]] = []
 
 
 class Entry:
@@ -74,7 +112,7 @@ class Entry:
         # the update arrived: whether a "no" now means it lost the object.
         self.prior = prior
 
-    def refusal(self, prior: bool | None) -> str:
+    def refusal(self, prior: bool | None) -> Verdict:
         """The verdict when the answer is no: HIDE when the subscriber is losing
         an object it saw (or may have seen), else as before this update."""
         dispatch = self.dispatch
@@ -94,11 +132,24 @@ class Entry:
 
 
 class Gate:
-    """Filters the hub's fan-out through the authorizer's decisions."""
+    """Filters the hub's fan-out through the authorizer's decisions.
 
-    def __init__(self, hub: Any, authorizer: Authorizer, backlog_limit: int) -> None:
-        self.hub = hub
+    Its collaborators are explicit: the ``authorizer``, the process's
+    ``stats`` and ``unsubscribe(connection, url)`` (the hub's), with which a
+    revocation or a "hidden" ends a subscription. The hub holds the gate
+    (``Hub.use_gate``) and calls ``deliver()`` and ``forget()``.
+    """
+
+    def __init__(
+        self,
+        authorizer: Authorizer,
+        stats: Stats,
+        unsubscribe: Unsubscribe,
+        backlog_limit: int,
+    ) -> None:
         self.authorizer = authorizer
+        self.stats = stats
+        self.unsubscribe = unsubscribe
         self.backlog_limit = backlog_limit
         self.backlogs: dict[Any, collections.deque[Entry]] = {}
         # url -> {visitor: [subscribers]}, built at a dispatch, dropped when
@@ -125,35 +176,24 @@ class Gate:
                 update.url, update.visibility, update.visibility_was
             )
         dispatch = Dispatch(update, frame, mark, changed)
-        revoked: list[tuple[Any, str]] = []
-        sent = self._fan_out(object_subscribers, (), dispatch, update.url, now, revoked)
+        fans = [Fanout(dispatch, update.url, now)]
+        sent = self._fan_out(fans[0], object_subscribers, ())
         if collection:
-            sent += self._fan_out(
-                collection, object_subscribers, dispatch, update.collection, now,
-                revoked,
-            )  # fmt: skip
-        for connection, url in revoked:
-            self.revoke(connection, url)
+            fans.append(Fanout(dispatch, update.collection, now))
+            sent += self._fan_out(fans[1], collection, object_subscribers)
+        for fan in fans:
+            self._revoke_all(fan)
         return sent
 
-    def _fan_out(
-        self,
-        subscribers: Any,
-        skip: Any,
-        dispatch: Dispatch,
-        subscribed: str,
-        now: float,
-        revoked: list,
-    ) -> int:
+    def _fan_out(self, fan: Fanout, subscribers: Any, skip: Any) -> int:
+        """``fan``'s update to ``subscribers`` (but those in ``skip``)."""
         if not skip and not self.backlogs:
-            return self._fan_out_grouped(
-                subscribers, dispatch, subscribed, now, revoked
-            )
-        frame, url, stale = dispatch.frame, dispatch.update.url, dispatch.stale
-        mark = dispatch.mark
+            return self._fan_out_grouped(fan, subscribers)
+        frame, subscribed, url, stale = fan.frame, fan.subscribed, fan.url, fan.stale
+        now, mark = fan.now, fan.mark
         # Equal visitors (same session, page and address: one identity) share
         # a verdict: one cache lookup each.
-        verdicts: dict[Any, str] = {}
+        verdicts: dict[Any, Verdict] = {}
         backlogs = self.backlogs
         sent = 0
         # The hot loop: a warm dispatch costs a few lookups per subscriber, and
@@ -164,37 +204,24 @@ class Gate:
             key = connection.visitor
             if backlogs and (backlog := backlogs.get(connection)) is not None:
                 # Keep its order: behind what it already waits for.
-                entry = self._entry(dispatch, subscribed, key)
-                self._hold(connection, backlog, entry)
+                self._hold(connection, backlog, self._entry(fan, key))
                 continue
             verdict = verdicts.get(key)
             if verdict is None:
                 verdict = self._verdict(key, subscribed, url, stale, now, mark)
                 verdicts[key] = verdict
-            if verdict is SEND:
+            if verdict is SEND:  # the warm path, inline (bench/results/PROFILE.md)
                 connection.send(frame)
                 sent += 1
-            elif verdict is PENDING:
-                entry = self._entry(dispatch, subscribed, key)
-                self._start_backlogs([connection], entry)
-            elif verdict is REVOKE:
-                revoked.append((connection, subscribed))
             else:
-                self.hub.stats.updates_withheld += 1
+                self._apply(verdict, [connection], fan)
         return sent
 
-    def _fan_out_grouped(
-        self,
-        subscribers: Any,
-        dispatch: Dispatch,
-        subscribed: str,
-        now: float,
-        revoked: list,
-    ) -> int:
+    def _fan_out_grouped(self, fan: Fanout, subscribers: Any) -> int:
         """The common case (nothing held, nobody skipped): one verdict per
         session, then the same tight send loop as without authorization."""
-        frame, url, stale = dispatch.frame, dispatch.update.url, dispatch.stale
-        mark = dispatch.mark
+        frame, subscribed, url, stale = fan.frame, fan.subscribed, fan.url, fan.stale
+        now, mark = fan.now, fan.mark
         groups = self.groups.get(subscribed)
         if groups is None:
             groups = {}
@@ -204,33 +231,59 @@ class Gate:
         sent = 0
         for key, connections in groups.items():
             verdict = self._verdict(key, subscribed, url, stale, now, mark)
-            if verdict is SEND:
+            if verdict is SEND:  # the warm path, inline
                 for connection in connections:
                     connection.send(frame)
                 sent += len(connections)
-            elif verdict is PENDING:
-                entry = self._entry(dispatch, subscribed, key)
-                self._start_backlogs(connections, entry)
-            elif verdict is REVOKE:
-                revoked.extend((connection, subscribed) for connection in connections)
             else:
-                self.hub.stats.updates_withheld += len(connections)
+                self._apply(verdict, connections, fan)
         return sent
 
-    def _entry(self, dispatch: Dispatch, subscribed: str, visitor: Any) -> Entry:
-        if dispatch.stale:
-            return Entry(dispatch, subscribed, None)
+    def _apply(
+        self,
+        verdict: Verdict,
+        connections: list,
+        fan: Fanout,
+        held: Entry | None = None,
+    ) -> int:
+        """Carry out ``verdict`` for ``connections`` (of one visitor): the one
+        place each verdict is acted on, at the fan-out and for ``held``
+        updates. Returns how many were sent the update now."""
+        if verdict is SEND:
+            for connection in connections:
+                connection.send(fan.frame)
+            if held is not None:
+                self._delivered(held)
+            return len(connections)
+        if verdict is PENDING:
+            entry = self._entry(fan, connections[0].visitor)
+            self._start_backlogs(connections, entry)
+        elif verdict is REVOKE:
+            fan.revoked.extend(
+                (connection, fan.subscribed) for connection in connections
+            )
+        elif verdict is HIDE:
+            for connection in connections:
+                self.hide(connection, held)
+        else:
+            self.stats.updates_withheld += len(connections)
+        return 0
+
+    def _entry(self, fan: Fanout, visitor: Any) -> Entry:
+        if fan.stale:
+            return Entry(fan.dispatch, fan.subscribed, None)
         return Entry(
-            dispatch, subscribed, self.authorizer.prior(visitor, dispatch.update.url)
+            fan.dispatch, fan.subscribed, self.authorizer.prior(visitor, fan.url)
         )
 
     def _verdict(
         self, key: Any, subscribed: str, url: str, stale: bool, now: float, mark: int
-    ) -> str:
+    ) -> Verdict:
         """What the cache says for a session's user, without asking anyone.
 
         A decision about ``url`` asked before ``mark`` does not count (PENDING):
-        this update may have changed the answer.
+        this update may have changed the answer. (Plain arguments, not the
+        ``Fanout``: the warm path's one call per visitor, PROFILE.md.)
         """
         authorizer = self.authorizer
         identity = authorizer.identity_now(key, now)
@@ -303,15 +356,9 @@ class Gate:
                     continue  # unsubscribed (or revoked) meanwhile
                 if not entry.stale:
                     shown[entry.url] = verdict is SEND
-                if verdict is SEND:
-                    connection.send(entry.frame)
-                    self._delivered(entry)
-                elif verdict is REVOKE:
-                    self.revoke(connection, entry.subscribed)
-                elif verdict is HIDE:
-                    self.hide(connection, entry)
-                else:
-                    self.hub.stats.updates_withheld += 1
+                fan = Fanout(entry.dispatch, entry.subscribed)
+                self._apply(verdict, [connection], fan, entry)
+                self._revoke_all(fan)
         except Dropped:
             pass  # the connection closed while its question waited
         except Exception:
@@ -322,7 +369,7 @@ class Gate:
 
     def _decide(
         self, visitor: Any, entry: Entry, prior: bool | None, asker: Any = None
-    ) -> str:
+    ) -> Verdict:
         """A held update's verdict, asking the authorizer (blocks this greenlet)."""
         authorizer = self.authorizer
         who = authorizer.who(visitor, asker=asker)
@@ -343,9 +390,15 @@ class Gate:
         published = entry.dispatch.update.published
         if published is not None:
             lag = seconds_since(published)
-            self.hub.stats.update_delivery_seconds.observe(lag)
+            self.stats.update_delivery_seconds.observe(lag)
 
     # Revocation ------------------------------------------------------------
+
+    def _revoke_all(self, fan: Fanout) -> None:
+        """The revocations ``fan``'s loop left for after it."""
+        revoked, fan.revoked = fan.revoked, []
+        for connection, url in revoked:
+            self.revoke(connection, url)
 
     def hide(self, connection: Any, entry: Entry) -> None:
         """Tell a subscriber the object is gone for it; an object subscriber's
@@ -354,14 +407,14 @@ class Gate:
         if entry.subscribed == entry.url:
             if entry.url not in connection.urls:
                 return
-            self.hub.unsubscribe(connection, entry.url)
-        self.hub.stats.updates_hidden += 1
+            self.unsubscribe(connection, entry.url)
+        self.stats.updates_hidden += 1
         connection.send(replies.hidden(update.url, update.collection))
 
     def revoke(self, connection: Any, url: str) -> None:
         """End a subscription its user may no longer GET, telling the client."""
         if url not in connection.urls:
             return
-        self.hub.unsubscribe(connection, url)
-        self.hub.stats.revocations += 1
+        self.unsubscribe(connection, url)
+        self.stats.revocations += 1
         connection.send(replies.error("forbidden", "no longer allowed", url))

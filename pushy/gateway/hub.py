@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Protocol
 
 from pushy.gateway import replies
 from pushy.gateway.stats import Stats
@@ -28,6 +28,22 @@ class Subscriber(Protocol):
     url_bytes: int
 
     def send(self, frame: bytes) -> None: ...
+
+
+class Filter(Protocol):
+    """What the hub needs of a gate (gate.py's ``Gate``): the fan-out of an
+    update through it, and word that a URL's subscribers changed."""
+
+    def deliver(
+        self,
+        update: Update,
+        frame: bytes,
+        object_subscribers: Iterable[Subscriber],
+        collection: Iterable[Subscriber],
+    ) -> int: ...
+
+    def forget(self, url: str) -> None: ...
+
 
 
 def url_size(url: str) -> int:
@@ -47,7 +63,11 @@ class Hub:
         self.filtered: dict[str, set[str]] = {}
         self.subscriptions = 0
         # Filters the fan-out by authorization (gate.py); None: everyone sees all.
-        self.gate: Any = None
+        self.gate: Filter | None = None
+
+    def use_gate(self, gate: Filter) -> None:
+        """Send every update through ``gate`` from now on (before any subscribe)."""
+        self.gate = gate
 
     def add(self, connection: Subscriber) -> None:
         self.connections.add(connection)

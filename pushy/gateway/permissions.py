@@ -1,33 +1,36 @@
-"""Who may connect and subscribe: Origin check, session user, authorization.
+"""May this visitor GET this URL? The cached authorizer.
 
-ORM work (loading a session and its user, running a view for ``can_get`` or a
-project's ``AUTHORIZE`` function)
-runs in a small pool of real threads, ``DB_POOL_SIZE`` of them, so the event
-loop never waits on the database; after each job its DB connections are closed
-as after a request (``CONN_MAX_AGE`` is honoured).
+``Authorizer`` answers from its caches when it can (never blocking the event
+loop) and otherwise asks in the database thread pool (questions.py hands the
+threads out; db_threads.py sees to their connections): it reads the session
+user (session_user.py), then runs ``can_get`` or the project's ``AUTHORIZE``
+function (``pushy.authorization.ask``).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
-import threading
 import time
 from collections.abc import Callable
-from importlib import import_module
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import gevent
-from django.conf import settings
-from django.http.cookie import parse_cookie
-from django.http.request import validate_host
-from django.utils.module_loading import import_string
 from gevent.event import AsyncResult
 
 from pushy import authorization, conf
+from pushy.gateway.db_threads import _import_ahead, _job
+
+# Re-exported: server.py and the tests import them from here.
+from pushy.gateway.origins import origin_allowed  # noqa: F401
 from pushy.gateway.questions import REFRESH, Questions, Refused
+from pushy.gateway.session_user import (
+    ANONYMOUS,
+    Identity,
+    SessionRead,
+    _fresh,
+    _load_session,
+    session_key,  # noqa: F401 -- re-exported
+)
 
 if TYPE_CHECKING:
     from pushy.gateway.visitor import Visitor
@@ -35,244 +38,30 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-# Origins of web pages; file://, 'null' (sandboxes, redirects), extensions and
-# other schemes never pass, whatever their host.
-ORIGIN_SCHEMES = ("http", "https")
-
-
-def origin_allowed(origin: str | None, patterns: list[str]) -> bool:
-    """Whether a handshake's Origin may connect (any port; no Origin: not a browser)."""
-    if origin is None:
-        return True
-    try:
-        parts = urlsplit(origin.strip())
-        host = parts.hostname
-    except ValueError:
-        return False
-    if parts.scheme not in ORIGIN_SCHEMES or not host:
-        return False
-    if ":" in host:  # urlsplit drops an IPv6 literal's brackets; patterns keep them.
-        host = f"[{host}]"
-    return validate_host(host, patterns)
-
-
-def session_key(cookie_header: str | None) -> str | None:
-    """The Django session key in a Cookie header, if any.
-
-    Parsed as Django parses ``request.COOKIES`` (``parse_cookie``), not with
-    ``SimpleCookie``, which drops the whole header at one cookie it dislikes
-    (``consent=a b``): the socket must see the user the site sees.
-    """
-    if not cookie_header:
-        return None
-    return parse_cookie(cookie_header).get(settings.SESSION_COOKIE_NAME) or None
-
-
-def _close_db_connections(load: Any = None) -> None:
-    """After a job, in its pool thread: close DB connections as after a request.
-
-    With CONN_MAX_AGE = 0 (the default) the connection closes, and with more it
-    is kept per pool thread (so at most DB_POOL_SIZE are open) -- except while
-    other jobs are waiting or running (``load.jobs`` counts this one too): then
-    the thread keeps its connection for the next one (closing only one that
-    failed). Connecting costs about three times
-    what a typical authorization view does (bench/results/PROFILE.md), and a burst of
-    questions would otherwise connect once per question. The last job of a
-    burst, finding the queue empty, closes as usual; a thread that went idle
-    while others still worked keeps its connection until its next job.
-    """
-    from django.db import close_old_connections, connections
-
-    if load is not None and load.jobs > 1:
-        for connection in connections.all(initialized_only=True):
-            if connection.errors_occurred:
-                connection.close_if_unusable_or_obsolete()
-        _kept.burst = load.bursts
-        return
-    close_old_connections()
-    _kept.burst = None
-
-
-# Per pool thread: the burst in which it last kept its connections open.
-_kept = threading.local()
-
-
-def _reopen_db_connections(load: Any) -> None:
-    """Before a job, in its pool thread: see to connections kept from an
-    earlier burst, as Django does when a request starts.
-
-    A thread that went idle while others still worked kept its connections
-    (above), for as long as it stays idle: hours, maybe, over which the
-    server may have ended them (a restart, a failover, an idle timeout, a
-    pooler's restart). Reused unseen, the first query fails, a session read
-    yields an anonymous user and a logged-in page is refused. So the first job
-    of a later burst on such a thread closes them if ``CONN_MAX_AGE`` says so
-    (at 0: always) and lets ``CONN_HEALTH_CHECKS`` check them before their use.
-    """
-    from django.db import close_old_connections
-
-    burst = getattr(_kept, "burst", None)
-    if burst is not None and burst != load.bursts:
-        close_old_connections()
-        _kept.burst = None
-
-
-def _import_ahead(site_get: bool = False) -> None:
-    """Import, in the main thread, what the pool threads' first questions would.
-
-    Seen once in the benchmark: pool threads importing the same modules at once
-    (the URLconf and its views, the session engine, the auth backends) under
-    gevent's monkey-patched locks left three of them stuck for good. Imports
-    done here, before serving, are not done there.
-    """
-    from django.contrib.auth import get_backends, get_user, get_user_model
-    from django.db import connections
-    from django.urls import Resolver404, get_resolver
-
-    engine = import_module(settings.SESSION_ENGINE)
-    get_backends()
-    get_user_model()
-    # The first session read imports the database path (the backend's
-    # operations, the SQL compiler): two pool threads doing that at once hung
-    # one reconnect test in six. So one read here, of a key no session has.
-    try:
-        get_user(SimpleNamespace(session=engine.SessionStore("0" * 32)))
-    except Exception:  # the database is not up yet: its errors come later
-        logger.debug("no session read ahead of serving", exc_info=True)
-    finally:
-        connections.close_all()
-    resolver = get_resolver()
-    resolver.url_patterns  # noqa: B018 -- imports the URLconf and its views
-    if site_get:  # the middleware chain, built (and its modules imported) once
-        from pushy import site_get as chain
-
-        chain.handler()
-    try:
-        resolver.resolve("/")  # populates the resolver's caches
-    except Resolver404:
-        pass
-
-
-def _job(load: Any, func: Callable[..., Any], *args: Any) -> Any:
-    """``func(*args)`` in a pool thread, its DB connections seen to around it."""
-    _reopen_db_connections(load)
-    try:
-        return func(*args)
-    finally:
-        _close_db_connections(load)
-
-
-# The principal of anonymous visitors without a session: their requests carry
-# no cookie that tells them apart (their address and page still do).
-ANONYMOUS = None
 # What an update did to who may see its object (Authorizer.mark).
 SAME, MAYBE, CHANGED = 0, 1, 2
 # Entries each cache keeps at most (the oldest go first).
 MAX_CACHED = 100_000
 
 
-class SessionRead:
-    """What a session key stood for when it was read: its user, the session,
-    and the principal decisions about it are shared under.
-
-    The principal: a logged-in user's pk; for an anonymous visitor with a
-    stored session, ``("session", key)`` (what the session holds, a guest
-    order's ids, can change the answer); ``ANONYMOUS`` for one without.
-    """
-
-    __slots__ = ("user", "session", "principal", "expires")
-
-    def __init__(self, user: Any, session: Any, expires: float) -> None:
-        self.user = user
-        self.session = session
-        self.principal = _principal(user, session)
-        self.expires = expires
-
-
-class Identity:
-    """A visitor as the gateway knows them: the session read, the visitor
-    (its cookies, address, page), and the key of their shared decisions,
-    ``(page, principal, address)`` (``Visitor.identity``)."""
-
-    __slots__ = ("read", "visitor", "identity")
-
-    def __init__(self, read: SessionRead, visitor: Visitor) -> None:
-        self.read = read
-        self.visitor = visitor
-        self.identity = visitor.identity(read.principal)
-
-    @property
-    def user(self) -> Any:
-        return self.read.user
-
-    @property
-    def session(self) -> Any:
-        return self.read.session
-
-    @property
-    def anonymous(self) -> bool:
-        return not self.read.user.is_authenticated
-
-
-def _principal(user: Any, session: Any) -> Any:
-    if user.is_authenticated:
-        return user.pk
-    # A key that names no stored session was dropped when the session loaded
-    # (get_user read it): such a visitor is like one without a cookie.
-    key = getattr(session, "session_key", None)
-    return ANONYMOUS if key is None else ("session", key)
-
-
-def _load_session(key: str | None) -> tuple[Any, Any]:
-    """The user and session a session key stands for, as a view would see them.
-
-    Runs in a pool thread. A missing, expired, deleted or garbage session is the
-    anonymous user, never an error.
-    """
-    from django.contrib.auth import get_user
-    from django.contrib.auth.models import AnonymousUser
-
-    engine = import_module(settings.SESSION_ENGINE)
-    try:
-        session = engine.SessionStore(key)
-        user = get_user(SimpleNamespace(session=session))
-        return user, session
-    except Exception:
-        logger.warning("could not load the session user", exc_info=True)
-        return AnonymousUser(), engine.SessionStore()
-
-
-# Where django.contrib.auth's ModelBackend caches a user's permissions on the
-# user object; a question must see permissions as they are now, not as they were
-# when the session was read (up to AUTHORIZATION_TTL earlier).
-PERMISSION_CACHES = ("_perm_cache", "_user_perm_cache", "_group_perm_cache")
-
-
-def _fresh(user: Any) -> Any:
-    """A copy of ``user`` without cached permissions (also: no sharing between
-    the pool threads that ask about one user at once)."""
-    user = copy.copy(user)
-    for name in PERMISSION_CACHES:
-        user.__dict__.pop(name, None)
-    return user
-
-
 def _ask(
     authorize: Callable[..., bool], who: Identity, url: str
 ) -> tuple[bool, str | None]:
     """One authorization question, in a pool thread: the answer, and when it
-    is no, what the site said (for the refusal's message); an error means no."""
+    is no, what the site said (for the refusal's message); an error means no.
+
+    With ``can_get`` the session decides the user (the site's middleware loads
+    it); another authorizer gets the user without cached permissions."""
     try:
-        if authorize is authorization.can_get:
-            # The session decides the user: the site's middleware loads it.
-            environ = who.visitor.environ()
-            answer = authorization.get_answer(who.user, url, who.session, environ)
-            return answer.allowed, None if answer.allowed else f"GET {answer.said()}"
-        allowed = bool(authorize(_fresh(who.user), url))
-        return allowed, None if allowed else "AUTHORIZE said no"
+        allowed, answer = authorization.ask(
+            authorize, _fresh(who.user), url, who.session, who.visitor.environ()
+        )
     except Exception as e:
         logger.exception("AUTHORIZE failed for %s: refusing", url)
         return False, f"AUTHORIZE raised {type(e).__name__}"
+    if allowed:
+        return True, None
+    return False, "AUTHORIZE said no" if answer is None else f"GET {answer.said()}"
 
 
 class Authorizer:
@@ -288,8 +77,7 @@ class Authorizer:
     """
 
     def __init__(self, pool_size: int, ttl: float, stats: Any = None) -> None:
-        path = conf.get("AUTHORIZE")
-        self.authorize = import_string(path) if path else authorization.can_get
+        self.authorize = authorization.configured()
         self.ttl = ttl
         self.stats = stats
         # The pool and who gets its threads when (questions.py).

@@ -120,13 +120,13 @@ class Questions:
         self.lanes: OrderedDict[Any, OrderedDict[Question, None]] = OrderedDict()
         self.asked_by: dict[Any, set[Question]] = {}  # connection -> its questions
         self.running = 0  # pool threads busy, overruns included
-        # Times jobs rose from none: see permissions._reopen_db_connections.
+        # Times jobs rose from none: see db_threads._reopen_db_connections.
         self.bursts = 0
         self._overrun_log = Throttled(logger, interval=OVERRUN_LOG_INTERVAL)
 
     @property
     def jobs(self) -> int:
-        """Questions waiting or running (read by pool threads: see permissions)."""
+        """Questions waiting or running (read by pool threads: see db_threads)."""
         return len(self.questions) + len(self.overrunning)
 
     @property
@@ -185,7 +185,7 @@ class Questions:
                 f"({len(self.lanes[lane])}, MAX_QUESTIONS_PER_CLIENT); try again later"
             )
         if not self.jobs:
-            self.bursts += 1  # read by pool threads: see permissions
+            self.bursts += 1  # read by pool threads: see db_threads
         self.questions[key] = question
         self._enqueue(question, lane)
         self._add_asker(question, asker, lane)

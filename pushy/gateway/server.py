@@ -153,7 +153,8 @@ class Gateway:
             conf.get("DB_POOL_SIZE"), conf.get("AUTHORIZATION_TTL"), self.stats
         )
         if self.authorizer.needed:
-            self.hub.gate = Gate(self.hub, self.authorizer, self.limits.queue_size)
+            unsubscribe, limit = self.hub.unsubscribe, self.limits.queue_size
+            self.hub.use_gate(Gate(self.authorizer, self.stats, unsubscribe, limit))
         self.admission = Admission.from_settings(self.stats)
         self.origins = conf.allowed_origins()
         self.websocket_paths = {"/ws", urlsplit(conf.websocket_url()).path}

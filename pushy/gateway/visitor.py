@@ -23,7 +23,7 @@ from django.http.request import split_domain_port
 
 from pushy import authorization
 from pushy.gateway.admission import TrustedProxies, parse_address
-from pushy.gateway.permissions import session_key
+from pushy.gateway.session_user import session_key
 
 # Forwarding headers passed on from a trusted proxy: the address chain, and
 # the scheme and host of the socket's request (these two only when the page's

@@ -19,7 +19,7 @@ from pushy.gateway.admission import (
     reserve,
 )
 from pushy.gateway.handshake import Refusal
-from pushy.gateway.permissions import origin_allowed
+from pushy.gateway.origins import origin_allowed
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import RequestFactory
 
-from pushy.gateway.permissions import session_key
+from pushy.gateway.session_user import session_key
 from tests.gateway.clients import Client
 from tests.gateway.test_authorization import login
 from tests.support.gateway import Gateway

@@ -83,7 +83,7 @@ class Subscriber:
 def gate_with(allowed, backlog_limit=100):
     hub = Hub(Stats())
     authorizer = HeldAuthorizer(allowed)
-    hub.gate = Gate(hub, authorizer, backlog_limit)
+    hub.use_gate(Gate(authorizer, hub.stats, hub.unsubscribe, backlog_limit))
     return hub, authorizer
 
 
@@ -160,7 +160,7 @@ def test_held_updates_not_decided_for_lack_of_threads_become_a_resync():
     allowed = {("k", "/i/"): True, ("k", "/i/1/"): True}
     hub = Hub(Stats())
     authorizer = RefusingAuthorizer(allowed, refused={"/i/2/"})
-    hub.gate = Gate(hub, authorizer, 100)
+    hub.use_gate(Gate(authorizer, hub.stats, hub.unsubscribe, 100))
     client = Subscriber("k")
     hub.subscribe(client, "/i/")
     for pk in (1, 2, 3):
