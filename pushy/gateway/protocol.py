@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pushy.gateway.connection import Connection
 from pushy.gateway.frames import message_frame
@@ -24,6 +24,12 @@ from pushy.gateway.hub import url_size
 from pushy.gateway.logs import Throttled
 from pushy.gateway.questions import Dropped, Refused
 from pushy.versions import valid_version
+
+if TYPE_CHECKING:
+    from pushy.gateway.hub import Hub
+    from pushy.gateway.permissions import Authorizer
+    from pushy.gateway.shared import Shared
+    from pushy.gateway.versions import VersionBook
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +40,11 @@ MAX_URL_LENGTH = 2048
 class Protocol:
     """Protocol v1: the client's JSON requests and the gateway's answers."""
 
-    def __init__(self, gateway: Any) -> None:
-        self.gateway = gateway
+    def __init__(
+        self, shared: Shared, hub: Hub, versions: VersionBook, authorizer: Authorizer
+    ) -> None:
+        self.limits, self.stats = shared.limits, shared.stats
+        self.hub, self.versions, self.authorizer = hub, versions, authorizer
         # One line per refused subscription, but no faster than one a second.
         self._refusals = Throttled(logger, interval=1.0)
 
@@ -55,7 +64,7 @@ class Protocol:
             elif action == "subscribe":
                 self._subscribe_request(connection, url, request)
             else:
-                self.gateway.hub.unsubscribe(connection, url)
+                self.hub.unsubscribe(connection, url)
                 connection.send(message_frame({"type": "unsubscribed", "url": url}))
         else:
             self.error(connection, "invalid", "unknown action")
@@ -82,7 +91,7 @@ class Protocol:
         seen: int | None = None,
     ) -> None:
         if url not in connection.urls:
-            limits = self.gateway.limits
+            limits = self.limits
             if len(connection.urls) >= limits.max_subscriptions:
                 self.error(connection, "limit", "too many subscriptions", url)
                 return
@@ -97,7 +106,7 @@ class Protocol:
             if not allowed:
                 connection.wait_for(self.forbidden, connection, url)
                 return
-            self.gateway.hub.subscribe(connection, url)
+            self.hub.subscribe(connection, url)
         self._answer(connection, url, versioned, seen)
 
     def _ask_and_subscribe(
@@ -114,7 +123,7 @@ class Protocol:
         if not allowed:
             self.forbidden(connection, url)
             return
-        self.gateway.hub.subscribe(connection, url)
+        self.hub.subscribe(connection, url)
         self._answer(connection, url, versioned, seen)
 
     def _answer(
@@ -129,7 +138,7 @@ class Protocol:
     def _answer_versioned(
         self, connection: Connection, url: str, seen: int | None
     ) -> None:
-        for frame in self.gateway.versions.subscribed(connection, url, seen):
+        for frame in self.versions.subscribed(connection, url, seen):
             connection.send(frame)
 
     def forbidden(self, connection: Connection, url: str) -> None:
@@ -144,10 +153,10 @@ class Protocol:
         session asked, and the host-name advice only where it may apply."""
         visitor = connection.visitor
         try:
-            who = self.gateway.authorizer.who(visitor, connection)
+            who = self.authorizer.who(visitor, connection)
         except Exception:
             return "not allowed"
-        said = self.gateway.authorizer.why_not(who, url)
+        said = self.authorizer.why_not(who, url)
         answer = f"not allowed: {said}" if said else "not allowed"
         if visitor.session_key is None:
             as_whom = "anonymous: no session cookie came with the WebSocket"
@@ -169,7 +178,7 @@ class Protocol:
     def _allowed_now(self, connection: Connection, url: str) -> bool | None:
         """The decision if it is cached (or not needed); None if it must be asked."""
         try:
-            return self.gateway.authorizer.allows_now(connection.visitor, url)
+            return self.authorizer.allows_now(connection.visitor, url)
         except Exception:
             logger.exception("authorization failed for %s: refusing", url)
             return False
@@ -177,7 +186,7 @@ class Protocol:
     def _allowed(self, connection: Connection, url: str) -> bool:
         # Blocks only this greenlet; the connection reads nothing meanwhile, so
         # it never has more than one decision waiting in the pool.
-        authorizer = self.gateway.authorizer
+        authorizer = self.authorizer
         if not authorizer.needed:
             return True
         try:
@@ -191,7 +200,7 @@ class Protocol:
     def error(
         self, connection: Connection, code: str, message: str, url: Any = None
     ) -> None:
-        self.gateway.stats.errors += 1
+        self.stats.errors += 1
         body: dict[str, Any] = {"type": "error", "code": code, "message": message}
         if isinstance(url, str):
             body["url"] = url[:MAX_URL_LENGTH]
