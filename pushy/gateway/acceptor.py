@@ -4,7 +4,7 @@ The listening socket's read watcher accepts what is waiting; each new socket
 is read at once (a client usually sends its request right after connecting)
 and, if its head is not complete yet, gets a read watcher and a deadline
 (``HANDSHAKE_TIMEOUT``: a silent client and one that trickles bytes are cut
-off alike). A complete head goes to the gateway's ``on_request``. So a
+off alike). A complete head goes to the ``on_request`` callback. So a
 handshake costs no greenlet and, in a reconnect storm, mostly no watcher.
 
 What heads still arriving may hold is bounded twice: one address may have
@@ -29,9 +29,10 @@ from typing import Any
 import gevent
 from gevent.socket import wait_write
 
-from pushy.gateway.admission import over_limit
+from pushy.gateway.admission import Admission, over_limit
 from pushy.gateway.handshake import MAX_HEAD, Refusal, head_end
 from pushy.gateway.logs import Throttled
+from pushy.gateway.shared import RequestHandler, Shared
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +49,25 @@ _READ = 1
 
 
 class Acceptor:
-    """Accepts on ``listen_socket`` and hands complete request heads to ``gateway``."""
+    """Accepts on ``listen_socket`` and hands complete request heads to ``on_request``.
+
+    ``admission`` holds a place for each head still arriving (admission.py).
+    """
 
     min_pause = 0.05
     max_pause = 1.0
 
-    def __init__(self, listen_socket: socket.socket, gateway: Any) -> None:
-        self.gateway = gateway
-        self.loop = gateway.loop
+    def __init__(
+        self,
+        listen_socket: socket.socket,
+        shared: Shared,
+        admission: Admission,
+        on_request: RequestHandler,
+    ) -> None:
+        self.shared = shared
+        self.admission = admission
+        self.on_request = on_request
+        self.loop = shared.loop
         self.family = listen_socket.family
         # The plain C socket: accept() without gevent's wrapper objects.
         fd = listen_socket.detach()
@@ -109,7 +121,7 @@ class Acceptor:
         return sock
 
     def _pause_accepting(self, error: OSError) -> None:
-        self.gateway.stats.accept_pauses += 1
+        self.shared.stats.accept_pauses += 1
         self._log_pause.log(
             logging.ERROR,
             "cannot accept connections (%s): pausing accepts for up to %.0f s at a "
@@ -150,16 +162,15 @@ class PendingRequest:
             return
         # The head is not all in: it waits, and counts while it does.
         acceptor = self.acceptor
-        gateway = acceptor.gateway
         try:
-            self.client = gateway.admission.hold_head(self.remote_addr)
+            self.client = acceptor.admission.hold_head(self.remote_addr)
         except Refusal as refusal:
             self._refuse(refusal)
             return
         loop = acceptor.loop
         self.watcher = loop.io(self.sock.fileno(), _READ)
         self.watcher.start(self._readable)
-        self.timer = loop.timer(gateway.limits.handshake_timeout)
+        self.timer = loop.timer(acceptor.shared.limits.handshake_timeout)
         self.timer.start(self.drop)
         acceptor.pending.add(self)
         acceptor.head_bytes += len(self.buffer)
@@ -201,7 +212,7 @@ class PendingRequest:
         head, rest = self.buffer[:end], self.buffer[end:]
         self.buffer = b""
         try:
-            self.acceptor.gateway.on_request(self.sock, head, rest, self.remote_addr)
+            self.acceptor.on_request(self.sock, head, rest, self.remote_addr)
         except Exception:
             # The boundary of one request: it costs that client only.
             logger.exception("dropped a request after an unexpected error")
@@ -226,7 +237,7 @@ class PendingRequest:
     def _refuse(self, refusal: Refusal) -> None:
         """Answer 503 and close, without reading the rest of the head."""
         self._stop_waiting()
-        self.acceptor.gateway.stats.handshakes_refused += 1
+        self.acceptor.shared.stats.handshakes_refused += 1
         answer_and_close(self.sock, refusal.response())
 
     def _stop_waiting(self) -> None:
@@ -238,10 +249,10 @@ class PendingRequest:
             acceptor = self.acceptor
             acceptor.pending.discard(self)
             acceptor.head_bytes -= len(self.buffer)
-            acceptor.gateway.admission.release_head(self.client)
+            acceptor.admission.release_head(self.client)
             self.client = None
         elif self.client is not None:  # refused before it waited
-            self.acceptor.gateway.admission.release_head(self.client)
+            self.acceptor.admission.release_head(self.client)
             self.client = None
 
     def drop(self) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pushy.gateway import replies
 from pushy.gateway.connection import Connection
@@ -26,6 +26,12 @@ from pushy.gateway.hub import url_size
 from pushy.gateway.logs import Throttled
 from pushy.gateway.questions import Dropped, Refused
 from pushy.versions import valid_version
+
+if TYPE_CHECKING:
+    from pushy.gateway.hub import Hub
+    from pushy.gateway.permissions import Authorizer
+    from pushy.gateway.shared import Shared
+    from pushy.gateway.versions import VersionBook
 
 # The logger keeps the module's former name: operators' LOGGING may name it
 # (docs/deployment.md, "Where the logs go").
@@ -40,8 +46,11 @@ Handler = Callable[["ClientActions", Connection, dict], None]
 class ClientActions:
     """The client's JSON requests and the gateway's answers."""
 
-    def __init__(self, gateway: Any) -> None:
-        self.gateway = gateway
+    def __init__(
+        self, shared: Shared, hub: Hub, versions: VersionBook, authorizer: Authorizer
+    ) -> None:
+        self.limits, self.stats = shared.limits, shared.stats
+        self.hub, self.versions, self.authorizer = hub, versions, authorizer
         # One line per refused subscription, but no faster than one a second.
         self._refusals = Throttled(logger, interval=1.0)
 
@@ -66,7 +75,7 @@ class ClientActions:
         if not _valid_url(url):
             self.error(connection, "invalid", "url must be a URL string", url)
             return
-        self.gateway.hub.unsubscribe(connection, url)
+        self.hub.unsubscribe(connection, url)
         connection.send(replies.unsubscribed(url))
 
     def subscribe_request(self, connection: Connection, request: dict) -> None:
@@ -93,7 +102,7 @@ class ClientActions:
         seen: int | None = None,
     ) -> None:
         if url not in connection.urls:
-            limits = self.gateway.limits
+            limits = self.limits
             if len(connection.urls) >= limits.max_subscriptions:
                 self.error(connection, "limit", "too many subscriptions", url)
                 return
@@ -108,7 +117,7 @@ class ClientActions:
             if not allowed:
                 connection.wait_for(self.forbidden, connection, url)
                 return
-            self.gateway.hub.subscribe(connection, url)
+            self.hub.subscribe(connection, url)
         self._answer(connection, url, versioned, seen)
 
     def _ask_and_subscribe(
@@ -125,7 +134,7 @@ class ClientActions:
         if not allowed:
             self.forbidden(connection, url)
             return
-        self.gateway.hub.subscribe(connection, url)
+        self.hub.subscribe(connection, url)
         self._answer(connection, url, versioned, seen)
 
     def _answer(
@@ -140,7 +149,7 @@ class ClientActions:
     def _answer_versioned(
         self, connection: Connection, url: str, seen: int | None
     ) -> None:
-        for frame in self.gateway.versions.subscribed(connection, url, seen):
+        for frame in self.versions.subscribed(connection, url, seen):
             connection.send(frame)
 
     def forbidden(self, connection: Connection, url: str) -> None:
@@ -155,10 +164,10 @@ class ClientActions:
         session asked, and the host-name advice only where it may apply."""
         visitor = connection.visitor
         try:
-            who = self.gateway.authorizer.who(visitor, connection)
+            who = self.authorizer.who(visitor, connection)
         except Exception:
             return "not allowed"
-        said = self.gateway.authorizer.why_not(who, url)
+        said = self.authorizer.why_not(who, url)
         answer = f"not allowed: {said}" if said else "not allowed"
         if visitor.session_key is None:
             as_whom = "anonymous: no session cookie came with the WebSocket"
@@ -180,7 +189,7 @@ class ClientActions:
     def _allowed_now(self, connection: Connection, url: str) -> bool | None:
         """The decision if it is cached (or not needed); None if it must be asked."""
         try:
-            return self.gateway.authorizer.allows_now(connection.visitor, url)
+            return self.authorizer.allows_now(connection.visitor, url)
         except Exception:
             logger.exception("authorization failed for %s: refusing", url)
             return False
@@ -188,7 +197,7 @@ class ClientActions:
     def _allowed(self, connection: Connection, url: str) -> bool:
         # Blocks only this greenlet; the connection reads nothing meanwhile, so
         # it never has more than one decision waiting in the pool.
-        authorizer = self.gateway.authorizer
+        authorizer = self.authorizer
         if not authorizer.needed:
             return True
         try:
@@ -202,7 +211,7 @@ class ClientActions:
     def error(
         self, connection: Connection, code: str, message: str, url: Any = None
     ) -> None:
-        self.gateway.stats.errors += 1
+        self.stats.errors += 1
         url = url[:MAX_URL_LENGTH] if isinstance(url, str) else None
         connection.send(replies.error(code, message, url))
 

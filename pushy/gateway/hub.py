@@ -45,7 +45,6 @@ class Filter(Protocol):
     def forget(self, url: str) -> None: ...
 
 
-
 def url_size(url: str) -> int:
     """The UTF-8 bytes of ``url``, what MAX_SUBSCRIPTION_BYTES counts."""
     return len(url) if url.isascii() else len(url.encode())

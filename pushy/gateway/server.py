@@ -1,15 +1,14 @@
-"""The gateway process: its HTTP endpoints, its parts, and its lifecycle.
+"""The gateway process: its parts, how they are wired, and its lifecycle.
 
-``Gateway`` wires the hub, the Redis listener, the authorizer and the acceptor
-together, upgrades requests for ``/ws`` (see handshake.py), answers ``/health``,
-``/stats`` and ``/metrics``, pings clients, and shuts down gracefully on
-SIGTERM or SIGINT.
+``Gateway`` builds the hub, the Redis listener, the authorizer and the
+acceptor, hands each what it needs (the ``Shared`` object of shared.py and
+callbacks, never the gateway itself), upgrades requests for ``/ws`` (see
+handshake.py), passes other requests to endpoints.py, runs the heartbeat
+(heartbeat.py), and shuts down gracefully on SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import signal
 import socket
@@ -25,22 +24,24 @@ from pushy.gateway.acceptor import Acceptor, answer_and_close
 from pushy.gateway.actions import ClientActions
 from pushy.gateway.admission import Admission
 from pushy.gateway.connection import Connection
+from pushy.gateway.endpoints import Endpoints
 from pushy.gateway.explain import Explainer
 from pushy.gateway.gate import Gate
 from pushy.gateway.handshake import (
     Refusal,
     check_upgrade,
-    http_response,
     parse_request,
     switch_response,
 )
+from pushy.gateway.heartbeat import Heartbeat
 from pushy.gateway.hub import Hub
 from pushy.gateway.listener import Listener
 from pushy.gateway.logs import Throttled
 from pushy.gateway.memory import Trimmer
 from pushy.gateway.pauses import PauseMonitor
 from pushy.gateway.permissions import Authorizer, origin_allowed
-from pushy.gateway.stats import Stats, prometheus_text, seconds_since
+from pushy.gateway.shared import Limits, Shared
+from pushy.gateway.stats import Stats, seconds_since
 from pushy.gateway.versions import VersionBook
 from pushy.gateway.visitor import Visitor
 from pushy.messages import (
@@ -64,50 +65,10 @@ PROBE_RETRY = 0.5
 SHUTDOWN_BATCH = 500
 # How long start-up waits for the first Redis subscription before logging anyway.
 STARTUP_REDIS_WAIT = 5.0
-PING_FRAME = frames.build_frame(frames.OP_PING, b"")
-# A client must answer a ping within this, or by the next ping if that is sooner.
-MAX_PONG_WAIT = 10.0
-# The pings of one round go out over this share of the wait for answers, a
-# slice every HEARTBEAT_STEP seconds, never all at once (see _heartbeat).
-HEARTBEAT_SPREAD = 0.25
-HEARTBEAT_STEP = 0.01
 # Refused handshakes are logged one by one, but no faster than this per reason.
 REFUSAL_LOG_INTERVAL = 1.0
 # How often freed memory is given back to the OS, if connections closed meanwhile.
 TRIM_INTERVAL = 5.0
-
-
-@dataclasses.dataclass(frozen=True)
-class Limits:
-    """The PUSHY_SETTINGS limits, read once at start-up."""
-
-    max_message: int
-    max_subscriptions: int
-    max_subscription_bytes: int
-    queue_size: int
-    queue_bytes: int
-    write_timeout: float
-    handshake_timeout: float
-    shutdown_timeout: float
-    ping_interval: float
-    rate: float
-    burst: int
-
-    @classmethod
-    def from_settings(cls) -> Limits:
-        return cls(
-            max_message=conf.get("MAX_MESSAGE_BYTES"),
-            max_subscriptions=conf.get("MAX_SUBSCRIPTIONS"),
-            max_subscription_bytes=conf.get("MAX_SUBSCRIPTION_BYTES"),
-            queue_size=conf.get("SEND_QUEUE_SIZE"),
-            queue_bytes=conf.get("SEND_QUEUE_BYTES"),
-            write_timeout=conf.get("WRITE_TIMEOUT"),
-            handshake_timeout=conf.get("HANDSHAKE_TIMEOUT"),
-            shutdown_timeout=conf.get("SHUTDOWN_TIMEOUT"),
-            ping_interval=conf.get("PING_INTERVAL"),
-            rate=conf.get("RATE_LIMIT"),
-            burst=max(conf.get("MAX_SUBSCRIPTIONS"), 1),
-        )
 
 
 def bind(host: str | None, port: int | None, unix_path: str | None) -> socket.socket:
@@ -124,16 +85,46 @@ def inherited(fd: int) -> socket.socket:
     return sock
 
 
-def pong_deadline(pinged_at: float, pings_done: float, wait: float) -> float:
-    """When a heartbeat round may close the clients still silent.
+__all__ = ["Gateway", "Limits", "bind", "inherited"]
 
-    ``wait`` after the round began, and never sooner than three quarters of it
-    after its last ping went out. The pings go out in HEARTBEAT_STEP sleeps, and
-    a loop busy with a connect storm stretches each: bench.scale measured a
-    2.5 s spread taking 18 to 22 s at 17,000 connections per process, and the
-    clients pinged last were closed (1008) before they could answer.
-    """
-    return max(pinged_at + wait, pings_done + wait * (1 - HEARTBEAT_SPREAD))
+
+class ConnectionEvents:
+    """What connections report, turned into calls on the parts that care
+    (``shared.ConnectionEvents``)."""
+
+    __slots__ = ("hub", "actions", "authorizer", "admission", "trimmer")
+
+    def __init__(
+        self,
+        hub: Hub,
+        actions: ClientActions,
+        authorizer: Authorizer,
+        admission: Admission,
+        trimmer: Trimmer,
+    ) -> None:
+        self.hub = hub
+        self.actions = actions
+        self.authorizer = authorizer
+        self.admission = admission
+        self.trimmer = trimmer
+
+    def joined(self, connection: Connection) -> None:
+        self.hub.add(connection)
+
+    def message(self, connection: Connection, payload: bytes) -> None:
+        self.actions.handle(connection, payload)
+
+    def leaving(self, connection: Connection) -> None:
+        self.authorizer.forget(connection)
+
+    def unsubscribe(self, connection: Connection) -> None:
+        self.hub.remove(connection)
+
+    def ended(self, connection: Connection) -> None:
+        self.hub.remove(connection)
+        self.admission.release(connection.client)
+        self.authorizer.forget(connection)  # drops questions only it waited for
+        self.trimmer.connection_closed()
 
 
 class Gateway:
@@ -143,12 +134,11 @@ class Gateway:
         self.limits = Limits.from_settings()
         self.loop = gevent.get_hub().loop
         self.stats = Stats()
+        # write_through is True while dispatch() fans out an update that found
+        # the listener idle: a connection's writer then writes it at once.
+        self.shared = Shared(self.limits, self.stats, self.loop)
         self.hub = Hub(self.stats)
-        # True while dispatch() fans out an update that found the listener
-        # idle: Connection.send() then writes its frame at once (dispatch()).
-        self.write_through = False
         self._listener_idle = False
-        self.actions = ClientActions(self)
         self.authorizer = Authorizer(
             conf.get("DB_POOL_SIZE"), conf.get("AUTHORIZATION_TTL"), self.stats
         )
@@ -163,8 +153,6 @@ class Gateway:
             conf.get("REDIS_URL"), conf.get("VERSION_TTL"), on_epoch=self.resync_clients
         )
         self._resyncing = False
-        # Updates refused at publish by the whole site, per reason (/metrics).
-        self.refused: dict[str, int] = {}
         # The horizon of a resync waiting to run (_NO_RESYNC: none waits).
         self._resync_horizon: int | None | object = _NO_RESYNC
         self.listener = Listener(
@@ -184,12 +172,33 @@ class Gateway:
             on_subscribed=lambda: gevent.spawn(self.versions.start_horizon),
             on_idle=self.listener_idle,
         )
-        self.acceptor = Acceptor(listen_socket, self)
+        self.actions = ClientActions(
+            self.shared, self.hub, self.versions, self.authorizer
+        )
+        self.acceptor = Acceptor(
+            listen_socket, self.shared, self.admission, self.on_request
+        )
         self.stopped = gevent.event.Event()
         self._refusal_logs: dict[str, Throttled] = {}
         self.shutting_down = False
         self.trimmer = Trimmer()
         self.pauses = PauseMonitor(self.stats)
+        self.events = ConnectionEvents(
+            self.hub, self.actions, self.authorizer, self.admission, self.trimmer
+        )
+        self.heartbeat = Heartbeat(
+            self.hub.connections, self.stats, self.limits.ping_interval
+        )
+        self.endpoints = Endpoints(
+            stats=self.stats,
+            hub=self.hub,
+            listener=self.listener,
+            admission=self.admission,
+            authorizer=self.authorizer,
+            pauses=self.pauses,
+            versions=self.versions,
+            shutting_down=lambda: self.shutting_down,
+        )
 
     # Lifecycle -----------------------------------------------------------
 
@@ -200,7 +209,7 @@ class Gateway:
         self.listener.start()
         self.acceptor.start()
         helpers = [
-            gevent.spawn(self._heartbeat),
+            gevent.spawn(self.heartbeat.run),
             gevent.spawn(self._trim_memory),
             gevent.spawn(self._probe_versions),
         ]
@@ -294,7 +303,7 @@ class Gateway:
         if environ["PATH_INFO"] in self.websocket_paths:
             self.upgrade(sock, environ, rest)
         else:
-            answer_and_close(sock, self.http_answer(environ))
+            answer_and_close(sock, self.endpoints.answer(environ))
 
     def upgrade(self, sock: socket.socket, environ: dict, rest: bytes) -> None:
         """Make ``sock`` a WebSocket client, or answer why not."""
@@ -319,14 +328,7 @@ class Gateway:
             return
         self.stats.connections_total += 1
         visitor = Visitor.from_handshake(environ, self.admission.trusted)
-        Connection(self, sock, visitor, client).start(rest)
-
-    def connection_ended(self, connection: Connection) -> None:
-        """``connection`` left (its socket may still send a close frame)."""
-        self.hub.remove(connection)
-        self.admission.release(connection.client)
-        self.authorizer.forget(connection)  # drops questions only it waited for
-        self.trimmer.connection_closed()
+        Connection(self.shared, self.events, sock, visitor, client).start(rest)
 
     def listener_idle(self) -> None:
         """Nothing more waits to be read from Redis (see dispatch())."""
@@ -348,11 +350,12 @@ class Gateway:
             sent = self.hub.dispatch(update)
         else:
             self._listener_idle = False
-            self.write_through = True
+            shared = self.shared
+            shared.write_through = True
             try:
                 sent = self.hub.dispatch(update)
             finally:
-                self.write_through = False
+                shared.write_through = False
         if sent and update.published is not None:
             # After the writers this dispatch woke (loop callbacks run in
             # order): then its frames are with the kernel, for every
@@ -407,7 +410,8 @@ class Gateway:
             gevent.sleep(min(interval, PROBE_RETRY) if troubled else interval)
             if self.listener.live:
                 self.versions.probe()
-                self.refused = self.versions.refusals() or self.refused
+                endpoints = self.endpoints
+                endpoints.refused = self.versions.refusals() or endpoints.refused
 
     def resync_requested(self) -> None:
         """Changes were missed (the capture process, a publisher): all reload."""
@@ -417,99 +421,8 @@ class Gateway:
     def _count(self, counter: str) -> None:
         setattr(self.stats, counter, getattr(self.stats, counter) + 1)
 
-    def _heartbeat(self) -> None:
-        """Ping everyone each PING_INTERVAL; close who stayed silent after a ping.
-
-        A ping to every client at once put thousands of writes (and then as
-        many pongs to read) in front of any update that arrived meanwhile: a
-        latency tail every PING_INTERVAL (bench/results/PROFILE.md, section 5). So the
-        pings go out in slices over a quarter of the wait; every client still
-        has at least three quarters of it to answer, however long a busy loop
-        made the slices take (``pong_deadline``).
-        """
-        interval = self.limits.ping_interval
-        wait = min(interval, MAX_PONG_WAIT)
-        while True:
-            pinged_at = time.monotonic()
-            self._ping_spread(list(self.hub.connections), wait * HEARTBEAT_SPREAD)
-            deadline = pong_deadline(pinged_at, time.monotonic(), wait)
-            gevent.sleep(max(0.0, deadline - time.monotonic()))
-            for client in list(self.hub.connections):
-                # A client whose reading we paused (its message waits on an
-                # authorization, or the rate limit) may have answered unread.
-                if (
-                    client.last_seen < pinged_at
-                    and not client.closing
-                    and client.paused is None
-                ):
-                    self.stats.ping_timeouts += 1
-                    client.close(frames.CLOSE_POLICY, "ping timeout")
-            gevent.sleep(interval - wait)
-
-    def _ping_spread(self, clients: list[Connection], spread: float) -> None:
-        if not clients:
-            return
-        steps = max(1, int(spread / HEARTBEAT_STEP))
-        size = -(-len(clients) // steps)  # ceiling: every client within the spread
-        for start in range(0, len(clients), size):
-            for client in clients[start : start + size]:
-                if not client.finished:
-                    client.send(PING_FRAME)
-            gevent.sleep(HEARTBEAT_STEP)
-
     def _trim_memory(self) -> None:
         """Give freed memory back to the OS after connections closed (memory.py)."""
         while True:
             gevent.sleep(TRIM_INTERVAL)
             self.trimmer.tick()
-
-    # HTTP endpoints ------------------------------------------------------
-
-    def snapshot(self) -> dict:
-        snapshot = self.stats.snapshot(
-            len(self.hub.connections), self.hub.subscriptions, self.listener.live
-        )
-        snapshot["max_connections"] = self.admission.max_connections
-        snapshot["authorizations_pending"] = self.authorizer.pending
-        questions = self.authorizer.questions
-        snapshot["questions_waiting"] = questions.waiting
-        snapshot["questions_running"] = questions.running - len(questions.overrunning)
-        snapshot["questions_overrunning"] = len(questions.overrunning)
-        snapshot.update(self.pauses.snapshot())
-        snapshot["site_updates_refused"] = self.refused
-        return snapshot
-
-    def health(self) -> tuple[str, dict]:
-        """/health's status line and body: 503 while what is published cannot
-        be arriving here (docs/protocol.md, "Operations endpoints")."""
-        if self.shutting_down:
-            reason = "shutting_down"
-        elif not self.listener.live:
-            reason = "redis_subscription_down"
-        else:
-            reason = self.versions.problem
-        if reason is None:
-            return "200 OK", {"status": "ok", "redis": True}
-        body = {"status": "unavailable", "redis": False, "reason": reason}
-        return "503 Service Unavailable", body
-
-    def http_answer(self, environ: dict) -> bytes:
-        """The answer to a plain HTTP request (not an upgrade)."""
-        path = environ["PATH_INFO"]
-        if path == "/health":
-            answer = _json(*self.health())
-        elif path == "/stats":
-            answer = _json("200 OK", self.snapshot())
-        elif path == "/metrics":
-            text = prometheus_text(self.snapshot()).encode()
-            content_type = "text/plain; version=0.0.4; charset=utf-8"
-            answer = http_response("200 OK", content_type, text)
-        else:
-            answer = http_response("404 Not Found", "text/plain", b"not found\n")
-        if environ["REQUEST_METHOD"] == "HEAD":
-            return answer[: answer.index(b"\r\n\r\n") + 4]
-        return answer
-
-
-def _json(status: str, body: dict) -> bytes:
-    return http_response(status, "application/json", json.dumps(body).encode())

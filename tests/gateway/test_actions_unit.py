@@ -80,12 +80,18 @@ def gateway():
         hub=Hub(stats),
         limits=SimpleNamespace(max_subscriptions=2, max_subscription_bytes=64),
         authorizer=DictAuthorizer({"/a/": True, "/b/": True, "/no/": False}),
+        versions=None,  # no versioned subscribe here
     )
+
+
+def actions_of(gateway) -> ClientActions:
+    """The actions, wired as the server wires them (shared: limits, stats)."""
+    return ClientActions(gateway, gateway.hub, gateway.versions, gateway.authorizer)
 
 
 def answers(gateway, *requests) -> list[dict]:
     connection = FakeConnection()
-    actions = ClientActions(gateway)
+    actions = actions_of(gateway)
     for request in requests:
         text = request if isinstance(request, str) else json.dumps(request)
         actions.handle(connection, text.encode())
@@ -115,7 +121,7 @@ def test_subscribe_and_unsubscribe_register_and_answer(gateway):
     ]
     assert connection.urls == {"/a/", "/b/"}
     assert set(gateway.hub.by_url) == {"/a/", "/b/"}
-    actions = ClientActions(gateway)
+    actions = actions_of(gateway)
     actions.handle(connection, b'{"action": "unsubscribe", "url": "/a/"}')
     actions.handle(connection, b'{"action": "unsubscribe", "url": "/never/"}')
     assert [json.loads(s) for s in connection.sent[2:]] == [

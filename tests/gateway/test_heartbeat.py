@@ -2,8 +2,8 @@
 
 The pings of a round go out in slices over a quarter of the pong wait; a loop
 busy with a connect storm stretches the slices (bench/results/SCALE.md measured 2.5 s
-becoming 18 to 22 s). These drive ``Gateway._heartbeat`` on a stand-in gateway
-whose ping spread takes longer than the whole wait.
+becoming 18 to 22 s). These drive ``Heartbeat.run`` on stand-in clients, with
+a ping spread that takes longer than the whole wait.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import gevent
 import pytest
 
-from pushy.gateway.server import HEARTBEAT_SPREAD, Gateway, pong_deadline
+from pushy.gateway.heartbeat import HEARTBEAT_SPREAD, Heartbeat, pong_deadline
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -50,19 +50,16 @@ def slow_spread(clients: list[Client], spread: float) -> None:
     clients[-1].ping()
 
 
-def stand_in(clients: list[Client]) -> SimpleNamespace:
-    return SimpleNamespace(
-        limits=SimpleNamespace(ping_interval=WAIT),
-        hub=SimpleNamespace(connections=clients),
-        stats=SimpleNamespace(ping_timeouts=0),
-        _ping_spread=slow_spread,
-    )
+def stand_in(clients: list[Client]) -> Heartbeat:
+    heartbeat = Heartbeat(clients, SimpleNamespace(ping_timeouts=0), WAIT)
+    heartbeat._ping_spread = slow_spread
+    return heartbeat
 
 
 def run_first_round(gateway) -> None:
     """Run the heartbeat past its first round's check (2 x WAIT of stretched
     spread, then 3/4 WAIT) and a little more."""
-    heartbeat = gevent.spawn(Gateway._heartbeat, gateway)
+    heartbeat = gevent.spawn(gateway.run)
     try:
         gevent.sleep(2 * WAIT + WAIT * (1 - HEARTBEAT_SPREAD) + 0.2)
     finally:

@@ -6,9 +6,9 @@ through sockets cannot see: which string objects and frames are shared.
 
 import collections
 
-from pushy.gateway.connection import WRITE_BATCH, _take_batch
 from pushy.gateway.hub import Hub, url_size
 from pushy.gateway.stats import Stats
+from pushy.gateway.writer import WRITE_BATCH, _take_batch
 
 
 class Subscriber:

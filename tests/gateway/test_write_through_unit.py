@@ -1,10 +1,10 @@
 """Unit tests of writing a frame at once, during the dispatch that hands it over.
 
 A real ``Connection`` on one end of a socket pair, the test reading the other
-end; the gateway around it is the least the connection asks of one. Whether a
-frame is written at once or by a loop callback is visible from the other end:
-bytes that are already readable before the test yields to the event loop were
-written during ``send()``.
+end; around it, the ``Shared`` object and a recorder of the connection's
+events. Whether a frame is written at once or by a loop callback is visible
+from the other end: bytes that are already readable before the test yields to
+the event loop were written during ``send()``.
 """
 
 import select
@@ -16,9 +16,10 @@ import gevent.socket
 import pytest
 
 from pushy.gateway import frames
-from pushy.gateway.connection import Connection
+from pushy.gateway.connection import Connection, State
 from pushy.gateway.hub import Hub
-from pushy.gateway.server import Gateway, Limits
+from pushy.gateway.server import Gateway
+from pushy.gateway.shared import Limits, Shared
 from pushy.gateway.stats import Stats
 
 LIMITS = Limits(
@@ -36,20 +37,42 @@ LIMITS = Limits(
 )
 
 
-class FakeGateway:
-    """What a Connection uses of its gateway, recording the ended connections."""
+class Events:
+    """The connection's events, into a real hub; records the ended connections."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.gone: list[Connection] = []
+
+    def joined(self, connection: Connection) -> None:
+        self.hub.add(connection)
+
+    def message(self, connection: Connection, payload: bytes) -> None:
+        if payload == b"boom":
+            raise RuntimeError("a bug in handling a message")
+
+    def leaving(self, connection: Connection) -> None:
+        pass
+
+    def unsubscribe(self, connection: Connection) -> None:
+        self.hub.remove(connection)
+
+    def ended(self, connection: Connection) -> None:
+        self.hub.remove(connection)
+        self.gone.append(connection)
+
+
+class FakeGateway(Shared):
+    """The shared state, with the hub and the events the test looks at."""
 
     def __init__(self) -> None:
-        self.loop = gevent.get_hub().loop
-        self.stats = Stats()
-        self.limits = LIMITS
+        super().__init__(LIMITS, Stats(), gevent.get_hub().loop)
         self.hub = Hub(self.stats)
-        self.write_through = False
-        self.ended: list[Connection] = []
+        self.events = Events(self.hub)
 
-    def connection_ended(self, connection: Connection) -> None:
-        self.hub.remove(connection)
-        self.ended.append(connection)
+    @property
+    def ended(self) -> list[Connection]:
+        return self.events.gone
 
 
 @pytest.fixture
@@ -61,7 +84,7 @@ def pair():
     client_end = gevent.socket.socket(fileno=plain_end.detach())
     client_end.settimeout(5)
     gateway = FakeGateway()
-    connection = Connection(gateway, server_end, visitor=None)
+    connection = Connection(gateway, gateway.events, server_end, visitor=None)
     yield gateway, connection, client_end
     client_end.close()
     server_end.close()
@@ -150,25 +173,71 @@ def test_a_client_gone_mid_dispatch_is_ended_after_it_not_during(pair):
     assert "/things/1/" not in gateway.hub.by_url
 
 
+def client_frame(opcode: int, payload: bytes = b"") -> bytes:
+    """A short frame as a client sends it: masked, with a zero mask."""
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + bytes(4) + payload
+
+
+def wait_until_closed(connection: Connection) -> None:
+    with gevent.Timeout(5):
+        while connection.state is not State.CLOSED:
+            gevent.sleep(0.01)
+
+
+def test_a_closing_handshake_goes_open_closing_closed(pair):
+    gateway, connection, client = pair
+    connection.start()
+    assert connection.state is State.OPEN
+    connection.close(frames.CLOSE_GOING_AWAY, "bye")
+    assert connection.state is State.CLOSING and connection.closing
+    connection.send(frames.message_frame({"type": "late"}))  # nothing after a close
+    close = frames.close_frame(frames.CLOSE_GOING_AWAY, "bye")
+    assert read_exactly(client, len(close)) == close
+    client.sendall(client_frame(frames.OP_CLOSE, (1001).to_bytes(2, "big")))
+    wait_until_closed(connection)
+    assert gateway.ended == [connection] and connection.finished
+    assert client.recv(100) == b""  # the socket closed, the late frame unsent
+
+
+def test_a_client_that_leaves_ends_its_connection(pair):
+    gateway, connection, client = pair
+    connection.start()
+    client.close()
+    wait_until_closed(connection)
+    assert gateway.ended == [connection]
+
+
+def test_an_unexpected_error_closes_with_1011(pair):
+    gateway, connection, client = pair
+    connection.start()
+    client.sendall(client_frame(frames.OP_TEXT, b"boom"))
+    close = frames.close_frame(frames.CLOSE_INTERNAL_ERROR, "internal error")
+    assert read_exactly(client, len(close)) == close
+    # Reading stopped at the error: no answer is awaited, the close ends it.
+    wait_until_closed(connection)
+    assert gateway.ended == [connection]
+
+
 class RecordingHub:
     """Records, for each dispatch, whether the gateway was writing through."""
 
-    def __init__(self, gateway: types.SimpleNamespace) -> None:
-        self.gateway = gateway
+    def __init__(self, shared: types.SimpleNamespace) -> None:
+        self.shared = shared
         self.seen: list[bool] = []
 
     def dispatch(self, update: object) -> int:
-        self.seen.append(self.gateway.write_through)
+        self.seen.append(self.shared.write_through)
         return 0
 
 
 def test_only_an_update_the_listener_waited_for_is_written_through():
+    shared = types.SimpleNamespace(write_through=False)
     gateway = types.SimpleNamespace(
         versions=types.SimpleNamespace(saw=lambda version: None),
-        write_through=False,
+        shared=shared,
         _listener_idle=False,
     )
-    gateway.hub = RecordingHub(gateway)
+    gateway.hub = RecordingHub(shared)
     update = types.SimpleNamespace(version=None, published=None)
 
     def dispatch() -> None:
@@ -181,4 +250,4 @@ def test_only_an_update_the_listener_waited_for_is_written_through():
     Gateway.listener_idle(gateway)
     dispatch()
     assert gateway.hub.seen == [True, False, False, True]
-    assert gateway.write_through is False
+    assert shared.write_through is False

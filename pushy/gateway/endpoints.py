@@ -1,0 +1,90 @@
+"""The gateway's plain HTTP endpoints: /health, /stats and /metrics."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from pushy.gateway.handshake import http_response
+from pushy.gateway.stats import prometheus_text
+
+
+class Endpoints:
+    """Answers plain HTTP requests from what the gateway's parts report.
+
+    ``shutting_down`` says whether the gateway is stopping (/health is then 503).
+    ``refused`` holds the updates the whole site refused at publish, per
+    reason; the version prober replaces it (Gateway._probe_versions).
+    """
+
+    def __init__(
+        self,
+        *,
+        stats: Any,
+        hub: Any,
+        listener: Any,
+        admission: Any,
+        authorizer: Any,
+        pauses: Any,
+        versions: Any,
+        shutting_down: Callable[[], bool],
+    ) -> None:
+        self.stats = stats
+        self.hub = hub
+        self.listener = listener
+        self.admission = admission
+        self.authorizer = authorizer
+        self.pauses = pauses
+        self.versions = versions
+        self.shutting_down = shutting_down
+        self.refused: dict[str, int] = {}
+
+    def snapshot(self) -> dict:
+        snapshot = self.stats.snapshot(
+            len(self.hub.connections), self.hub.subscriptions, self.listener.live
+        )
+        snapshot["max_connections"] = self.admission.max_connections
+        snapshot["authorizations_pending"] = self.authorizer.pending
+        questions = self.authorizer.questions
+        snapshot["questions_waiting"] = questions.waiting
+        snapshot["questions_running"] = questions.running - len(questions.overrunning)
+        snapshot["questions_overrunning"] = len(questions.overrunning)
+        snapshot.update(self.pauses.snapshot())
+        snapshot["site_updates_refused"] = self.refused
+        return snapshot
+
+    def health(self) -> tuple[str, dict]:
+        """/health's status line and body: 503 while what is published cannot
+        be arriving here (docs/protocol.md, "Operations endpoints")."""
+        if self.shutting_down():
+            reason = "shutting_down"
+        elif not self.listener.live:
+            reason = "redis_subscription_down"
+        else:
+            reason = self.versions.problem
+        if reason is None:
+            return "200 OK", {"status": "ok", "redis": True}
+        body = {"status": "unavailable", "redis": False, "reason": reason}
+        return "503 Service Unavailable", body
+
+    def answer(self, environ: dict) -> bytes:
+        """The answer to a plain HTTP request (not an upgrade)."""
+        path = environ["PATH_INFO"]
+        if path == "/health":
+            answer = _json(*self.health())
+        elif path == "/stats":
+            answer = _json("200 OK", self.snapshot())
+        elif path == "/metrics":
+            text = prometheus_text(self.snapshot()).encode()
+            content_type = "text/plain; version=0.0.4; charset=utf-8"
+            answer = http_response("200 OK", content_type, text)
+        else:
+            answer = http_response("404 Not Found", "text/plain", b"not found\n")
+        if environ["REQUEST_METHOD"] == "HEAD":
+            return answer[: answer.index(b"\r\n\r\n") + 4]
+        return answer
+
+
+def _json(status: str, body: dict) -> bytes:
+    return http_response(status, "application/json", json.dumps(body).encode())
