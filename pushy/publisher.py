@@ -27,16 +27,9 @@ from django.db import DEFAULT_DB_ALIAS, connections
 
 from pushy import refusals, sending
 from pushy.exceptions import PublishError
-from pushy.messages import (
-    CREATE,
-    DELETE,
-    UPDATE,
-    Refusal,
-    Update,
-    checked_body,
-    checked_or_refused,
-)
+from pushy.messages import CREATE, DELETE, UPDATE, Update
 from pushy.sending import get_client, redacted_redis_url, reset_client
+from pushy.updates import Refusal, checked_body, checked_or_refused
 
 __all__ = [
     "PublishError",
@@ -283,7 +276,7 @@ def publish_on_commit(
 ) -> None:
     """Publish once the transaction on ``using`` commits (at once in autocommit).
 
-    A Refusal (from ``messages.build_or_refuse``) travels like an update: its
+    A Refusal (from ``updates.build_or_refuse``) travels like an update: its
     stand-in is coalesced and sent, and it is counted, only if the change commits.
     """
     connection = connections[using or DEFAULT_DB_ALIAS]

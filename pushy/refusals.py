@@ -28,7 +28,7 @@ import redis
 
 from pushy import conf
 from pushy.exceptions import InvalidUpdate
-from pushy.messages import REASONS, Refusal
+from pushy.updates import REASONS, Refusal
 
 logger = logging.getLogger(__name__)
 

@@ -59,9 +59,11 @@ from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from pushy import conf, refusals, versions
+from pushy.channels import resync_channel, resync_request
 from pushy.exceptions import PublishError
-from pushy.messages import Refusal, Update, resync_channel, resync_request
+from pushy.messages import Update
 from pushy.redis_clients import client_from_url, out_of_memory, redacted
+from pushy.updates import Refusal
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from django.core.signals import setting_changed
 from django.db import connections, models
 
 from pushy import conf
-from pushy.messages import model_label
+from pushy.updates import model_label
 
 
 def capture_alias() -> str:

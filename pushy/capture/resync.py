@@ -28,7 +28,7 @@ from collections.abc import Mapping
 import redis
 
 from pushy import publisher, versions
-from pushy.messages import resync_channel, resync_request
+from pushy.channels import resync_channel, resync_request
 
 logger = logging.getLogger(__name__)
 

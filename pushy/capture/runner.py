@@ -47,7 +47,8 @@ from pushy.capture.tables import (
     rows_problem,
 )
 from pushy.capture.triggers import captured_models, notify_channel
-from pushy.messages import DELETE, Update, build_update, model_label
+from pushy.messages import DELETE, Update
+from pushy.updates import build_update, model_label
 
 logger = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from django.apps import apps
 from django.db import connections, models, router, transaction
 
 from pushy import conf
-from pushy.messages import model_label
+from pushy.updates import model_label
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from typing import Any
 import gevent
 import redis
 
+from pushy.channels import explain_reply_prefix
 from pushy.gateway.logs import Throttled
-from pushy.messages import explain_reply_prefix
 from pushy.redis_clients import client_from_url
 
 logger = logging.getLogger(__name__)
