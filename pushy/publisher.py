@@ -27,9 +27,9 @@ from django.db import DEFAULT_DB_ALIAS, connections
 
 from pushy import refusals, sending
 from pushy.exceptions import PublishError
-from pushy.messages import CREATE, DELETE, UPDATE, Update
+from pushy.messages import Update
 from pushy.sending import get_client, redacted_redis_url, reset_client
-from pushy.updates import Refusal, checked_body, checked_or_refused
+from pushy.updates import Refusal, checked_body, checked_or_refused, fold
 
 __all__ = [
     "PublishError",
@@ -131,14 +131,10 @@ def _publish_quietly(updates: list[Update], refused: list[Refusal]) -> None:
 
 def coalesce(previous: Update | None, new: Update) -> Update | None:
     """One update meaning ``previous`` then ``new``; None when nothing is left."""
-    if previous is None:
-        return new
-    if previous.event == CREATE:
-        return None if new.event == DELETE else new.replace(event=CREATE)
-    if previous.event == DELETE and new.event == CREATE:
-        # Deleted and made again under the same pk: to a subscriber, it changed.
-        return new.replace(event=UPDATE)
-    return new
+    event = fold(None if previous is None else previous.event, new.event)
+    if event is None:
+        return None
+    return new if event == new.event else new.replace(event=event)
 
 
 class _Entry:

@@ -25,7 +25,7 @@ from django.db.models.signals import post_delete, post_init, post_save
 
 from pushy import conf
 from pushy.api import is_pushed
-from pushy.capture import is_captured
+from pushy.captured import is_captured
 from pushy.messages import CREATE, DELETE, UPDATE
 from pushy.publisher import note_refusal, publish_on_commit
 from pushy.updates import Refusal, build_or_refuse, remember_loaded

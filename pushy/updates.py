@@ -19,7 +19,7 @@ from django.db import models
 
 from pushy import conf
 from pushy.exceptions import InvalidUpdate
-from pushy.messages import DELETE, UPDATE, Update
+from pushy.messages import CREATE, DELETE, UPDATE, Update
 from pushy.object_urls import a_type, collection_url, object_url
 
 logger = logging.getLogger(__name__)
@@ -143,6 +143,20 @@ def _tokens_for(instance: models.Model, event: str) -> dict[str, str | None]:
             "no visibility token for %s", model_label(instance), exc_info=True
         )
         return {}
+
+
+def fold(previous: str | None, new: str) -> str | None:
+    """One event meaning event ``previous`` then ``new`` of one object; None when
+    nothing is left (made and deleted). How a transaction's updates (the
+    publisher) and a batch of captured changes (capture) are merged."""
+    if previous is None:
+        return new
+    if previous == CREATE:
+        return None if new == DELETE else CREATE
+    if previous == DELETE and new == CREATE:
+        # Deleted and made again under the same pk: to a subscriber, it changed.
+        return UPDATE
+    return new
 
 
 def build_update(instance: models.Model, event: str) -> Update:
