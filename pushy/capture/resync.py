@@ -91,12 +91,8 @@ class Resyncs:
 
     def _lose(self, client: redis.Redis) -> None:
         channel = resync_channel() if self.owed else ""
-        script = client.register_script(versions.LOSE_SCRIPT)
         try:
-            floor = script(
-                keys=[versions.book_key()],
-                args=versions.lose_args(None, channel, body(self.owed)),
-            )
+            floor = versions.lose(client, None, channel, body(self.owed))
         except redis.ResponseError as e:
             self._refused(client, e)
             return
