@@ -31,7 +31,7 @@ from gevent.socket import wait_write
 
 from pushy.gateway.admission import over_limit
 from pushy.gateway.handshake import MAX_HEAD, Refusal, head_end
-from pushy.gateway.logs import Throttled
+from pushy.logs import Throttled
 
 logger = logging.getLogger(__name__)
 

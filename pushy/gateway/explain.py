@@ -21,8 +21,8 @@ import gevent
 import redis
 
 from pushy.channels import explain_reply_prefix
-from pushy.gateway.logs import Throttled
 from pushy.gateway.side_redis import side_client
+from pushy.logs import Throttled
 
 logger = logging.getLogger(__name__)
 

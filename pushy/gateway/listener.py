@@ -36,7 +36,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from pushy.gateway.logs import Throttled
+from pushy.logs import Throttled
 from pushy.messages import Update
 from pushy.redis_clients import client_from_url, redacted
 

@@ -21,8 +21,8 @@ from typing import Any
 from pushy.gateway.connection import Connection
 from pushy.gateway.frames import message_frame
 from pushy.gateway.hub import url_size
-from pushy.gateway.logs import Throttled
 from pushy.gateway.questions import Dropped, Refused
+from pushy.logs import Throttled
 from pushy.versions import valid_version
 
 logger = logging.getLogger(__name__)

@@ -36,7 +36,6 @@ from pushy.gateway.handshake import (
 )
 from pushy.gateway.hub import RESYNC_FRAME, Hub
 from pushy.gateway.listener import Hooks, Listener
-from pushy.gateway.logs import Throttled
 from pushy.gateway.memory import Trimmer
 from pushy.gateway.pauses import PauseMonitor
 from pushy.gateway.permissions import Authorizer, origin_allowed
@@ -44,6 +43,7 @@ from pushy.gateway.protocol import Protocol
 from pushy.gateway.stats import Stats, prometheus_text, seconds_since
 from pushy.gateway.versions import VersionBook
 from pushy.gateway.visitor import Visitor
+from pushy.logs import Throttled
 from pushy.messages import PUBLISHED_ROOM, Update
 from pushy.redis_clients import redacted
 from pushy.versions import VERSION_ROOM

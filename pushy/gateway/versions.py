@@ -33,8 +33,8 @@ import redis
 
 from pushy import versions
 from pushy.gateway.frames import message_frame
-from pushy.gateway.logs import Throttled
 from pushy.gateway.side_redis import side_client
+from pushy.logs import Throttled
 from pushy.object_urls import without_query
 from pushy.redis_clients import out_of_memory
 from pushy.refusals import refusal_counts
