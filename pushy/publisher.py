@@ -10,7 +10,7 @@ of what it did. Publishing never raises into the caller's save.
 Every update is checked before it is sent (``checked_body``: JSON without
 NaN/Infinity, at most ``MAX_UPDATE_BYTES``), so nothing a gateway would have to
 drop reaches Redis. What the signals could not build as it should be
-(``messages.Refusal``) still reaches pages: its data-less stand-in is published
+(``updates.Refusal``) still reaches pages: its data-less stand-in is published
 like any update, or, when not even that exists, every page is told to resync;
 the refusal is logged at a bounded rate and counted (pushy/refusals.py).
 """

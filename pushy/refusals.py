@@ -1,6 +1,6 @@
 """Refused updates: counted, and logged at a bounded rate per kind.
 
-An update pushy cannot publish as built (``messages.Refusal``: over
+An update pushy cannot publish as built (``updates.Refusal``: over
 ``MAX_UPDATE_BYTES``, or a model method that raised or returned junk) still
 reaches pages, without its data or as a resync of every page. The refusal
 itself is a bug in the site's code, so it is logged; but a model that fails on
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 # Seconds between two lines about one kind of refusal.
 LOG_INTERVAL = 60.0
 
-# Refusals in this process since it started, by reason (messages.REASONS).
+# Refusals in this process since it started, by reason (updates.REASONS).
 counts: collections.Counter[str] = collections.Counter()
 
 
