@@ -17,10 +17,11 @@ from collections.abc import Iterable
 from django.db import models, router
 
 from pushy import conf
-from pushy.capture import is_captured
+from pushy.captured import is_captured
 from pushy.exceptions import ModelNotConfigured
-from pushy.messages import UPDATE, Update, build_update, model_label
+from pushy.messages import UPDATE, Update
 from pushy.publisher import publish, publish_on_commit
+from pushy.updates import build_update, model_label
 
 __all__ = ["notify", "notify_many", "broadcast", "is_pushed"]
 

@@ -20,8 +20,8 @@ from django.http import Http404
 from django.urls import Resolver404
 
 from pushy import authorization, conf
+from pushy.channels import explain_channel, explain_reply_prefix
 from pushy.exceptions import PublishError
-from pushy.messages import explain_channel, explain_reply_prefix
 from pushy.publisher import redacted_redis_url
 from pushy.redis_clients import client_from_url
 

@@ -22,8 +22,8 @@ from django.utils.html import format_html
 
 from pushy import conf
 from pushy.exceptions import InvalidUpdate
-from pushy.messages import build_update, model_label
 from pushy.rendering import current_version
+from pushy.updates import build_update, model_label
 
 __all__ = ["OPT_OUT_ATTRIBUTE", "install", "is_live", "live_media"]
 

@@ -10,7 +10,7 @@ of what it did. Publishing never raises into the caller's save.
 Every update is checked before it is sent (``checked_body``: JSON without
 NaN/Infinity, at most ``MAX_UPDATE_BYTES``), so nothing a gateway would have to
 drop reaches Redis. What the signals could not build as it should be
-(``messages.Refusal``) still reaches pages: its data-less stand-in is published
+(``updates.Refusal``) still reaches pages: its data-less stand-in is published
 like any update, or, when not even that exists, every page is told to resync;
 the refusal is logged at a bounded rate and counted (pushy/refusals.py).
 """
@@ -27,16 +27,9 @@ from django.db import DEFAULT_DB_ALIAS, connections
 
 from pushy import refusals, sending
 from pushy.exceptions import PublishError
-from pushy.messages import (
-    CREATE,
-    DELETE,
-    UPDATE,
-    Refusal,
-    Update,
-    checked_body,
-    checked_or_refused,
-)
+from pushy.messages import Update
 from pushy.sending import get_client, redacted_redis_url, reset_client
+from pushy.updates import Refusal, checked_body, checked_or_refused, fold
 
 __all__ = [
     "PublishError",
@@ -138,14 +131,10 @@ def _publish_quietly(updates: list[Update], refused: list[Refusal]) -> None:
 
 def coalesce(previous: Update | None, new: Update) -> Update | None:
     """One update meaning ``previous`` then ``new``; None when nothing is left."""
-    if previous is None:
-        return new
-    if previous.event == CREATE:
-        return None if new.event == DELETE else new.replace(event=CREATE)
-    if previous.event == DELETE and new.event == CREATE:
-        # Deleted and made again under the same pk: to a subscriber, it changed.
-        return new.replace(event=UPDATE)
-    return new
+    event = fold(None if previous is None else previous.event, new.event)
+    if event is None:
+        return None
+    return new if event == new.event else new.replace(event=event)
 
 
 class _Entry:
@@ -283,7 +272,7 @@ def publish_on_commit(
 ) -> None:
     """Publish once the transaction on ``using`` commits (at once in autocommit).
 
-    A Refusal (from ``messages.build_or_refuse``) travels like an update: its
+    A Refusal (from ``updates.build_or_refuse``) travels like an update: its
     stand-in is coalesced and sent, and it is counted, only if the change commits.
     """
     connection = connections[using or DEFAULT_DB_ALIAS]

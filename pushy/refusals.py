@@ -1,6 +1,6 @@
 """Refused updates: counted, and logged at a bounded rate per kind.
 
-An update pushy cannot publish as built (``messages.Refusal``: over
+An update pushy cannot publish as built (``updates.Refusal``: over
 ``MAX_UPDATE_BYTES``, or a model method that raised or returned junk) still
 reaches pages, without its data or as a resync of every page. The refusal
 itself is a bug in the site's code, so it is logged; but a model that fails on
@@ -28,25 +28,25 @@ import redis
 
 from pushy import conf
 from pushy.exceptions import InvalidUpdate
-from pushy.messages import REASONS, Refusal
+from pushy.logs import Throttled
+from pushy.updates import REASONS, Refusal
 
 logger = logging.getLogger(__name__)
 
 # Seconds between two lines about one kind of refusal.
 LOG_INTERVAL = 60.0
 
-# Refusals in this process since it started, by reason (messages.REASONS).
+# Refusals in this process since it started, by reason (updates.REASONS).
 counts: collections.Counter[str] = collections.Counter()
 
 
 class _Kind:
-    """When a kind was last logged, and what was left out since."""
+    """One kind's log line (at most one per LOG_INTERVAL) and the last left out."""
 
-    __slots__ = ("logged_at", "left_out", "last")
+    __slots__ = ("line", "last")
 
-    def __init__(self, now: float) -> None:
-        self.logged_at = now
-        self.left_out = 0
+    def __init__(self) -> None:
+        self.line = Throttled(logger, LOG_INTERVAL)
         self.last: Refusal | None = None
 
 
@@ -78,12 +78,13 @@ def note(refusal: Refusal) -> bool:
     with _lock:
         counts[refusal.reason] += 1
         kind = _kinds.get(key)
-        if kind is not None and now - kind.logged_at < LOG_INTERVAL:
-            kind.left_out += 1
+        if kind is None:
+            kind = _kinds[key] = _Kind()
+        if not kind.line.due(now):
             kind.last = refusal
             return True
-        left_out = kind.left_out if kind is not None else 0
-        _kinds[key] = _Kind(now)
+        left_out = kind.line.take_suppressed()
+        kind.last = None
     _log_one(refusal, left_out)
     return False
 
@@ -92,7 +93,11 @@ def next_due(now: float | None = None) -> float | None:
     """Seconds until a left-out count must be logged; None if none is owed."""
     now = time.monotonic() if now is None else now
     with _lock:
-        due = [k.logged_at + LOG_INTERVAL for k in _kinds.values() if k.left_out]
+        due = [
+            k.line.logged_at + LOG_INTERVAL
+            for k in _kinds.values()
+            if k.line.suppressed
+        ]
     return max(0.0, min(due) - now) if due else None
 
 
@@ -102,9 +107,12 @@ def flush_due(now: float | None = None) -> None:
     owed = []
     with _lock:
         for kind in _kinds.values():
-            if kind.left_out and now - kind.logged_at >= LOG_INTERVAL:
-                owed.append((kind.left_out, kind.last, now - kind.logged_at))
-                kind.left_out, kind.last, kind.logged_at = 0, None, now
+            line = kind.line
+            if line.suppressed and now - line.logged_at >= LOG_INTERVAL:
+                seconds = now - line.logged_at
+                line.due(now)  # the line written below
+                owed.append((line.take_suppressed(), kind.last, seconds))
+                kind.last = None
     for left_out, last, seconds in owed:
         _log_left_out(left_out, last, seconds)
 

@@ -31,11 +31,7 @@ def current_version() -> int:
     refetches once it subscribes rather than miss a change made meanwhile.
     """
     try:
-        client = publisher.get_client()
-        reply = client.register_script(versions.LOOKUP_SCRIPT)(
-            keys=[versions.book_key()], args=versions.lookup_args([])
-        )
-        return versions.Snapshot.from_reply([], reply).baseline
+        return versions.lookup(publisher.get_client(), []).baseline
     except (redis.RedisError, ValueError) as e:
         logger.debug("no version for the page: %s", e)
         return UNKNOWN

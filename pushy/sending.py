@@ -59,9 +59,12 @@ from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from pushy import conf, refusals, versions
+from pushy.channels import resync_channel, resync_request
 from pushy.exceptions import PublishError
-from pushy.messages import Refusal, Update, resync_channel, resync_request
+from pushy.logs import Throttled
+from pushy.messages import Update
 from pushy.redis_clients import client_from_url, out_of_memory, redacted
+from pushy.updates import Refusal
 
 logger = logging.getLogger(__name__)
 
@@ -971,7 +974,7 @@ def _by_model(models: Iterable[str]) -> str:
 
 # Log lines that say the same each time: at most one a minute per kind.
 WARNING_INTERVAL = 60.0
-_warned: dict[str, float] = {}
+_lines: dict[str, Throttled] = {}
 
 
 def _log(kind: str, *details: Any) -> None:
@@ -1017,11 +1020,10 @@ def _log(kind: str, *details: Any) -> None:
 
 
 def _due(kind: str) -> bool:
-    now = time.monotonic()
-    if now - _warned.get(kind, -WARNING_INTERVAL) < WARNING_INTERVAL:
-        return False
-    _warned[kind] = now
-    return True
+    line = _lines.get(kind)
+    if line is None:
+        line = _lines.setdefault(kind, Throttled(logger, WARNING_INTERVAL))
+    return line.due()
 
 
 def _log_refusal(kind: str, url: str, error: Exception) -> None:

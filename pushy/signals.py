@@ -6,7 +6,7 @@ changing ``PUSHY_SETTINGS`` (``override_settings`` in tests) takes effect at onc
 A save or delete never fails because of pushy, and its subscribers always hear
 of it. An update that cannot be built as it should (a model method raised, or
 returned something pushy refuses, or the update is over ``MAX_UPDATE_BYTES``)
-is replaced (``messages.build_or_refuse``): by the same update without its data,
+is replaced (``updates.build_or_refuse``): by the same update without its data,
 so that pages refetch the object, or, when not even its URL is known, by a
 resync of every page. The refusal is logged (the first of a kind at once, then
 at most a line a minute, pushy/refusals.py) and counted, in ``failures`` per
@@ -25,16 +25,10 @@ from django.db.models.signals import post_delete, post_init, post_save
 
 from pushy import conf
 from pushy.api import is_pushed
-from pushy.capture import is_captured
-from pushy.messages import (
-    CREATE,
-    DELETE,
-    UPDATE,
-    Refusal,
-    build_or_refuse,
-    remember_loaded,
-)
+from pushy.captured import is_captured
+from pushy.messages import CREATE, DELETE, UPDATE
 from pushy.publisher import note_refusal, publish_on_commit
+from pushy.updates import Refusal, build_or_refuse, remember_loaded
 
 logger = logging.getLogger(__name__)
 

@@ -39,8 +39,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from typing import TYPE_CHECKING, Any
 
 from pushy import conf
+
+if TYPE_CHECKING:
+    import redis
 
 # How far a floor that follows a restart or failover jumps ahead (µs): a
 # clock that was that much ahead on the old master, or a replica that much
@@ -212,6 +216,33 @@ def lose_args(expected: int | None = None, channel: str = "", body: str = "") ->
     """ARGV for LOSE_SCRIPT (KEYS: ``book_key()``): the floor the caller saw
     (None: any), and the resync request to publish (no channel: none)."""
     return ["" if expected is None else expected, channel, body]
+
+
+def run(client: redis.Redis, script: str, args: list) -> Any:
+    """Run a version script (KEYS: ``book_key()``) outside the sender's pipeline.
+
+    One way for every caller but the sender (whose pipelines load and call
+    PUBLISH_SCRIPT themselves): EVALSHA, loading the script once when Redis
+    answers NOSCRIPT (redis-py's ``Script``).
+    """
+    return client.register_script(script)(keys=[book_key()], args=args)
+
+
+def lookup(
+    client: redis.Redis, urls: list[str], horizon: int | None = None
+) -> Snapshot:
+    """LOOKUP_SCRIPT's answer about ``urls``."""
+    return Snapshot.from_reply(
+        urls, run(client, LOOKUP_SCRIPT, lookup_args(urls, horizon))
+    )
+
+
+def lose(
+    client: redis.Redis, expected: int | None = None, channel: str = "", body: str = ""
+) -> int:
+    """LOSE_SCRIPT: a new epoch (and the resync request, if a channel is given);
+    the floor in force after it."""
+    return int(run(client, LOSE_SCRIPT, lose_args(expected, channel, body)))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,7 @@ import redis
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
-from pushy.messages import explain_channel
+from pushy.channels import explain_channel
 from tests.gateway.clients import Client
 from tests.support.gateway import Gateway
 from tests.testapp.models import Document, Shot, Unpushed

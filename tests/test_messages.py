@@ -3,9 +3,11 @@ import uuid
 
 import pytest
 
+from pushy.channels import channel_name
 from pushy.exceptions import InvalidUpdate
-from pushy.messages import Update, build_update, channel_name
+from pushy.messages import Update
 from pushy.object_urls import parent_url
+from pushy.updates import build_update
 from tests.testapp.models import Note, Session, Shot
 
 

@@ -12,8 +12,8 @@ import redis
 from django.db import transaction
 
 from pushy import refusals, sending, versions
-from pushy.messages import REASONS
 from pushy.testing import capture_updates
+from pushy.updates import REASONS
 from tests.redis_subscriber import END
 from tests.testapp.models import Shot
 

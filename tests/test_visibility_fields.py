@@ -5,7 +5,8 @@ from django.contrib.auth.models import User
 from django.core.checks import run_checks
 from django.test import override_settings
 
-from pushy.messages import Update, build_or_refuse, build_update, visibility_token
+from pushy.messages import Update
+from pushy.updates import build_or_refuse, build_update, visibility_token
 from tests.testapp.models import Article, Post
 
 MODELS = ["testapp.post", "testapp.article"]

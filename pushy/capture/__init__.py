@@ -6,61 +6,6 @@ deleted row through NOTIFY, whatever made the change (``QuerySet.update()``,
 bulk writes, raw SQL, psql), and ``manage.py pushy_capture`` turns them into the
 same updates the signals would have published.
 
-This module only answers "is this model captured?"; it imports nothing from
-psycopg, so the signal receivers can ask it on every save.
+Whether a model is captured is pushy/captured.py's answer, so the publishing
+side never imports this package.
 """
-
-from __future__ import annotations
-
-import functools
-from typing import Any
-
-from django.core.signals import setting_changed
-from django.db import connections, models
-
-from pushy import conf
-from pushy.messages import model_label
-
-
-def capture_alias() -> str:
-    """The database alias whose tables carry the triggers."""
-    return conf.get("CAPTURE_DATABASE")
-
-
-@functools.cache
-def captured_labels() -> frozenset[str]:
-    """Labels of the models captured by triggers (``CAPTURE``, within ``MODELS``)."""
-    wanted = conf.get("CAPTURE")
-    pushed = conf.model_labels()
-    if wanted is True:
-        return pushed
-    if not isinstance(wanted, (list, tuple)):
-        return frozenset()
-    return (
-        frozenset(label.lower() for label in wanted if isinstance(label, str)) & pushed
-    )
-
-
-def is_postgresql(alias: str) -> bool:
-    return alias in connections.settings and connections[alias].vendor == "postgresql"
-
-
-def is_captured(model: type[models.Model] | models.Model, using: str | None) -> bool:
-    """Whether a change of ``model`` on ``using`` reaches browsers through triggers.
-
-    Then the signal path must not publish it too. Other databases, and models
-    not in ``CAPTURE``, keep the signal path.
-    """
-    labels = captured_labels()
-    if not labels or model_label(model) not in labels:
-        return False
-    alias = capture_alias()
-    return (using or "default") == alias and is_postgresql(alias)
-
-
-def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
-    if setting == conf.SETTING_NAME:
-        captured_labels.cache_clear()
-
-
-setting_changed.connect(_on_setting_changed, dispatch_uid="pushy.capture.reset")

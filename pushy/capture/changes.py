@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pushy.messages import CREATE, DELETE, UPDATE
+from pushy.updates import fold
 
 logger = logging.getLogger(__name__)
 
@@ -41,20 +42,6 @@ class Changes:
         for (label, pk), event in self.events.items():
             grouped.setdefault(label, {}).setdefault(event, []).append(pk)
         return grouped
-
-
-def fold(previous: str | None, new: str) -> str | None:
-    """One event meaning ``previous`` then ``new``; None when nothing is left.
-
-    The same rules as pushy.publisher.coalesce, for events instead of updates.
-    """
-    if previous is None:
-        return new
-    if previous == CREATE:
-        return None if new == DELETE else CREATE
-    if previous == DELETE and new == CREATE:
-        return UPDATE
-    return new
 
 
 def parse(payload: str) -> dict[str, Any] | None:

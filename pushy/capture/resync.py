@@ -28,7 +28,7 @@ from collections.abc import Mapping
 import redis
 
 from pushy import publisher, versions
-from pushy.messages import resync_channel, resync_request
+from pushy.channels import resync_channel, resync_request
 
 logger = logging.getLogger(__name__)
 
@@ -91,12 +91,8 @@ class Resyncs:
 
     def _lose(self, client: redis.Redis) -> None:
         channel = resync_channel() if self.owed else ""
-        script = client.register_script(versions.LOSE_SCRIPT)
         try:
-            floor = script(
-                keys=[versions.book_key()],
-                args=versions.lose_args(None, channel, body(self.owed)),
-            )
+            floor = versions.lose(client, None, channel, body(self.owed))
         except redis.ResponseError as e:
             self._refused(client, e)
             return

@@ -36,7 +36,6 @@ from django.db import DataError, ProgrammingError, connections, models
 from django.db import Error as DatabaseError
 
 from pushy import publisher
-from pushy.capture import capture_alias, captured_labels
 from pushy.capture.changes import collect
 from pushy.capture.resync import Resyncs
 from pushy.capture.tables import (
@@ -47,7 +46,9 @@ from pushy.capture.tables import (
     rows_problem,
 )
 from pushy.capture.triggers import captured_models, notify_channel
-from pushy.messages import DELETE, Update, build_update, model_label
+from pushy.captured import capture_alias, captured_labels
+from pushy.messages import DELETE, Update
+from pushy.updates import build_update, model_label
 
 logger = logging.getLogger(__name__)
 

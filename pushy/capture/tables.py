@@ -22,7 +22,7 @@ import logging
 from django.db import connections, models
 
 from pushy.capture.triggers import TRIGGER_NAMES
-from pushy.messages import model_label
+from pushy.updates import model_label
 
 logger = logging.getLogger(__name__)
 

@@ -31,7 +31,8 @@ from django.apps import apps
 from django.db import connections, models, router, transaction
 
 from pushy import conf
-from pushy.messages import model_label
+from pushy.captured import capture_alias, captured_labels, is_postgresql
+from pushy.updates import model_label
 
 logger = logging.getLogger(__name__)
 
@@ -281,8 +282,6 @@ def install_after_migrate(
     test database gets them when it is created. Removing triggers of models no
     longer captured is ``manage.py pushy_triggers``'s job.
     """
-    from pushy.capture import capture_alias, captured_labels, is_postgresql
-
     labels = captured_labels()
     if not labels or using != capture_alias() or not is_postgresql(using):
         return

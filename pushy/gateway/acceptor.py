@@ -31,8 +31,8 @@ from gevent.socket import wait_write
 
 from pushy.gateway.admission import Admission, over_limit
 from pushy.gateway.handshake import MAX_HEAD, Refusal, head_end
-from pushy.gateway.logs import Throttled
 from pushy.gateway.shared import RequestHandler, Shared
+from pushy.logs import Throttled
 
 logger = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 from pushy.gateway import replies
 from pushy.gateway.connection import Connection
 from pushy.gateway.hub import url_size
-from pushy.gateway.logs import Throttled
 from pushy.gateway.questions import Dropped, Refused
+from pushy.logs import Throttled
 from pushy.versions import valid_version
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ from typing import Any
 
 from pushy import conf
 from pushy.gateway.handshake import Refusal
-from pushy.gateway.logs import Throttled
+from pushy.logs import Throttled
 
 try:
     import resource

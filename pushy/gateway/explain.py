@@ -20,9 +20,9 @@ from typing import Any
 import gevent
 import redis
 
-from pushy.gateway.logs import Throttled
-from pushy.messages import explain_reply_prefix
-from pushy.redis_clients import client_from_url
+from pushy.channels import explain_reply_prefix
+from pushy.gateway.side_redis import side_client
+from pushy.logs import Throttled
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,6 @@ logger = logging.getLogger(__name__)
 MAX_URLS = 16
 # Seconds a reply list lives in Redis if the command never reads it.
 REPLY_TTL = 30
-TIMEOUT = 2.0
 
 
 def process_name() -> str:
@@ -73,7 +72,6 @@ class Explainer:
         self.hub = hub
         self.redis_url = redis_url
         self.name = process_name()
-        self._client: redis.Redis | None = None
         self._log = Throttled(logger)
 
     def request(self, body: bytes) -> None:
@@ -88,16 +86,9 @@ class Explainer:
             return
         answer = json.dumps(counts(self.hub, urls, self.name))
         try:
-            pipe = self._redis().pipeline(transaction=False)
+            pipe = side_client(self.redis_url).pipeline(transaction=False)
             pipe.rpush(reply, answer)
             pipe.expire(reply, REPLY_TTL)
             pipe.execute()
         except redis.RedisError as e:
             self._log.log(logging.WARNING, "could not answer an explain request: %s", e)
-
-    def _redis(self) -> redis.Redis:
-        if self._client is None:
-            self._client = client_from_url(
-                self.redis_url, socket_connect_timeout=TIMEOUT, socket_timeout=TIMEOUT
-            )
-        return self._client

@@ -15,13 +15,11 @@ Nothing on Redis can silence it:
 - when Redis goes away it logs, retries with exponential backoff capped at
   ``MAX_BACKOFF``, subscribes again and then tells every client to resync,
   since updates published meanwhile were lost;
-- a message on the control channel ``resync_channel`` (sent by
-  ``manage.py pushy_capture`` when it may have missed database changes) calls
-  ``on_resync_request`` instead of being decoded; one on a channel of
-  ``controls`` (``manage.py pushy_explain``'s) goes to its handler, which must
-  not block;
+- a message on a control channel (``controls``: the resync requests of
+  ``manage.py pushy_capture``, ``manage.py pushy_explain``'s questions) goes to
+  its handler instead of being decoded; a handler must not block;
 - if the greenlet ends anyway, a link restarts it, and clients get a resync
-  once it has subscribed again.
+  once it has subscribed again. Reconnecting and restarting share one backoff.
 """
 
 from __future__ import annotations
@@ -29,7 +27,8 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import gevent
 import gevent.event
@@ -37,7 +36,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from pushy.gateway.logs import Throttled
+from pushy.logs import Throttled
 from pushy.messages import Update
 from pushy.redis_clients import client_from_url, redacted
 
@@ -106,57 +105,78 @@ class Liveness:
         return max(0.0, min(POLL_TIMEOUT, start + self.interval - now))
 
 
+class Backoff:
+    """Delays between attempts: doubling from FIRST_BACKOFF up to MAX_BACKOFF."""
+
+    def __init__(self) -> None:
+        self.delay = FIRST_BACKOFF
+
+    @property
+    def fresh(self) -> bool:
+        """No failure since the last success."""
+        return self.delay == FIRST_BACKOFF
+
+    def next(self) -> float:
+        """The delay before the next attempt (each one twice the last)."""
+        delay = self.delay
+        self.delay = min(delay * 2, MAX_BACKOFF)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = FIRST_BACKOFF
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What the listener calls.
+
+    ``update(update)`` for each valid update; ``resync()`` once subscribed
+    again after a loss; ``count(name)`` for each event worth a counter
+    (``updates_invalid``, ``updates_failed``, ``listener_restarts``,
+    ``redis_ping_timeouts``); ``subscribed()`` after the first subscription;
+    ``idle()`` whenever nothing more is there to read, before the listener waits
+    for Redis: the next update will have arrived alone, while the updates of a
+    burst come one right behind the other.
+    """
+
+    update: Callable[[Update], object]
+    resync: Callable[[], object]
+    count: Callable[[str], object]
+    subscribed: Callable[[], object] | None = None
+    idle: Callable[[], object] | None = None
+
+
 class Listener:
-    """Subscribes to ``pattern`` at ``url``; calls ``on_update`` and ``on_resync``.
+    """Subscribes to ``pattern`` at ``url`` and calls ``hooks``.
 
-    ``on_idle()``, if given, is called whenever nothing more is there to read,
-    before the listener waits for Redis: the next update will have arrived
-    alone, while the updates of a burst come one right behind the other.
-
-    ``count(name)`` is called for each event worth a counter: ``updates_invalid``,
-    ``updates_failed``, ``listener_restarts``, ``redis_ping_timeouts``.
+    ``controls`` maps a control channel to its handler(body); such a message is
+    logged ("<name> requested on <channel>", the name being the channel's last
+    ``:`` part) and handed over instead of being decoded.
     """
 
     def __init__(
         self,
         url: str,
         pattern: str,
-        on_update: Callable[[Update], object],
-        on_resync: Callable[[], object],
-        count: Callable[[str], object],
+        hooks: Hooks,
+        controls: Mapping[str, Callable[[bytes], object]] | None = None,
         health_interval: float = 5.0,
         max_update_bytes: int = 1024 * 1024,
-        resync_channel: str | None = None,
-        on_resync_request: Callable[[], object] | None = None,
-        controls: dict[str, Callable[[bytes], object]] | None = None,
-        on_subscribed: Callable[[], object] | None = None,
-        on_idle: Callable[[], object] | None = None,
     ) -> None:
         self.url = url
         self.pattern = pattern
-        self.on_update = on_update
-        self.on_resync = on_resync
-        self.count = count
+        self.hooks = hooks
+        # redis-py hands channels over as bytes.
+        self.controls = {c.encode(): h for c, h in (controls or {}).items()}
         self.health_interval = health_interval
         self.max_update_bytes = max_update_bytes
-        # redis-py hands channels over as bytes.
-        self.resync_channel = resync_channel.encode() if resync_channel else None
-        self.on_resync_request = on_resync_request
-        # Other control channels: channel -> handler(body).
-        self.controls = {c.encode(): h for c, h in (controls or {}).items()}
-        # Called after the first subscription (later ones call on_resync).
-        self.on_subscribed = on_subscribed
-        # Called when nothing more is there to read, before waiting for Redis:
-        # the next update arrives alone, not in a burst.
-        self.on_idle = on_idle
         self.live = False
-        self.reconnects = 0
         # Set once the first attempt to subscribe has succeeded or failed.
         self.first_attempt = gevent.event.Event()
         self._greenlet: gevent.Greenlet | None = None
         self._stopping = False
         self._resync_due = False
-        self._restart_delay = FIRST_BACKOFF
+        self._backoff = Backoff()
         self._invalid_log = Throttled(logger)
         self._failure_log = Throttled(logger)
 
@@ -182,14 +202,14 @@ class Listener:
             return
         self.live = False
         self._resync_due = True
-        self.count("listener_restarts")
+        self.hooks.count("listener_restarts")
+        delay = self._backoff.next()
         logger.error(
             "the Redis listener ended with %r; restarting it in %.1fs",
             greenlet.exception,
-            self._restart_delay,
+            delay,
         )
-        self._spawn(self._restart_delay)
-        self._restart_delay = min(self._restart_delay * 2, MAX_BACKOFF)
+        self._spawn(delay)
 
     # The subscription ----------------------------------------------------
 
@@ -214,26 +234,22 @@ class Listener:
         )
 
     def _run(self) -> None:
-        backoff, failures = FIRST_BACKOFF, 0
         while True:
             client = pubsub = None
             try:
                 client = self._client()
                 pubsub = client.pubsub(ignore_subscribe_messages=False)
                 self._subscribe(pubsub)
-                backoff, failures = FIRST_BACKOFF, 0
                 self._pump(pubsub)
             except (redis.RedisError, OSError) as e:
-                failures += 1
-                self._lost(e, failures, backoff)
+                self._lost(e)
             except Exception:
                 # A bug of ours: start over on a fresh connection, never stop.
-                failures += 1
-                self.count("listener_restarts")
+                self.hooks.count("listener_restarts")
                 self._failure_log.log(
                     logging.ERROR,
                     "the Redis listener failed; subscribing again in %.1fs",
-                    backoff,
+                    self._backoff.delay,
                     exc_info=True,
                 )
             finally:
@@ -244,8 +260,7 @@ class Listener:
                     pubsub.close()
                 if client is not None:
                     client.close()
-            gevent.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF)
+            gevent.sleep(self._backoff.next())
 
     def _subscribe(self, pubsub: redis.client.PubSub) -> None:
         pubsub.psubscribe(self.pattern)
@@ -258,53 +273,52 @@ class Listener:
             raise redis.TimeoutError("no PSUBSCRIBE confirmation")
         self.live = True
         self.first_attempt.set()
-        self._restart_delay = FIRST_BACKOFF
+        self._backoff.reset()
         if self._resync_due:
             self._resync_due = False
-            self.reconnects += 1
             logger.warning("Redis subscription to %s is back", redacted(self.url))
-            self.on_resync()
+            self.hooks.resync()
         else:
             logger.info("subscribed to %s at %s", self.pattern, redacted(self.url))
-            if self.on_subscribed is not None:
-                self.on_subscribed()
+            if self.hooks.subscribed is not None:
+                self.hooks.subscribed()
 
-    def _lost(self, error: Exception, failures: int, backoff: float) -> None:
-        log = logger.warning if failures == 1 else logger.debug
+    def _lost(self, error: Exception) -> None:
+        # The first failure since a success is worth a warning; the retries not.
+        log = logger.warning if self._backoff.fresh else logger.debug
         log(
             "Redis subscription at %s lost or refused (%s); retrying in %.1fs",
             redacted(self.url),
             error,
-            backoff,
+            self._backoff.delay,
         )
 
     def _pump(self, pubsub: redis.client.PubSub) -> None:
         handled = 0
         liveness = Liveness(self.health_interval, time.monotonic())
+        idle = self.hooks.idle
         while True:
             # can_read(0) only looks: redis-py's buffer, then one recv that
             # returns at once; its errors are the connection's, as get_message's.
-            if self.on_idle is not None and not pubsub.connection.can_read(timeout=0):
-                self.on_idle()
+            if idle is not None and not pubsub.connection.can_read(timeout=0):
+                idle()
             message = pubsub.get_message(timeout=liveness.wait(time.monotonic()))
             now = time.monotonic()
             if message is not None:
                 liveness.heard(now)
-                if message["type"] == "pmessage":
-                    if message["channel"] == self.resync_channel:
-                        self._resync_requested()
-                        continue
-                    if message["channel"] in self.controls:
-                        self._control(message["channel"], message["data"])
-                        continue
-                    self._handle(message["channel"], message["data"])
-                    handled += 1
-                    if handled % YIELD_EVERY == 0:
-                        # redis-py hands out buffered messages without yielding.
-                        gevent.sleep(0)
+                if message["type"] != "pmessage":
+                    continue
+                if message["channel"] in self.controls:
+                    self._control(message["channel"], message["data"])
+                    continue
+                self._handle(message["channel"], message["data"])
+                handled += 1
+                if handled % YIELD_EVERY == 0:
+                    # redis-py hands out buffered messages without yielding.
+                    gevent.sleep(0)
                 continue
             if liveness.dead(now):
-                self.count("redis_ping_timeouts")
+                self.hooks.count("redis_ping_timeouts")
                 raise Stalled(
                     f"no answer to PING within {self.health_interval:g}s "
                     "(a partition, or Redis stopped answering)"
@@ -313,28 +327,17 @@ class Listener:
                 pubsub.ping(PING_TOKEN)
                 liveness.pinged(now)
 
-    def _resync_requested(self) -> None:
-        logger.info("resync requested on %s", self.resync_channel.decode())
-        if self.on_resync_request is None:
-            return
-        try:
-            self.on_resync_request()
-        except Exception:  # like any message: it must not end the pump
-            self._failure_log.log(
-                logging.ERROR,
-                "a resync request on %s failed",
-                self.resync_channel.decode(),
-                exc_info=True,
-            )
-
     def _control(self, channel: bytes, body: bytes) -> None:
+        """Hand a control message to its handler; a failure ends only that one."""
+        name = channel.decode("utf-8", "replace")
+        logger.info("%s requested on %s", name.rpartition(":")[2], name)
         try:
             self.controls[channel](body)
         except Exception:
             self._failure_log.log(
                 logging.ERROR,
                 "a control message on %s failed",
-                channel.decode("utf-8", "replace"),
+                name,
                 exc_info=True,
             )
 
@@ -348,7 +351,7 @@ class Listener:
                 )
             update = Update.decode(body)
         except ValueError as e:
-            self.count("updates_invalid")
+            self.hooks.count("updates_invalid")
             self._invalid_log.log(
                 logging.WARNING,
                 "dropped an invalid message on %s: %s",
@@ -357,9 +360,9 @@ class Listener:
             )
             return
         try:
-            self.on_update(update)
+            self.hooks.update(update)
         except Exception:
-            self.count("updates_failed")
+            self.hooks.count("updates_failed")
             self._failure_log.log(
                 logging.ERROR,
                 "skipped an update of %s on %s after an unexpected error",

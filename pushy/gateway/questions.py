@@ -31,7 +31,7 @@ import gevent
 from gevent.event import AsyncResult
 from gevent.threadpool import ThreadPool
 
-from pushy.gateway.logs import Throttled
+from pushy.logs import Throttled
 
 logger = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ import gevent
 import gevent.event
 
 from pushy import conf
+from pushy.channels import explain_channel, resync_channel
 from pushy.gateway import frames, memory, replies, sockets
 from pushy.gateway.acceptor import Acceptor, answer_and_close
 from pushy.gateway.actions import ClientActions
@@ -35,8 +36,7 @@ from pushy.gateway.handshake import (
 )
 from pushy.gateway.heartbeat import Heartbeat
 from pushy.gateway.hub import Hub
-from pushy.gateway.listener import Listener
-from pushy.gateway.logs import Throttled
+from pushy.gateway.listener import Hooks, Listener
 from pushy.gateway.memory import Trimmer
 from pushy.gateway.pauses import PauseMonitor
 from pushy.gateway.permissions import Authorizer, origin_allowed
@@ -44,12 +44,8 @@ from pushy.gateway.shared import Limits, Shared
 from pushy.gateway.stats import Stats, seconds_since
 from pushy.gateway.versions import VersionBook
 from pushy.gateway.visitor import Visitor
-from pushy.messages import (
-    PUBLISHED_ROOM,
-    Update,
-    explain_channel,
-    resync_channel,
-)
+from pushy.logs import Throttled
+from pushy.messages import PUBLISHED_ROOM, Update
 from pushy.redis_clients import redacted
 from pushy.versions import VERSION_ROOM
 
@@ -158,19 +154,22 @@ class Gateway:
         self.listener = Listener(
             conf.get("REDIS_URL"),
             conf.get("CHANNEL_PREFIX") + "*",
-            on_update=self.dispatch,
-            on_resync=self.resync,
-            count=self._count,
+            Hooks(
+                update=self.dispatch,
+                resync=self.resync,
+                count=self._count,
+                subscribed=lambda: gevent.spawn(self.versions.start_horizon),
+                idle=self.listener_idle,
+            ),
+            controls={
+                resync_channel(): lambda body: self.resync_requested(),
+                explain_channel(): self.explainer.request,
+            },
             health_interval=conf.get("REDIS_HEALTH_INTERVAL"),
             # The stamp and the version are added after the publisher's size check.
             max_update_bytes=conf.get("MAX_UPDATE_BYTES")
             + PUBLISHED_ROOM
             + VERSION_ROOM,
-            resync_channel=resync_channel(),
-            on_resync_request=self.resync_requested,
-            controls={explain_channel(): self.explainer.request},
-            on_subscribed=lambda: gevent.spawn(self.versions.start_horizon),
-            on_idle=self.listener_idle,
         )
         self.actions = ClientActions(
             self.shared, self.hub, self.versions, self.authorizer

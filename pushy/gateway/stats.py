@@ -13,7 +13,7 @@ import itertools
 import time
 from typing import Any
 
-from pushy.messages import REASONS
+from pushy.updates import REASONS
 
 COUNTERS = {
     "connections_total": "WebSocket connections accepted",

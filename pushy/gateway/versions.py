@@ -33,9 +33,10 @@ import redis
 
 from pushy import versions
 from pushy.gateway import replies
-from pushy.gateway.logs import Throttled
+from pushy.gateway.side_redis import side_client
+from pushy.logs import Throttled
 from pushy.object_urls import without_query
-from pushy.redis_clients import client_from_url, out_of_memory
+from pushy.redis_clients import out_of_memory
 from pushy.refusals import refusal_counts
 from pushy.versions import Snapshot
 
@@ -75,8 +76,7 @@ class VersionBook:
         self._pending: list[_Question] = []
         self._wake = gevent.event.Event()
         self._worker: gevent.Greenlet | None = None
-        self._client: redis.Redis | None = None
-        self._script: Any = None
+        self._asked = False  # whether a lookup went to Redis yet
         self._log = Throttled(logger)
 
     def saw(self, version: int | None) -> None:
@@ -157,15 +157,9 @@ class VersionBook:
 
     def _lose(self, expected: int | None) -> None:
         try:
-            floor = self._client.eval(
-                versions.LOSE_SCRIPT,
-                1,
-                versions.book_key(),
-                *versions.lose_args(expected),
-            )
             # Connected clients missed nothing (Redis still took PUBLISH): the
             # new floor is for pages that come back, not a reason to resync.
-            self.floor = int(floor)
+            self.floor = versions.lose(side_client(self.redis_url), expected)
         except redis.RedisError as e:
             self._oom_floor = expected  # try again with the next answer
             self._log.log(logging.WARNING, "cannot start a version epoch: %s", e)
@@ -182,10 +176,10 @@ class VersionBook:
 
     def refusals(self) -> dict[str, int] | None:
         """Updates refused at publish, site-wide (``pushy.refusals``); None: unknown."""
-        if self._client is None:
+        if not self._asked:  # no connection made yet: not worth one for /stats
             return None
         try:
-            return refusal_counts(self._client)
+            return refusal_counts(side_client(self.redis_url))
         except (redis.RedisError, ValueError):
             return None
 
@@ -194,17 +188,13 @@ class VersionBook:
         self.lookup([])
 
     def _ask(self, urls: list[str]) -> Snapshot:
-        if self._client is None:
-            self._client = client_from_url(
-                self.redis_url, socket_connect_timeout=TIMEOUT, socket_timeout=TIMEOUT
-            )
-            self._script = self._client.register_script(versions.LOOKUP_SCRIPT)
-        keys = [versions.book_key()]
+        self._asked = True
+        client = side_client(self.redis_url)
         merged: Snapshot | None = None
         for start in range(0, max(len(urls), 1), CHUNK):
-            chunk = urls[start : start + CHUNK]
-            args = versions.lookup_args(chunk, self.horizon)
-            snapshot = Snapshot.from_reply(chunk, self._script(keys=keys, args=args))
+            snapshot = versions.lookup(
+                client, urls[start : start + CHUNK], self.horizon
+            )
             merged = snapshot if merged is None else merged.with_versions(snapshot)
         return merged
 

@@ -10,9 +10,10 @@ import json
 import pytest
 from django.core.checks import run_checks
 
-from pushy.capture import captured_labels, is_captured
-from pushy.capture.changes import collect, fold
+from pushy.capture.changes import collect
 from pushy.capture.runner import chunks, lock_key
+from pushy.captured import captured_labels, is_captured
+from pushy.updates import fold
 from tests.captureapp.models import Item
 from tests.testapp.models import Shot
 

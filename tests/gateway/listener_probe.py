@@ -12,7 +12,7 @@ import sys  # noqa: E402
 
 import gevent  # noqa: E402
 
-from pushy.gateway.listener import Listener  # noqa: E402
+from pushy.gateway.listener import Hooks, Listener  # noqa: E402
 
 
 def say(line: object) -> None:
@@ -25,11 +25,13 @@ def main() -> None:
     listener = Listener(
         url,
         pattern,
-        on_update=lambda update: say(update.pk),
-        on_resync=lambda: None,
-        count=lambda name: None,
-        on_subscribed=lambda: say("subscribed"),
-        on_idle=lambda: say("idle"),
+        Hooks(
+            update=lambda update: say(update.pk),
+            resync=lambda: None,
+            count=lambda name: None,
+            subscribed=lambda: say("subscribed"),
+            idle=lambda: say("idle"),
+        ),
     )
     listener.start()
     gevent.wait()

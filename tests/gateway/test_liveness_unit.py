@@ -5,7 +5,7 @@ import logging
 import pytest
 
 from pushy.gateway.listener import POLL_TIMEOUT, Liveness, keepalive_options
-from pushy.gateway.logs import Throttled
+from pushy.logs import Throttled
 
 
 def test_silence_brings_a_ping_then_death_after_as_long_again():

@@ -138,7 +138,7 @@ def test_a_new_epoch_found_by_the_probe_resyncs_connected_clients(
 def test_a_resync_request_with_its_epoch_resyncs_connected_clients_once(
     gateway_on, private_redis
 ):
-    from pushy.messages import resync_channel
+    from pushy.channels import resync_channel
 
     versioned = Client(gateway_on.ws_url)
     versioned.request(action="subscribe", url=SHOT, version=None)

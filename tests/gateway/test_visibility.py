@@ -10,7 +10,8 @@ published to the private Redis; the gateway runs the real views as each user.
 import pytest
 from django.contrib.auth.models import User
 
-from pushy.messages import Update, build_update
+from pushy.messages import Update
+from pushy.updates import build_update
 from tests.gateway.clients import Client, publish
 from tests.gateway.test_authorization import (
     MARKER_URL,

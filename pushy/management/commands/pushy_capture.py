@@ -11,7 +11,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from pushy.capture import capture_alias, captured_labels, is_postgresql
+from pushy.captured import capture_alias, captured_labels, is_postgresql
 from pushy.console import show_info
 
 

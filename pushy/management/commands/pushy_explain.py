@@ -5,7 +5,8 @@ from pushy import conf
 from pushy.exceptions import InvalidUpdate, PublishError
 from pushy.explain import ask_gateways, decide, lag_bound
 from pushy.management.lookup import load_object
-from pushy.messages import UPDATE, build_update, checked_body, model_label
+from pushy.messages import UPDATE
+from pushy.updates import build_update, checked_body, model_label
 
 
 class Command(BaseCommand):

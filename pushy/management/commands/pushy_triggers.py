@@ -11,7 +11,8 @@ from typing import Any
 from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError
 
-from pushy.capture import capture_alias, captured_labels, is_postgresql, triggers
+from pushy.capture import triggers
+from pushy.captured import capture_alias, captured_labels, is_postgresql
 
 
 class Command(BaseCommand):
