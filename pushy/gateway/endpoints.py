@@ -23,6 +23,7 @@ class Endpoints:
         *,
         stats: Any,
         hub: Any,
+        acceptor: Any,
         listener: Any,
         admission: Any,
         authorizer: Any,
@@ -32,6 +33,7 @@ class Endpoints:
     ) -> None:
         self.stats = stats
         self.hub = hub
+        self.acceptor = acceptor
         self.listener = listener
         self.admission = admission
         self.authorizer = authorizer
@@ -45,6 +47,7 @@ class Endpoints:
             len(self.hub.connections), self.hub.subscriptions, self.listener.live
         )
         snapshot["max_connections"] = self.admission.max_connections
+        snapshot["head_bytes_reading"] = self.acceptor.head_bytes
         snapshot["authorizations_pending"] = self.authorizer.pending
         questions = self.authorizer.questions
         snapshot["questions_waiting"] = questions.waiting

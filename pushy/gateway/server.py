@@ -191,6 +191,7 @@ class Gateway:
         self.endpoints = Endpoints(
             stats=self.stats,
             hub=self.hub,
+            acceptor=self.acceptor,
             listener=self.listener,
             admission=self.admission,
             authorizer=self.authorizer,

@@ -127,6 +127,7 @@ def prometheus_text(snapshot: dict[str, Any]) -> str:
         "redis_subscribed": "1 while the Redis subscription is live",
         "uptime": "Seconds since the gateway started",
         "max_connections": "MAX_CONNECTIONS of this process",
+        "head_bytes_reading": "Bytes held by request heads still being read",
         "loop_lag_max_seconds": "Longest the event loop was late in the last minute",
         "gc_pause_max_seconds": "Longest garbage collection in the last minute",
         "questions_waiting": "Authorization questions waiting for a pool thread",

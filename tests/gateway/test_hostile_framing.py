@@ -213,20 +213,20 @@ def waiting(sock: socket.socket) -> bool:
     return False  # an answer (503) or the end of the connection
 
 
-def settled_refusals(gw: Gateway, socks: list, timeout: float = 10) -> list:
-    """The sockets the gateway stopped reading, once it has refused as many as
-    it counts (refusals arrive while the last heads are still being read)."""
+def settled_refusals(gw: Gateway, socks: list, timeout: float = 30) -> list:
+    """The sockets the gateway stopped reading, once it has read every byte
+    sent: the heads it still reads hold all of theirs, the others are refused."""
     deadline = time.monotonic() + timeout
     stopped: list = []
-    before = -1
     while True:
         stopped += [sock for sock in socks if sock not in stopped and not waiting(sock)]
-        counted = gw.get_json("/stats")["handshakes_refused"]
-        if counted == len(stopped) == before:  # the same over two polls
+        stats = gw.get_json("/stats")
+        counted = stats["handshakes_refused"]
+        held = (len(socks) - counted) * len(HALF_HEAD)
+        if counted == len(stopped) and stats["head_bytes_reading"] == held:
             return stopped
-        before = counted if counted == len(stopped) else -1
-        assert time.monotonic() < deadline, (len(stopped), counted)
-        time.sleep(0.2)  # a poll of the gateway's count, with a deadline
+        assert time.monotonic() < deadline, (len(stopped), counted, stats)
+        time.sleep(0.1)  # a poll of the gateway's count, with a deadline
 
 
 def refused(sock: socket.socket) -> bool:
