@@ -100,6 +100,9 @@ class Authorizer:
         # (identity, url) -> what the site answered a refused GET, in words.
         self.said: dict[tuple[Any, str], str] = {}
         self._marked = 0
+        # Counts the changes that can end what ``steady()`` said: a session
+        # read, a decision stored with another answer than before, a new mark.
+        self.changes = 0
         self._inflight: dict[Any, AsyncResult] = {}
         self._anonymous: SessionRead | None = None
         # A cached answer in use is asked again in the background in the last
@@ -167,6 +170,31 @@ class Authorizer:
                 self._refresh((identity, url, asked), self._decide, who, url, asked)
         return allowed
 
+    def steady(
+        self, visitor: Visitor, subscribed: str | None, now: float
+    ) -> tuple[Any, float] | None:
+        """A visitor's identity, and until when it stays so without asking or
+        refreshing anything: the hub's warm path (Gate) skips ``identity_now``
+        and ``known`` for it until then, or until ``changes`` moves.
+
+        With ``subscribed`` (a collection the visitor holds), also that its
+        answer for it is a fresh "yes". None when the slow path must decide
+        (something is missing, refused, or due for a refresh).
+        """
+        identity = self.identity_now(visitor, now)
+        if identity is MISSING:
+            return None
+        until = float("inf")
+        key = visitor.session_key
+        if key is not None:
+            until = self.sessions[key].expires - self.refresh_within
+        if subscribed is not None:
+            entry = self.decisions.get((identity, subscribed))
+            if entry is None or not entry[0] or entry[2] < self.mark_of(subscribed):
+                return None
+            until = min(until, entry[1] - self.refresh_within)
+        return (identity, until) if until > now else None
+
     def prior(self, visitor: Visitor, url: str) -> bool | None:
         """The last answer about ``url`` for a visitor's identity, however old;
         None: none known. What a subscriber was last shown, for "hidden"."""
@@ -212,6 +240,7 @@ class Authorizer:
             return entry[1], SAME
         known = token is not None and entry is not None and entry[0] is not None
         self._marked += 1
+        self.changes += 1
         _remember(self.marks, url, (token, self._marked))
         return self._marked, CHANGED if known else MAYBE
 
@@ -308,6 +337,7 @@ class Authorizer:
             return SessionRead(user, session, float("inf"))
         entry = SessionRead(user, session, time.monotonic() + self.ttl)
         _remember(self.sessions, key, entry)
+        self.changes += 1
         return entry
 
     def _decide(
@@ -322,6 +352,8 @@ class Authorizer:
         newer = self.decisions.get(key)
         if newer is None or newer[2] <= mark:  # never over one asked at a later mark
             _remember(self.decisions, key, (allowed, time.monotonic() + self.ttl, mark))
+            if newer is None or newer[0] != allowed:
+                self.changes += 1
             if said is None:
                 self.said.pop(key, None)
             else:

@@ -31,11 +31,20 @@ class Who:
 class HeldAuthorizer:
     """Knows nothing until the test answers; ``allowed`` says who may see what."""
 
+    # The warm path's view of the real one: nothing is ever steady here, so
+    # every verdict goes through identity_now() and known().
+    changes = 0
+    refresh_within = 0.0
+    decisions: dict = {}
+
     def __init__(self, allowed):
         self.allowed = allowed  # {(identity, url): bool}
         self.known_answers = {}
         self.released = gevent.event.Event()
         self.asked = []
+
+    def steady(self, visitor, subscribed, now):
+        return None
 
     def identity_now(self, key, now):
         return key if (key, None) in self.known_answers else MISSING
@@ -221,9 +230,11 @@ def counting_authorizer(settings):
         "AUTHORIZE": "tests.testapp.auth.counting",
     }
     auth.ASKED.clear()
+    auth.DENIED.clear()
     authorizer = Authorizer(pool_size=2, ttl=0.4)
     yield authorizer, auth.ASKED
     authorizer.close()
+    auth.DENIED.clear()
 
 
 def test_one_question_asked_at_once_is_asked_once(counting_authorizer):
@@ -249,3 +260,116 @@ def test_a_busy_answer_is_refreshed_before_it_expires(counting_authorizer):
     assert (
         authorizer.known(NOBODY.identity(None), "/i/1/", time.monotonic()) is True
     )  # never expired
+
+
+# The warm path (Gate._fan_out_grouped with Authorizer.steady): what it skips
+# must not change a verdict.
+
+
+@pytest.fixture
+def steady_gate(settings, monkeypatch):
+    """A hub whose gate asks a real Authorizer (TTL 60 s, ``counting``), the
+    URLs asked, and the clock: add seconds to ``clock[0]`` to move time on."""
+    from pushy.gateway.permissions import Authorizer
+    from tests.testapp import auth
+
+    settings.PUSHY_SETTINGS = {
+        **settings.PUSHY_SETTINGS,
+        "AUTHORIZE": "tests.testapp.auth.counting",
+    }
+    auth.ASKED.clear()
+    auth.DENIED.clear()
+    clock = [0.0]
+    real = time.monotonic
+    monkeypatch.setattr(time, "monotonic", lambda: real() + clock[0])
+    authorizer = Authorizer(pool_size=2, ttl=60)
+    hub = Hub(Stats())
+    hub.use_gate(Gate(authorizer, hub.stats, hub.unsubscribe, 100))
+    yield hub, auth.ASKED, clock
+    authorizer.close()
+    auth.DENIED.clear()
+
+
+def tokened(pk, token="t"):
+    return Update(
+        url=f"/i/{pk}/", event="update", model="a.b", pk=pk, collection="/i/",
+        visibility=token,
+    )  # fmt: skip
+
+
+def told(hub, client, update, timeout=2.0):
+    """Dispatch ``update``: the types of what ``client`` was sent (held ones:
+    once decided)."""
+    before = len(client.got)
+    hub.dispatch(update)
+    deadline = time.monotonic() + timeout
+    while len(client.got) == before and hub.gate.backlogs:
+        assert time.monotonic() < deadline
+        gevent.sleep(0.005)  # the held update's question, in the pool
+    return [message["type"] for message in client.got[before:]]
+
+
+def test_the_warm_path_refreshes_an_answer_in_its_last_quarter(steady_gate):
+    from tests.testapp import auth
+
+    hub, asked, clock = steady_gate
+    client = Subscriber(NOBODY)
+    hub.subscribe(client, "/i/1/")
+    assert told(hub, client, tokened(1)) == ["update"]  # asked, then sent
+    assert told(hub, client, tokened(1)) == ["update"]  # steady: sent at once
+    auth.DENIED.add("/i/1/")
+    clock[0] += 50  # 10 s of its 60 left: asked again in the background
+    assert told(hub, client, tokened(1)) == ["update"]
+    deadline = time.monotonic() + 2
+    while asked.count("/i/1/") < 2:
+        assert time.monotonic() < deadline, asked
+        gevent.sleep(0.005)  # the refresh, in the pool
+    assert told(hub, client, tokened(1)) == ["error"]  # no longer allowed
+    assert client.got[-1]["message"] == "no longer allowed"
+
+
+def test_the_warm_path_never_uses_an_expired_collection_answer(steady_gate):
+    from tests.testapp import auth
+
+    hub, asked, clock = steady_gate
+    client = Subscriber(NOBODY)
+    hub.subscribe(client, "/i/")
+    assert told(hub, client, tokened(1)) == ["update"]  # asks /i/ and /i/1/
+    clock[0] += 30
+    assert told(hub, client, tokened(2)) == ["update"]  # asks /i/2/ only
+    assert told(hub, client, tokened(2)) == ["update"]  # steady again
+    auth.DENIED.add("/i/")
+    clock[0] += 31  # the answer for /i/ expired; the one for /i/2/ is fresh
+    assert told(hub, client, tokened(2)) == ["error"]
+    assert client.got[-1]["message"] == "no longer allowed"
+    assert asked == ["/i/", "/i/1/", "/i/2/", "/i/"]
+
+
+def test_a_new_visibility_token_is_not_decided_by_the_warm_path(steady_gate):
+    from tests.testapp import auth
+
+    hub, _, _ = steady_gate
+    client = Subscriber(NOBODY)
+    hub.subscribe(client, "/i/")
+    assert told(hub, client, tokened(1)) == ["update"]
+    assert told(hub, client, tokened(1)) == ["update"]
+    auth.DENIED.add("/i/1/")  # the save that changes the token hides it
+    assert told(hub, client, tokened(1, token="u")) == ["hidden"]
+
+
+def test_an_answer_that_changed_is_followed_at_once(steady_gate):
+    from tests.testapp import auth
+
+    hub, _, _ = steady_gate
+    client = Subscriber(NOBODY)
+    hub.subscribe(client, "/i/")
+    assert told(hub, client, tokened(1)) == ["update"]
+    assert told(hub, client, tokened(1)) == ["update"]  # steady
+    auth.DENIED.add("/i/")
+    # Asked again (as at a later mark of its URL), long before its refresh.
+    authorizer = hub.gate.authorizer
+    assert (
+        gevent.spawn(authorizer.decide, authorizer.who(NOBODY), "/i/", 99).get()
+        is False
+    )
+    assert told(hub, client, tokened(1)) == ["error"]
