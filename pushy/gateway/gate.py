@@ -182,6 +182,7 @@ class Gate:
         Returns how many connections got it now (held ones are not counted).
         """
         now = time.monotonic()
+        self.authorizer.fanning_out(now)
         if update.event == DELETE:
             self.authorizer.unmark(update.url)
             mark, changed = 0, SAME

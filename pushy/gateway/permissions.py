@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import gevent
+import gevent.pool
 from gevent.event import AsyncResult
 
 from pushy import authorization, conf
@@ -22,7 +24,12 @@ from pushy.gateway.db_threads import _import_ahead, _job
 
 # Re-exported: server.py and the tests import them from here.
 from pushy.gateway.origins import origin_allowed  # noqa: F401
-from pushy.gateway.questions import REFRESH, Questions, Refused
+from pushy.gateway.questions import (
+    MAX_REFRESHES_WAITING,
+    REFRESH,
+    Questions,
+    Refused,
+)
 from pushy.gateway.session_user import (
     ANONYMOUS,
     Identity,
@@ -42,6 +49,12 @@ logger = logging.getLogger(__name__)
 SAME, MAYBE, CHANGED = 0, 1, 2
 # Entries each cache keeps at most (the oldest go first).
 MAX_CACHED = 100_000
+# Seconds after a fan-out during which background refreshes do not start: a
+# view run in a pool thread takes the GIL from the event loop, and a burst
+# touches every answer made in the burst before it, all due at once
+# (bench/results/PROFILE.md, section 12). A refresh has the last quarter of
+# the TTL to run in; one that does not is asked when its entry is needed.
+REFRESH_QUIET = 0.05
 
 
 def _ask(
@@ -114,6 +127,11 @@ class Authorizer:
         # The latest visitor seen of each identity: whom to ask as, for that
         # identity's background refreshes (never a visitor of another).
         self.people: dict[Any, Identity] = {}
+        # Background refreshes due, oldest first: key -> (compute, args); one
+        # greenlet starts them, when no fan-out ran for REFRESH_QUIET seconds.
+        self.refreshes: OrderedDict[Any, tuple[Callable, tuple]] = OrderedDict()
+        self.quiet_from = 0.0
+        self._refresher: gevent.Greenlet | None = None
         if self.needed:
             _import_ahead(self.authorize is authorization.can_get)
 
@@ -396,10 +414,39 @@ class Authorizer:
         pending.set(value)
         return value
 
+    def fanning_out(self, now: float) -> None:
+        """An update is being fanned out: refreshes wait (REFRESH_QUIET)."""
+        self.quiet_from = now + REFRESH_QUIET
+
     def _refresh(self, key: Any, compute: Callable[..., Any], *args: Any) -> None:
-        """Ask ``key``'s question again in a greenlet of its own, unless under way."""
-        if key not in self._inflight:
-            gevent.spawn(self._refresh_now, key, compute, *args)
+        """Ask ``key``'s question again in the background, unless under way or
+        due already; past MAX_REFRESHES_WAITING it is left to expire."""
+        refreshes = self.refreshes
+        if key in self._inflight or key in refreshes:
+            return
+        if len(refreshes) < MAX_REFRESHES_WAITING:
+            refreshes[key] = (compute, args)
+            if self._refresher is None:
+                self._refresher = gevent.spawn(self._start_refreshes)
+
+    def _start_refreshes(self) -> None:
+        """Start the due refreshes, at most one per pool thread at a time, and
+        none while updates are being fanned out."""
+        running = gevent.pool.Pool(self.questions.size)
+        try:
+            while self.refreshes:
+                wait = self.quiet_from - time.monotonic()
+                if wait > 0:
+                    gevent.sleep(wait)  # until the fan-out is over
+                    continue
+                running.wait_available()
+                if not self.refreshes:
+                    break
+                key, (compute, args) = self.refreshes.popitem(last=False)
+                if key not in self._inflight:
+                    running.spawn(self._refresh_now, key, compute, *args)
+        finally:
+            self._refresher = None
 
     def _refresh_now(self, key: Any, compute: Callable[..., Any], *args: Any) -> None:
         try:
@@ -417,6 +464,8 @@ class Authorizer:
             setattr(self.stats, name, getattr(self.stats, name) + 1)
 
     def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.kill(block=False)
         self.questions.close()
 
 

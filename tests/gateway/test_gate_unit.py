@@ -46,6 +46,9 @@ class HeldAuthorizer:
     def steady(self, visitor, subscribed, now):
         return None
 
+    def fanning_out(self, now):
+        pass
+
     def identity_now(self, key, now):
         return key if (key, None) in self.known_answers else MISSING
 
@@ -373,3 +376,22 @@ def test_an_answer_that_changed_is_followed_at_once(steady_gate):
         is False
     )
     assert told(hub, client, tokened(1)) == ["error"]
+
+
+def test_a_refresh_waits_until_updates_stop_being_fanned_out(steady_gate, monkeypatch):
+    from pushy.gateway import permissions
+
+    monkeypatch.setattr(permissions, "REFRESH_QUIET", 0.3)
+    hub, asked, clock = steady_gate
+    client = Subscriber(NOBODY)
+    hub.subscribe(client, "/i/1/")
+    assert told(hub, client, tokened(1)) == ["update"]
+    clock[0] += 50  # in its last quarter: due for a refresh
+    started = time.monotonic()
+    for _ in range(3):  # a burst: each fan-out holds the refresh off again
+        assert told(hub, client, tokened(1)) == ["update"]
+        gevent.sleep(0.1)
+    while asked.count("/i/1/") < 2:
+        assert time.monotonic() - started < 3, asked
+        gevent.sleep(0.005)  # the refresh, in the pool
+    assert time.monotonic() - started >= 0.2 + 0.3
