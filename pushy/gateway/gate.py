@@ -202,7 +202,7 @@ class Gate:
 
     def _fan_out(self, fan: Fanout, subscribers: Any, skip: Any) -> int:
         """``fan``'s update to ``subscribers`` (but those in ``skip``)."""
-        if not skip and not self.backlogs:
+        if not skip:
             return self._fan_out_grouped(fan, subscribers)
         frame, subscribed, url, stale = fan.frame, fan.subscribed, fan.url, fan.stale
         now, mark = fan.now, fan.mark
@@ -246,6 +246,8 @@ class Gate:
         groups = self.groups.get(subscribed)
         if groups is None:
             groups = self.groups[subscribed] = _grouped(subscribers)
+        if self.backlogs:
+            groups = self._hold_backlogged(fan, groups)
         authorizer = self.authorizer
         changes = authorizer.changes
         decision = authorizer.decisions.get
@@ -275,6 +277,29 @@ class Gate:
             else:
                 self._apply(verdict, group.connections, fan)
         return sent
+
+    def _hold_backlogged(self, fan: Fanout, groups: list[Group]) -> list[Group]:
+        """Hold ``fan``'s update for the connections that wait on a decision
+        (in their order, behind what they wait for); the groups of the others.
+
+        Held connections are few and come in whole groups (one visitor's
+        connections wait for the same answer), so the rest keep the warm path.
+        """
+        backlogs = self.backlogs
+        rest = []
+        for group in groups:
+            held = [c for c in group.connections if c in backlogs]
+            if not held:
+                rest.append(group)
+                continue
+            entry = self._entry(fan, group.visitor)
+            for connection in held:
+                self._hold(connection, backlogs[connection], entry)
+            if len(held) < len(group.connections):
+                free = Group(group.visitor)
+                free.connections = [c for c in group.connections if c not in backlogs]
+                rest.append(free)
+        return rest
 
     def _steady(
         self, group: Group, collection: str | None, now: float, changes: int

@@ -426,6 +426,10 @@ class Authorizer:
             return
         if len(refreshes) < MAX_REFRESHES_WAITING:
             refreshes[key] = (compute, args)
+            if compute == self._read:
+                # A session first: when it expires, every answer of its user
+                # waits for it.
+                refreshes.move_to_end(key, last=False)
             if self._refresher is None:
                 self._refresher = gevent.spawn(self._start_refreshes)
 

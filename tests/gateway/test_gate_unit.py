@@ -121,6 +121,26 @@ def test_held_updates_go_out_in_order_once_answered():
     assert [m["pk"] for m in client.got] == [1, 2, 1, 2]
 
 
+def test_a_held_subscriber_does_not_hold_up_the_others():
+    allowed = {(k, u): True for k in "ab" for u in ("/i/", "/i/1/", "/i/2/")}
+    hub, authorizer = gate_with(allowed)
+    known = authorizer.known_answers
+    known.update({("b", None): True, **{("b", u): True for u in ("/i/", "/i/1/")}})
+    waiting, known_one = Subscriber("a"), Subscriber("b")
+    for client in (waiting, known_one):
+        hub.subscribe(client, "/i/")
+    for pk in (1, 2, 1):
+        hub.dispatch(item(pk))
+    gevent.sleep(0)
+    assert waiting.got == []  # held, in order, until its answers come
+    # Known: sent at once, except what must be asked (held behind it).
+    assert [m["pk"] for m in known_one.got] == [1]
+    authorizer.released.set()
+    gevent.sleep(0.01)
+    assert [m["pk"] for m in waiting.got] == [1, 2, 1]
+    assert [m["pk"] for m in known_one.got] == [1, 2, 1]
+
+
 def test_objects_and_collections_not_allowed_are_withheld_or_revoked():
     allowed = {("k", "/i/"): True, ("k", "/i/1/"): True}
     hub, authorizer = gate_with(allowed)
