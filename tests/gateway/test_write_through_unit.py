@@ -234,6 +234,7 @@ def test_only_an_update_the_listener_waited_for_is_written_through():
     shared = types.SimpleNamespace(write_through=False)
     gateway = types.SimpleNamespace(
         versions=types.SimpleNamespace(saw=lambda version: None),
+        stats=Stats(),
         shared=shared,
         _listener_idle=False,
     )
