@@ -752,7 +752,7 @@ class Sender:
             attempt.reused = not link.fresh
             setup = link.setup()
             attempt.setup = len(setup)
-            attempt.loaded = any(command[0] == "SCRIPT" for command in setup)
+            attempt.loaded = any(command[0] == "SCRIPT LOAD" for command in setup)
             for item in attempt.items:
                 item.sent = True
             attempt.written = True

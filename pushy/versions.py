@@ -236,8 +236,9 @@ def call(script: str, keys: Sequence[str], args: Sequence) -> tuple:
 
 
 def load(script: str) -> tuple:
-    """The command that makes Redis hold ``script`` for ``call()``."""
-    return ("SCRIPT", "LOAD", script)
+    """The command that makes Redis hold ``script`` for ``call()`` (one word,
+    as redis-py's ``script_load`` sends it: its reply and routing are the same)."""
+    return ("SCRIPT LOAD", script)
 
 
 def run(client: redis.Redis, script: str, args: list) -> Any:

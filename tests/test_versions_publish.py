@@ -33,13 +33,21 @@ def test_versions_grow_and_are_stored_for_the_url_and_its_collection(
     store.close()
 
 
+@pytest.mark.parametrize(
+    "refused",
+    [("-evalsha", "-eval", "-script"), ("-script",)],
+    ids=["every-script-command", "script-load-only"],
+)
 def test_a_redis_that_refuses_scripts_still_gets_every_update(
-    published, pushy_redis, settings, caplog
+    published, pushy_redis, settings, caplog, monkeypatch, refused
 ):
+    monkeypatch.setattr(sending, "_lines", {})  # its refusal line is due again
     admin = redis.Redis.from_url(pushy_redis.url)
+    # Only SCRIPT LOAD refused: EVALSHA answers NOSCRIPT even right after the
+    # load, and the update goes plainly instead of loading again and again.
+    admin.script_flush()
     admin.execute_command(
-        "ACL", "SETUSER", "noscripts", "on", "nopass", "~*", "&*", "+@all",
-        "-evalsha", "-eval", "-script",
+        "ACL", "SETUSER", "noscripts", "on", "nopass", "~*", "&*", "+@all", *refused
     )  # fmt: skip
     admin.close()
     settings.PUSHY_SETTINGS = {
