@@ -28,8 +28,10 @@ the "could not publish" lines named updates that Redis delivered later. Now:
 - Redis refusing the script: for memory (OOM) the update is published plainly
   (Redis still takes ``PUBLISH``) and its URLs remembered, to move their
   versions once writes work again; for permissions (an ACL without ``EVALSHA``)
-  plainly, logged once a minute; ``NOSCRIPT``: the script is loaded and the
-  update sent again.
+  plainly, logged once a minute; ``NOSCRIPT``: the scripts are loaded and the
+  update sent again. Every script goes as ``versions.call()`` (EVALSHA), and
+  a fresh connection's first pipeline loads them (``versions.load()``), so an
+  update still costs one round trip.
 - What else is owed to Redis rides in the same pipelines: the counts of
   refused updates (``refusals.stats_key()``) and the resyncs of every page for
   changes no update tells of (``LOSE_SCRIPT``, at most one a second).
@@ -92,6 +94,9 @@ OVERFLOW_REASON = "publisher queue overflow"
 # every page refetch at that rate).
 LOSE_INTERVAL = 1.0
 UNVERSIONED_REASON = "versions not moved: Redis refused writes"
+# The version scripts the pipelines call, loaded first on a fresh connection
+# and after a NOSCRIPT (versions.call()).
+SCRIPTS = (versions.PUBLISH_SCRIPT, versions.LOSE_SCRIPT)
 
 # How an update goes out.
 VERSIONED, PLAIN, PLAIN_BARE = 0, 1, 2
@@ -257,7 +262,7 @@ class _Link:
         self.poller: Any = None
         self.timeout = 0.0  # the socket's timeout now
         self.fresh = False  # no answer read on it yet
-        self.load = True  # send SCRIPT LOAD before the next batch
+        self.load = True  # load SCRIPTS before the next batch
 
     def drop(self) -> None:
         conn, self.conn, self.poller = self.conn, None, None
@@ -293,12 +298,12 @@ class _Link:
             return True
 
     def setup(self) -> list[tuple]:
-        """Commands sent first: name the connection, load the script."""
+        """Commands sent first: name the connection, load the scripts."""
         commands = []
         if self.fresh:
             commands.append(("CLIENT", "SETNAME", self.name))
         if self.load:
-            commands.append(("SCRIPT", "LOAD", versions.PUBLISH_SCRIPT))
+            commands += [versions.load(script) for script in SCRIPTS]
             self.load = False
         return commands
 
@@ -709,7 +714,7 @@ class Sender:
         if only is None and self.writes_ok and self.unversioned:
             for key in itertools.islice(self.unversioned, MAX_BATCH):
                 args = versions.publish_args(ttl, "", b"", key[0], key[1], "")
-                command = ("EVALSHA", versions.PUBLISH_SHA, 2, *keys, *args)
+                command = versions.call(versions.PUBLISH_SCRIPT, keys, args)
                 attempt.add(command, ("move", key))
         return attempt if attempt.commands else None
 
@@ -720,7 +725,8 @@ class Sender:
             if loss.floor and self.writes_ok:
                 channel = resync_channel() if loss.publish else ""
                 args = versions.lose_args(None, channel, loss.body())
-                command = ("EVAL", versions.LOSE_SCRIPT, 1, versions.book_key(), *args)
+                keys = (versions.book_key(),)
+                command = versions.call(versions.LOSE_SCRIPT, keys, args)
                 attempt.add(command, ("lose", loss, True))
             else:
                 command = ("PUBLISH", resync_channel(), loss.body())
@@ -746,7 +752,7 @@ class Sender:
             attempt.reused = not link.fresh
             setup = link.setup()
             attempt.setup = len(setup)
-            attempt.loaded = any(command[0] == "SCRIPT" for command in setup)
+            attempt.loaded = any(command[0] == "SCRIPT LOAD" for command in setup)
             for item in attempt.items:
                 item.sent = True
             attempt.written = True
@@ -880,6 +886,10 @@ class Sender:
             loss.publish = False
         elif out_of_memory(reply):
             pass  # a plain PUBLISH next; the floor once writes work
+        elif isinstance(reply, NoScriptError):
+            self.link.load = True  # sent again at once, after SCRIPT LOAD
+            self.lose_after = 0.0
+            self.moved += 1
         elif scripted:
             notes.append(("script", reply))
             loss.floor = False  # scripts are refused: the resync request alone
@@ -936,7 +946,7 @@ def _command(item: _Item, ttl: int, keys: tuple[str, str]) -> tuple:
             ttl, update.channel, update.encode(), update.url, update.collection,
             str(item.seq),
         )  # fmt: skip
-        return ("EVALSHA", versions.PUBLISH_SHA, 2, *keys, *args)
+        return versions.call(versions.PUBLISH_SCRIPT, keys, args)
     if item.mode == PLAIN_BARE:
         update = update.replace(data=None)
     return ("PUBLISH", update.channel, update.encode())

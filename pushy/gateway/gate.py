@@ -38,7 +38,7 @@ import gevent
 from pushy.gateway import replies
 from pushy.gateway.permissions import CHANGED, MISSING, SAME, Authorizer
 from pushy.gateway.questions import Dropped, Refused
-from pushy.gateway.stats import Stats, seconds_since
+from pushy.gateway.stats import Stats
 from pushy.messages import CREATE, DELETE, Update
 
 logger = logging.getLogger(__name__)
@@ -325,7 +325,9 @@ class Gate:
             for connection in connections:
                 connection.send(fan.frame)
             if held is not None:
-                self._delivered(held)
+                # Its lag counts once for this subscriber (those sent at the
+                # dispatch count once for all: server.Gateway.dispatch).
+                self.stats.delivered(held.dispatch.update.published)
             return len(connections)
         if verdict is PENDING:
             entry = self._entry(fan, connections[0].visitor)
@@ -455,14 +457,6 @@ class Gate:
         if authorizer.decide(who, entry.url, entry.dispatch.mark, asker=asker):
             return SEND
         return entry.refusal(prior)
-
-    def _delivered(self, entry: Entry) -> None:
-        """A held update went out: its lag counts, once for this subscriber
-        (those sent at the dispatch count once for all: server.dispatch)."""
-        published = entry.dispatch.update.published
-        if published is not None:
-            lag = seconds_since(published)
-            self.stats.update_delivery_seconds.observe(lag)
 
     # Revocation ------------------------------------------------------------
 

@@ -99,8 +99,11 @@ def gate_with(allowed, backlog_limit=100):
     return hub, authorizer
 
 
-def item(pk, event="update"):
-    return Update(url=f"/i/{pk}/", event=event, model="a.b", pk=pk, collection="/i/")
+def item(pk, event="update", published=None):
+    return Update(
+        url=f"/i/{pk}/", event=event, model="a.b", pk=pk, collection="/i/",
+        published=published,
+    )  # fmt: skip
 
 
 def test_held_updates_go_out_in_order_once_answered():
@@ -109,12 +112,15 @@ def test_held_updates_go_out_in_order_once_answered():
     client = Subscriber("k")
     hub.subscribe(client, "/i/")
     for pk in (1, 2, 1):
-        hub.dispatch(item(pk))
+        hub.dispatch(item(pk, published=time.time() - 0.5))
     gevent.sleep(0)
     assert client.got == []  # nothing known yet: all three held
     authorizer.released.set()
     gevent.sleep(0.01)
     assert [m["pk"] for m in client.got] == [1, 2, 1]
+    # Each held update's lag counts as it goes out (Stats.delivered).
+    lags = hub.stats.update_delivery_seconds
+    assert lags.count == 3 and 1.5 <= lags.sum < 3
     # Each question asked once, though the connection had three updates waiting.
     assert sorted(authorizer.asked) == [("k", "/i/"), ("k", "/i/1/"), ("k", "/i/2/")]
     hub.dispatch(item(2))  # known now: sent at once, no greenlet
