@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import gevent
-import gevent.pool
 from gevent.event import AsyncResult
 
 from pushy import authorization, conf
@@ -24,12 +21,8 @@ from pushy.gateway.db_threads import _import_ahead, _job
 
 # Re-exported: server.py and the tests import them from here.
 from pushy.gateway.origins import origin_allowed  # noqa: F401
-from pushy.gateway.questions import (
-    MAX_REFRESHES_WAITING,
-    REFRESH,
-    Questions,
-    Refused,
-)
+from pushy.gateway.questions import REFRESH, Questions, Refused
+from pushy.gateway.refreshes import Refreshes
 from pushy.gateway.session_user import (
     ANONYMOUS,
     Identity,
@@ -49,12 +42,6 @@ logger = logging.getLogger(__name__)
 SAME, MAYBE, CHANGED = 0, 1, 2
 # Entries each cache keeps at most (the oldest go first).
 MAX_CACHED = 100_000
-# Seconds after a fan-out during which background refreshes do not start: a
-# view run in a pool thread takes the GIL from the event loop, and a burst
-# touches every answer made in the burst before it, all due at once
-# (bench/results/PROFILE.md, section 12). A refresh has the last quarter of
-# the TTL to run in; one that does not is asked when its entry is needed.
-REFRESH_QUIET = 0.05
 
 
 def _ask(
@@ -127,11 +114,8 @@ class Authorizer:
         # The latest visitor seen of each identity: whom to ask as, for that
         # identity's background refreshes (never a visitor of another).
         self.people: dict[Any, Identity] = {}
-        # Background refreshes due, oldest first: key -> (compute, args); one
-        # greenlet starts them, when no fan-out ran for REFRESH_QUIET seconds.
-        self.refreshes: OrderedDict[Any, tuple[Callable, tuple]] = OrderedDict()
-        self.quiet_from = 0.0
-        self._refresher: gevent.Greenlet | None = None
+        # Background refreshes, out of the fan-out's way (refreshes.py).
+        self.refreshes = Refreshes(self._refresh_now, pool_size)
         if self.needed:
             _import_ahead(self.authorize is authorization.can_get)
 
@@ -415,42 +399,13 @@ class Authorizer:
         return value
 
     def fanning_out(self, now: float) -> None:
-        """An update is being fanned out: refreshes wait (REFRESH_QUIET)."""
-        self.quiet_from = now + REFRESH_QUIET
+        """An update is being fanned out: background refreshes wait."""
+        self.refreshes.fanning_out(now)
 
     def _refresh(self, key: Any, compute: Callable[..., Any], *args: Any) -> None:
-        """Ask ``key``'s question again in the background, unless under way or
-        due already; past MAX_REFRESHES_WAITING it is left to expire."""
-        refreshes = self.refreshes
-        if key in self._inflight or key in refreshes:
-            return
-        if len(refreshes) < MAX_REFRESHES_WAITING:
-            refreshes[key] = (compute, args)
-            if compute == self._read:
-                # A session first: when it expires, every answer of its user
-                # waits for it.
-                refreshes.move_to_end(key, last=False)
-            if self._refresher is None:
-                self._refresher = gevent.spawn(self._start_refreshes)
-
-    def _start_refreshes(self) -> None:
-        """Start the due refreshes, at most one per pool thread at a time, and
-        none while updates are being fanned out."""
-        running = gevent.pool.Pool(self.questions.size)
-        try:
-            while self.refreshes:
-                wait = self.quiet_from - time.monotonic()
-                if wait > 0:
-                    gevent.sleep(wait)  # until the fan-out is over
-                    continue
-                running.wait_available()
-                if not self.refreshes:
-                    break
-                key, (compute, args) = self.refreshes.popitem(last=False)
-                if key not in self._inflight:
-                    running.spawn(self._refresh_now, key, compute, *args)
-        finally:
-            self._refresher = None
+        """Ask ``key``'s question again in the background, unless under way."""
+        if key not in self._inflight:
+            self.refreshes.add(key, compute, args, first=compute == self._read)
 
     def _refresh_now(self, key: Any, compute: Callable[..., Any], *args: Any) -> None:
         try:
@@ -468,8 +423,7 @@ class Authorizer:
             setattr(self.stats, name, getattr(self.stats, name) + 1)
 
     def close(self) -> None:
-        if self._refresher is not None:
-            self._refresher.kill(block=False)
+        self.refreshes.close()
         self.questions.close()
 
 

@@ -405,9 +405,9 @@ def test_an_answer_that_changed_is_followed_at_once(steady_gate):
 
 
 def test_a_refresh_waits_until_updates_stop_being_fanned_out(steady_gate, monkeypatch):
-    from pushy.gateway import permissions
+    from pushy.gateway import refreshes
 
-    monkeypatch.setattr(permissions, "REFRESH_QUIET", 0.3)
+    monkeypatch.setattr(refreshes, "QUIET", 0.3)
     hub, asked, clock = steady_gate
     client = Subscriber(NOBODY)
     hub.subscribe(client, "/i/1/")
