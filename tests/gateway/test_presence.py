@@ -12,11 +12,13 @@ import signal
 import time
 
 import pytest
+import redis
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client as DjangoClient
 
-from tests.gateway.clients import Client
+from pushy.messages import Update
+from tests.gateway.clients import Client, publish
 from tests.support.gateway import Gateway
 from tests.testapp.models import Document
 
@@ -29,10 +31,15 @@ HEARTBEAT = 0.5
 
 def login(user: User) -> str:
     """A session cookie header for ``user``."""
+    return logged_in(user)[1]
+
+
+def logged_in(user: User) -> tuple[DjangoClient, str]:
+    """A logged-in browser (to log out later) and its session cookie header."""
     browser = DjangoClient()
     browser.force_login(user)
     name = settings.SESSION_COOKIE_NAME
-    return f"{name}={browser.cookies[name].value}"
+    return browser, f"{name}={browser.cookies[name].value}"
 
 
 @pytest.fixture
@@ -221,3 +228,61 @@ def test_a_join_is_answered_like_a_subscribe_for_bad_requests(gateways, clients)
         "type": "left",
         "url": OPEN_URL,
     }
+
+
+def test_a_revoked_subscription_leaves_presence(redis_server, people):
+    """A logout ends the subscription (docs/protocol.md, *Revocation*): the
+    person leaves with it, and the others hear it."""
+    alice_user, bob_user = people
+    doc = Document.objects.create(owner=alice_user, title="a")
+    short = {"AUTHORIZATION_TTL": 1, "PRESENCE_HEARTBEAT": HEARTBEAT}
+    with Gateway(redis_server.url, pushy_settings=short) as gw:
+        browser, cookie = logged_in(alice_user)
+        alice = Client(gw.ws_url, timeout=10, cookie=cookie)
+        bob = Client(gw.ws_url, timeout=10, cookie=login(bob_user))
+        try:
+            join(alice, "/api/doc/")  # any logged-in user may GET it
+            join(bob, "/api/doc/")
+            presence_where(alice, lambda m: m["count"] == 2)
+            browser.logout()
+            update = Update(
+                url=doc.get_api_url(), event="update", model="testapp.document",
+                pk=doc.pk, collection="/api/doc/",
+            )  # fmt: skip
+            logged_out = time.monotonic()
+            while True:  # an update every 50 ms until alice's is refused
+                publish(gw.redis_url, update)
+                message = alice.recv()
+                if message["type"] == "error":
+                    assert message["code"] == "forbidden", message
+                    break
+                assert time.monotonic() - logged_out < 10, "never revoked"
+                time.sleep(0.05)
+            seen = presence_where(bob, lambda m: m["count"] == 1)
+            assert names(seen) == ["bob"]
+        finally:
+            alice.close()
+            bob.close()
+
+
+def test_presence_lost_from_redis_is_written_again(gateways, people, clients):
+    """Redis lost the presence keys (a restart without persistence, a flush):
+    each gateway finds itself missing at its next heartbeat and writes its
+    members again, so people joining later see everyone."""
+    one, two = gateways
+    alice = clients(one, people[0])
+    join(alice)
+    client = redis.Redis.from_url(one.redis_url)
+    try:
+        client.delete(*client.keys("*:presence:*"))
+    finally:
+        client.close()
+    bob = clients(two, people[1])
+    _, first = join(bob)
+    if first["count"] == 1:  # read before gateway one wrote alice again
+        first = presence_where(bob, lambda m: m["count"] == 2)
+    assert sorted(names(first)) == ["alice", "bob"]
+    assert names(presence_where(alice, lambda m: m["count"] == 2)) == [
+        "alice",
+        "bob",
+    ]
