@@ -59,6 +59,8 @@ logger = logging.getLogger(__name__)
 EXPIRY_BEATS = 3
 # Gateways taken for dead that one heartbeat clears at most (the rest next time).
 REAP_BATCH = 16
+# Seconds one gateway has to clear a dead one before another may.
+REAP_CLAIM = 60
 # Fields deleted per HSCAN step when a dead gateway's entries are cleared.
 SCAN_COUNT = 500
 # Longest name sent (characters); a longer one is cut.
@@ -460,7 +462,15 @@ class Presence:
         self._runners = [gevent.spawn(self._run), gevent.spawn(self._write)]
 
     def stop(self) -> None:
+        """Stop, and take this gateway's members out of Redis at once (its
+        clients are closed by now): the others need not wait for its expiry."""
         gevent.killall(self._runners, block=False)
+        try:
+            client = self._client()
+            self.reap(client, self.gateway)
+            client.zrem(self.gateways_key, self.gateway)
+        except redis.RedisError as e:
+            logger.warning("presence: could not clear this gateway's members: %s", e)
 
     def _write(self) -> None:
         for step, args in self.writes:
@@ -495,12 +505,20 @@ class Presence:
             self.rewrite()
         for gateway in dead:
             gateway = gateway.decode() if isinstance(gateway, bytes) else gateway
-            if gateway != self.gateway and client.zrem(self.gateways_key, gateway):
+            if gateway == self.gateway:
+                continue
+            # One gateway clears it; were that one to die meanwhile, another
+            # takes over once its claim expires (the entry stays in the set
+            # until cleared: no member is left behind for good).
+            claim = f"{self.prefix}reaping:{gateway}"
+            if client.set(claim, self.gateway, nx=True, ex=REAP_CLAIM):
                 self.reap(client, gateway)
+                client.zrem(self.gateways_key, gateway)
+                client.delete(claim)
 
     def reap(self, client: redis.Redis, gateway: str) -> None:
         """Clear the entries of ``gateway``, taken for dead, and say it is gone."""
-        logger.info("presence: gateway %s stopped its heartbeat: cleared", gateway)
+        logger.info("presence: gateway %s stopped: its members leave", gateway)
         set_key = self.url_set_key(gateway)
         body_of = lambda url: json.dumps({"url": url, "gone": gateway})  # noqa: E731
         for raw_url in client.sscan_iter(set_key, count=SCAN_COUNT):

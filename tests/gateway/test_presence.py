@@ -213,7 +213,7 @@ def test_a_killed_gateways_members_leave_within_four_heartbeats(
     assert names(presence_where(alice, lambda m: m["count"] == 1)) == ["alice"]
     # Within 4 heartbeats (docs/protocol.md), with room for a loaded machine.
     assert time.monotonic() - killed < 4 * HEARTBEAT + 1.5
-    assert "stopped its heartbeat" in one.output()
+    assert "stopped: its members leave" in one.output()
 
 
 def test_a_join_is_answered_like_a_subscribe_for_bad_requests(gateways, clients):
@@ -286,3 +286,25 @@ def test_presence_lost_from_redis_is_written_again(gateways, people, clients):
         "alice",
         "bob",
     ]
+
+
+def test_a_stopped_gateways_members_leave_at_once(redis_server, people):
+    """SIGTERM: the gateway clears its own members as it stops, however long
+    its heartbeat (here 30 s: expiry would take 2 minutes)."""
+    slow = {"PRESENCE_HEARTBEAT": 30, "DB_POOL_SIZE": 2}
+    with Gateway(redis_server.url, pushy_settings=slow) as one:
+        two = Gateway(redis_server.url, pushy_settings=slow).start()
+        alice = Client(one.ws_url, timeout=10, cookie=login(people[0]))
+        bob = Client(two.ws_url, timeout=10, cookie=login(people[1]))
+        try:
+            join(alice)
+            join(bob)
+            presence_where(alice, lambda m: m["count"] == 2)
+            stopped = time.monotonic()
+            assert two.stop() == 0
+            assert names(presence_where(alice, lambda m: m["count"] == 1)) == ["alice"]
+            assert time.monotonic() - stopped < 15
+        finally:
+            alice.close()
+            bob.close()
+            two.stop()
