@@ -123,6 +123,28 @@ def test_two_editors_of_one_shot_see_each_other_and_see_one_leave(admins):
     expect(other.presence()).to_have_count(0)
 
 
+def test_after_a_gateway_restart_the_editors_join_again(admins, gateway):
+    demo, other = admins
+    demo.open_shot(6)
+    other.open_shot(6)
+    expect(demo.presence()).to_contain_text("other (since")
+    gateway.stop()
+    demo.page.wait_for_function("pushy.state === 'reconnecting'")
+    other.page.wait_for_function("pushy.state === 'reconnecting'")
+    demo.frames.clear()
+    other.frames.clear()
+    gateway.start()
+
+    def sees_two(page: AdminPage) -> bool:
+        return any(f["type"] == "presence" and f["count"] == 2 for f in page.frames)
+
+    # The new gateway keeps nothing: each page joined again as it reconnected.
+    demo.wait_for(lambda: sees_two(demo), timeout=20)
+    other.wait_for(lambda: sees_two(other), timeout=20)
+    expect(demo.presence()).to_contain_text("other (since")
+    expect(other.presence()).to_contain_text("demo (since")
+
+
 def test_a_save_by_someone_else_shows_the_banner_not_to_the_one_who_saved(admins):
     demo, other = admins
     demo.open_shot(3)
