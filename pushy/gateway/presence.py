@@ -63,6 +63,12 @@ REAP_BATCH = 16
 REAP_CLAIM = 60
 # Fields deleted per HSCAN step when a dead gateway's entries are cleared.
 SCAN_COUNT = 500
+# Every change of a room goes to each of its members here: in a room of more
+# than PACE_MEMBERS members, the changes of PACE seconds go out as one list, so
+# that a busy room costs its members a few messages a second, not one per
+# change (10,000 members and 50 changes a second would be 500,000 frames).
+PACE_MEMBERS = 100
+PACE = 0.25
 # Longest name sent (characters); a longer one is cut.
 MAX_NAME = 150
 
@@ -138,6 +144,7 @@ class Room:
         self.pending: list[tuple[str, Any]] | None = []
         self.last_frame: bytes | None = None
         self.unsent: set[Any] = set()  # members not sent the list yet
+        self.emitted_at = 0.0  # when the list last went to every member
         self.emit_due = False
 
     @property
@@ -332,9 +339,17 @@ class Presence:
     # Telling members -------------------------------------------------------
 
     def _emit_soon(self, room: Room) -> None:
-        """Send the room's list once this loop turn's changes are in."""
-        if not room.emit_due:
-            room.emit_due = True
+        """Send the room's list once this loop turn's changes are in; a room
+        of more than PACE_MEMBERS members here, at most every PACE seconds."""
+        if room.emit_due:
+            return
+        room.emit_due = True
+        wait = 0.0
+        if len(room.members) > PACE_MEMBERS:
+            wait = room.emitted_at + PACE - time.monotonic()
+        if wait > 0:
+            gevent.spawn_later(wait, self._emit, room)
+        else:
             self.loop.run_callback(self._emit, room)
 
     def _emit(self, room: Room) -> None:
@@ -344,6 +359,8 @@ class Presence:
         frame = room.frame(self.limit)
         # Only who was not told yet, when nothing changed for the others.
         told = room.unsent if frame == room.last_frame else room.members
+        if told is room.members:
+            room.emitted_at = time.monotonic()
         room.last_frame = frame
         for connection in list(told):
             connection.send(frame)
