@@ -209,7 +209,7 @@ class ClientActions:
             return
         if connection.closing or url not in connection.urls:
             return
-        pid, name = self.presence.person(who)
+        pid, name = self.presence.person(who, connection, url)
         connection.send(replies.joined(url, pid))
         self.presence.join(connection, url, pid, name)
 

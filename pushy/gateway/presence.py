@@ -243,12 +243,17 @@ class Presence:
         self.writes: gevent.queue.Queue = gevent.queue.Queue()
         self._runners: list[gevent.Greenlet] = []
 
-    def person(self, who: Any) -> tuple[str, str | None]:
-        """The id and name of a visitor (an ``Identity``): a user by their pk
-        (their tabs count once), an anonymous visitor by their session (or,
-        without one, as themselves alone), never named."""
+    def person(
+        self, who: Any, connection: Any = None, url: str | None = None
+    ) -> tuple[str, str | None]:
+        """The id and name of a visitor (an ``Identity``) joining ``url``: a
+        user by their pk (their tabs count once), an anonymous visitor by their
+        session (or, without one, as themselves alone), never named."""
         principal = who.read.principal
         if principal is None:  # anonymous, no session: nothing ties tabs
+            known = self.joined.get(connection, {}).get(url)
+            if known is not None:  # joined again: the same person
+                return known, None
             self._anonymous += 1
             return person_id(f"c:{self.gateway}:{self._anonymous}"), None
         if not isinstance(principal, tuple):

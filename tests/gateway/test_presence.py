@@ -308,3 +308,11 @@ def test_a_stopped_gateways_members_leave_at_once(redis_server, people):
             alice.close()
             bob.close()
             two.stop()
+
+
+def test_joining_twice_is_one_presence_with_the_same_id(gateways, clients):
+    one, _ = gateways
+    anonymous = clients(one)
+    you, first = join(anonymous)
+    again, second = join(anonymous)
+    assert again == you and second["count"] == first["count"] == 1
