@@ -7,7 +7,11 @@ import pytest
 
 from bench.scenarios.presence import measure
 
-pytestmark = [pytest.mark.timeout(120), pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(120),
+    pytest.mark.django_db(transaction=True),
+]
 
 
 def test_the_presence_bench_runs_small(redis_server):
