@@ -235,6 +235,7 @@ class Presence:
         # connection -> {url: person id}: where each connection is present.
         self.joined: dict[Any, dict[str, str]] = {}
         self.dirty = False  # a write failed: write everything again
+        self.members = 0  # (connection, URL) presences here, for /stats
         self.name_of = name_hook()
         self._anonymous = 0  # numbers anonymous visitors without a session
         self._log = Throttled(logger)
@@ -301,6 +302,7 @@ class Presence:
 
     def _enter(self, connection: Any, url: str, pid: str, name: str | None) -> Room:
         self.joined.setdefault(connection, {})[url] = pid
+        self.members += 1
         room = self.rooms.get(url)
         new_room = room is None
         if new_room:
@@ -323,6 +325,7 @@ class Presence:
         if urls is None or url not in urls:
             return
         pid = urls.pop(url)
+        self.members -= 1
         if not urls:
             del self.joined[connection]
         room = self.rooms[url]

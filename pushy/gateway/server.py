@@ -209,6 +209,7 @@ class Gateway:
             pauses=self.pauses,
             versions=self.versions,
             shutting_down=lambda: self.shutting_down,
+            presence=self.presence,
         )
 
     # Lifecycle -----------------------------------------------------------

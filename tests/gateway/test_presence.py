@@ -138,8 +138,14 @@ def test_a_closed_connection_leaves(gateways, people, clients):
     bob = clients(two, people[1])
     join(bob)
     presence_where(alice, lambda m: m["count"] == 2)
+    stats = two.get_json("/stats")
+    assert (stats["presence_urls"], stats["presence_members"]) == (1, 1)
     bob.close()
     assert names(presence_where(alice, lambda m: m["count"] == 1)) == ["alice"]
+    # Bob's gateway sent his leave: it holds no presence any more.
+    stats = two.get_json("/stats")
+    assert (stats["presence_urls"], stats["presence_members"]) == (0, 0)
+    assert "pushy_gateway_presence_members 1" in one.get("/metrics")[1]
 
 
 def test_tabs_of_one_user_count_once_across_gateways(gateways, people, clients):
