@@ -23,10 +23,16 @@ the same MULTI as its own first join) and sends the new list to its members.
 A gateway refreshes its own score every heartbeat (``PRESENCE_HEARTBEAT``),
 one ZADD whatever its members. One that stops (killed, cut off) is found
 expired by the next heartbeat of another, at most 3 heartbeats after its
-last: that one removes it from the set (the ZREM decides who does it), deletes
-its fields and publishes that it is gone: its members leave everywhere within
-4 heartbeats. A gateway that finds itself missing from the set (it was taken
-for dead, or Redis lost its data) writes its members again.
+last: one gateway claims it (a key with an expiry, so that another takes over
+if that one dies too), deletes its fields, publishes that it is gone and takes
+it out of the set: its members leave everywhere within 4 heartbeats. A gateway
+stopped by a signal does the same for itself at once. A gateway that finds
+itself missing from the set (it was taken for dead, or Redis lost its data)
+writes its members again and reads its rooms afresh.
+
+A room's list goes to its members here at most once per loop turn, and for a
+room of more than ``PACE_MEMBERS`` members at most every ``PACE`` seconds
+(bench/results/PRESENCE.md).
 """
 
 from __future__ import annotations
