@@ -322,3 +322,20 @@ def test_joining_twice_is_one_presence_with_the_same_id(gateways, clients):
     you, first = join(anonymous)
     again, second = join(anonymous)
     assert again == you and second["count"] == first["count"] == 1
+
+
+@pytest.mark.parametrize(
+    "hook, shown",
+    [("tests.testapp.presence_names.shouted", "ALICE"),
+     ("tests.testapp.presence_names.broken", "alice")],  # falls back, logged
+)  # fmt: skip
+def test_presence_name_names_people(redis_server, django_db_setup, hook, shown):
+    alice_user = User.objects.create_user("alice", password="x", first_name="Alice")
+    with Gateway(redis_server.url, pushy_settings={"PRESENCE_NAME": hook}) as gw:
+        alice = Client(gw.ws_url, timeout=10, cookie=login(alice_user))
+        try:
+            assert names(join(alice)[1]) == [shown]
+        finally:
+            alice.close()
+        if shown == "alice":
+            gw.wait_for_log("PRESENCE_NAME failed")
