@@ -48,6 +48,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gevent
+import gevent.pool
 import gevent.queue
 import redis
 from django.conf import settings
@@ -56,6 +57,7 @@ from django.utils.module_loading import import_string
 from pushy import conf
 from pushy.channels import presence_channel, presence_key_prefix
 from pushy.gateway import replies
+from pushy.gateway.questions import Dropped, Refused
 from pushy.gateway.side_redis import side_client
 from pushy.logs import Throttled
 
@@ -576,3 +578,66 @@ class Presence:
                 room.set_entry(self.gateway, pid, entry)
             for i, (pid, entry) in enumerate(entries):
                 self.writes.put((self._write_join, (room, pid, entry, i == 0)))
+
+
+class Recheck:
+    """Members whose user may no longer GET their URL leave it.
+
+    A subscription is authorized again when an update reaches it (gate.py);
+    a URL joined for presence may never get one (an admin change form), and
+    its members would go on hearing who is there after a logout or a removed
+    permission. So every ``interval`` (AUTHORIZATION_TTL) each member is
+    asked again: from the authorizer's cache, or, once its answer expired, in
+    the pool in the connection's own turn. A "no" ends the subscription as a
+    revocation does (``revoke``: the gate's), and the presence with it.
+    """
+
+    def __init__(
+        self,
+        presence: Presence,
+        authorizer: Any,
+        revoke: Callable[[Any, str], object],
+        interval: float,
+        concurrency: int,
+    ) -> None:
+        self.presence = presence
+        self.authorizer = authorizer
+        self.revoke = revoke
+        self.interval = interval
+        self.concurrency = concurrency
+
+    def run(self) -> None:
+        while True:
+            gevent.sleep(self.interval)
+            try:
+                self.once()
+            except Exception:
+                logger.exception("presence: a recheck of members failed")
+
+    def once(self) -> None:
+        """Ask about every member now; those not cached in a few greenlets."""
+        asking = gevent.pool.Pool(self.concurrency)
+        for connection, urls in list(self.presence.joined.items()):
+            for url in list(urls):
+                try:
+                    allowed = self.authorizer.allows_now(connection.visitor, url)
+                except Exception:
+                    allowed = None
+                if allowed is None:
+                    asking.spawn(self._ask, connection, url)
+                elif not allowed:
+                    self.revoke(connection, url)
+        asking.join()
+
+    def _ask(self, connection: Any, url: str) -> None:
+        if connection.closing:
+            return
+        try:
+            allowed = self.authorizer.allows(connection.visitor, url, asker=connection)
+        except (Refused, Dropped):
+            return  # busy, or gone: asked again next time
+        except Exception:
+            logger.warning("presence: could not ask about %s", url, exc_info=True)
+            return
+        if not allowed and self.presence.is_present(connection, url):
+            self.revoke(connection, url)

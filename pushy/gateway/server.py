@@ -40,7 +40,7 @@ from pushy.gateway.listener import Hooks, Listener
 from pushy.gateway.memory import Trimmer
 from pushy.gateway.pauses import PauseMonitor
 from pushy.gateway.permissions import Authorizer, origin_allowed
-from pushy.gateway.presence import Presence
+from pushy.gateway.presence import Presence, Recheck
 from pushy.gateway.shared import Limits, Shared
 from pushy.gateway.stats import Stats, seconds_since
 from pushy.gateway.versions import VersionBook
@@ -226,6 +226,15 @@ class Gateway:
             gevent.spawn(self._trim_memory),
             gevent.spawn(self._probe_versions),
         ]
+        if self.hub.gate is not None:  # authorization on: members asked again
+            recheck = Recheck(
+                self.presence,
+                self.authorizer,
+                self.hub.gate.revoke,
+                conf.get("AUTHORIZATION_TTL"),
+                conf.get("DB_POOL_SIZE"),
+            )
+            helpers.append(gevent.spawn(recheck.run))
         self.listener.first_attempt.wait(STARTUP_REDIS_WAIT)
         memory.freeze_startup_objects()
         helpers.append(self.pauses.start())  # after the start-up's own collection

@@ -339,3 +339,32 @@ def test_presence_name_names_people(redis_server, django_db_setup, hook, shown):
             alice.close()
         if shown == "alice":
             gw.wait_for_log("PRESENCE_NAME failed")
+
+
+def test_a_member_whose_url_gets_no_updates_is_asked_again(redis_server, people):
+    """A logout ends the presence of a URL nothing is published on (an admin
+    change form): members are asked again every AUTHORIZATION_TTL."""
+    alice_user, bob_user = people
+    short = {"AUTHORIZATION_TTL": 1, "PRESENCE_HEARTBEAT": HEARTBEAT}
+    with Gateway(redis_server.url, pushy_settings=short) as gw:
+        browser, cookie = logged_in(alice_user)
+        alice = Client(gw.ws_url, timeout=10, cookie=cookie)
+        bob = Client(gw.ws_url, timeout=10, cookie=login(bob_user))
+        try:
+            join(alice, "/fn/members/")  # @login_required; never published on
+            join(bob, "/fn/members/")
+            presence_where(alice, lambda m: m["count"] == 2)
+            browser.logout()
+            revoked = alice.recv_until(lambda m: m["type"] == "error", timeout=10)
+            assert revoked == {
+                "type": "error",
+                "code": "forbidden",
+                "message": "no longer allowed",
+                "url": "/fn/members/",
+            }
+            assert names(presence_where(bob, lambda m: m["count"] == 1)) == ["bob"]
+            # Bob, still allowed, stays: no error comes to him.
+            assert_nothing_before_pong(bob)
+        finally:
+            alice.close()
+            bob.close()
