@@ -45,3 +45,16 @@ def explain_channel() -> str:
 def explain_reply_prefix() -> str:
     """The Redis list keys gateways answer explain requests in (keys, not channels)."""
     return conf.get("CHANNEL_PREFIX") + EXPLAIN_SUFFIX + ":reply:"
+
+
+PRESENCE_SUFFIX = ":presence"
+
+
+def presence_channel() -> str:
+    """Where gateways tell each other that someone joined or left a URL."""
+    return conf.get("CHANNEL_PREFIX") + PRESENCE_SUFFIX
+
+
+def presence_key_prefix() -> str:
+    """The Redis keys presence lives in (pushy/gateway/presence.py)."""
+    return conf.get("CHANNEL_PREFIX") + PRESENCE_SUFFIX + ":"

@@ -204,23 +204,30 @@ def _channel_prefix(value: Any) -> Iterator[Error]:
         )
 
 
-def _authorize(value: Any) -> Iterator[Error]:
+# What each dotted-path key must name (the hint of its E009).
+_DOTTED_PATH_HINTS = {
+    "AUTHORIZE": "Give the dotted path of a function f(user, url) -> bool.",
+    "PRESENCE_NAME": "Give the dotted path of a function f(user) -> str.",
+}
+
+
+def _dotted_path(name: str, value: Any, raw: dict) -> Iterator[Error]:
     if value is None:
         return
     if not isinstance(value, str):
-        yield _error(9, "PUSHY_SETTINGS['AUTHORIZE'] must be a dotted path string.")
+        yield _error(9, f"PUSHY_SETTINGS[{name!r}] must be a dotted path string.")
         return
     try:
         func = import_string(value)
     except ImportError as e:
         yield _error(
             9,
-            f"PUSHY_SETTINGS['AUTHORIZE'] is {value!r}, which does not import: {e}",
-            hint="Give the dotted path of a function f(user, url) -> bool.",
+            f"PUSHY_SETTINGS[{name!r}] is {value!r}, which does not import: {e}",
+            hint=_DOTTED_PATH_HINTS.get(name),
         )
         return
     if not callable(func):
-        yield _error(9, f"PUSHY_SETTINGS['AUTHORIZE'] {value!r} is not callable.")
+        yield _error(9, f"PUSHY_SETTINGS[{name!r}] {value!r} is not callable.")
 
 
 def _bool(name: str, value: Any, raw: dict) -> Iterator[Error]:
@@ -396,7 +403,7 @@ _CHECKS: dict[str, SettingCheck] = {
     settings_table.HTTP_URL: _of_value(_socket_server),
     settings_table.REDIS_URL: _of_value(_redis_url),
     settings_table.CHANNEL_PREFIX: _of_value(_channel_prefix),
-    settings_table.DOTTED_PATH: _of_value(_authorize),
+    settings_table.DOTTED_PATH: _dotted_path,
     settings_table.HOST_PATTERNS: _of_value(_allowed_origins),
     settings_table.PROXIES: _of_value(_trusted_proxies),
     settings_table.VISIBILITY: lambda name, value, raw: _visibility_fields(

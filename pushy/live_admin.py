@@ -3,10 +3,15 @@
 For every model in ``MODELS``, the admin's change form loads pushy.js and
 ``pushy/js/admin.js``, which subscribe to the object's ``get_api_url()`` and show
 a banner ("changed by someone else at 14:02: reload before saving") when the
-object is saved or deleted by anyone but this page. Nothing changes in the
-site's ModelAdmins: ``install()`` wraps ``ModelAdmin.render_change_form`` once,
-adding the two scripts to the form's ``media``, which every change form template
-renders. A ModelAdmin opts out with ``pushy_live_admin = False``.
+object is saved or deleted by anyone but this page. The page also joins its
+own change form's URL (presence, docs/protocol.md): who else has this form
+open is shown above it ("bob (since 14:02) is also editing this shot."); the
+gateway lets only those who may GET that admin page join or hear it.
+
+Nothing changes in the site's ModelAdmins: ``install()`` wraps
+``ModelAdmin.render_change_form`` once, adding the two scripts to the form's
+``media``, which every change form template renders. A ModelAdmin opts out
+with ``pushy_live_admin = False``.
 """
 
 from __future__ import annotations
@@ -65,8 +70,9 @@ def is_live(model_admin: Any, obj: models.Model | None) -> bool:
     return model_label(obj) in conf.model_labels()
 
 
-def live_media(obj: models.Model) -> forms.Media:
-    """The scripts that make ``obj``'s change form live (empty if it has no URL)."""
+def live_media(obj: models.Model, form_url: str | None = None) -> forms.Media:
+    """The scripts that make ``obj``'s change form live (empty if it has no URL);
+    with ``form_url`` (the change form's path), the page joins it for presence."""
     try:
         url = build_update(obj, "update").url
     except InvalidUpdate as e:
@@ -89,6 +95,8 @@ def live_media(obj: models.Model) -> forms.Media:
         "data_pushy_admin_name": str(obj._meta.verbose_name),
     }
     attributes["data_pushy_admin_version"] = str(current_version())
+    if form_url:
+        attributes["data_pushy_admin_presence"] = form_url
     banner = _Script(static("pushy/js/admin.js"), **attributes)
     return forms.Media(js=[client, banner])
 
@@ -106,7 +114,8 @@ def install() -> None:
         self, request, context, add=False, change=False, form_url="", obj=None
     ):
         if change and is_live(self, obj):
-            context["media"] = context.get("media", forms.Media()) + live_media(obj)
+            media = live_media(obj, request.path)
+            context["media"] = context.get("media", forms.Media()) + media
         return original(self, request, context, add, change, form_url, obj)
 
     setattr(render_change_form, _MARK, True)

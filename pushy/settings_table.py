@@ -244,6 +244,26 @@ SETTINGS: tuple[Setting, ...] = (
         '{"app_label.model_name": ["field", ...]}: the fields whose values decide '
         "who may see that model's objects.",
     ),
+    Setting(
+        "PRESENCE_NAME",
+        None,
+        DOTTED_PATH,
+        "Dotted path to f(user) -> str, how a present user is named. None: the "
+        "username.",
+    ),
+    Setting(
+        "PRESENCE_LIMIT",
+        20,
+        POSITIVE_INT,
+        "People a presence message names at most (its count says how many are there).",
+    ),
+    Setting(
+        "PRESENCE_HEARTBEAT",
+        5,
+        POSITIVE_NUMBER,
+        "Seconds between a gateway's presence heartbeats; a stopped gateway's "
+        "members leave within 4 of them.",
+    ),
 )
 
 BY_NAME: Mapping[str, Setting] = MappingProxyType(

@@ -210,3 +210,16 @@ def test_a_model_with_get_absolute_url_alone_needs_nothing_more():
     pushy = {**settings.PUSHY_SETTINGS, "MODELS": models}
     with override_settings(PUSHY_SETTINGS=pushy):
         assert not [e for e in run_checks() if e.id == "pushy.E005"]
+
+
+@pytest.mark.parametrize(
+    "value", ["no.such.module.f", "tests.testapp.auth.NOT_CALLABLE", 5]
+)
+def test_presence_name_must_import_and_be_callable(value):
+    (error,) = pushy_errors(PRESENCE_NAME=value)
+    assert error.id == "pushy.E009"
+    assert "PRESENCE_NAME" in error.msg
+
+
+def test_presence_name_may_name_a_function():
+    assert pushy_errors(PRESENCE_NAME="pushy.gateway.presence.default_name") == []

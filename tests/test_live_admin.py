@@ -74,3 +74,13 @@ def test_without_redis_the_form_still_opens_with_a_version_that_resyncs(settings
     html = str(live_admin.live_media(Shot(pk=3, title="x")))
     assert "data-pushy-admin-url" in html
     assert 'data-pushy-admin-version="0"' in html
+
+
+def test_the_banner_script_names_the_form_to_join_for_presence():
+    form = "/admin/testapp/shot/3/change/"
+    html = str(live_admin.live_media(Shot(pk=3, title="x"), form))
+    assert f'data-pushy-admin-presence="{form}"' in html
+    # Without the form's path (called on its own), no presence.
+    assert "data-pushy-admin-presence" not in str(
+        live_admin.live_media(Shot(pk=3, title="x"))
+    )

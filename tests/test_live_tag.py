@@ -249,3 +249,27 @@ def test_included_templates_share_the_one_client(no_version, settings):
 def test_a_csp_nonce_reaches_the_script_the_block_adds(no_version):
     html = render("{% pushy_live url %}{% endpushy_live %}", url="/a/", csp_nonce="n1")
     assert scripts(html)[0]["nonce"] == "n1"
+
+
+def test_pushy_presence_renders_an_element_that_joins_its_target(no_version):
+    html = render(
+        '{% pushy_presence shot class="viewers" %}{% pushy_presence path tag="b" %}',
+        shot=Shot(pk=3, title="x"),
+        path="/shots/3/",
+    )
+    parser = Elements()
+    parser.feed(html)
+    found = [(tag, attrs) for tag, attrs in parser.found if tag != "script"]
+    assert found == [
+        ("span", {"data-pushy-presence": "/api/shot/3/", "class": "viewers"}),
+        ("b", {"data-pushy-presence": "/shots/3/"}),
+    ]
+    # The client comes once, with the first of a page's tags.
+    assert len(scripts(html)) == 1
+
+
+def test_pushy_presence_refuses_what_names_no_url():
+    with pytest.raises(TemplateSyntaxError):
+        render("{% pushy_presence missing %}")
+    with pytest.raises(TemplateSyntaxError):
+        render('{% pushy_presence "/x/" tag="br" %}')

@@ -1,7 +1,7 @@
 """The client's actions (protocol v1) and what the gateway does about each.
 
 One ``ClientActions`` per gateway turns a client's JSON text messages
-(subscribe, unsubscribe, ping; see docs/protocol.md) into calls on the hub,
+(subscribe, unsubscribe, join, leave, ping; see docs/protocol.md) into calls on the hub,
 the authorizer and the versions, and answers with the messages built in
 ``replies``. Each action has one handler, found in a table by its name. It
 never touches a socket: answers go through ``Connection.send()``.
@@ -30,6 +30,7 @@ from pushy.versions import valid_version
 if TYPE_CHECKING:
     from pushy.gateway.hub import Hub
     from pushy.gateway.permissions import Authorizer
+    from pushy.gateway.presence import Presence
     from pushy.gateway.shared import Shared
     from pushy.gateway.versions import VersionBook
 
@@ -47,10 +48,16 @@ class ClientActions:
     """The client's JSON requests and the gateway's answers."""
 
     def __init__(
-        self, shared: Shared, hub: Hub, versions: VersionBook, authorizer: Authorizer
+        self,
+        shared: Shared,
+        hub: Hub,
+        versions: VersionBook,
+        authorizer: Authorizer,
+        presence: Presence | None = None,
     ) -> None:
         self.limits, self.stats = shared.limits, shared.stats
         self.hub, self.versions, self.authorizer = hub, versions, authorizer
+        self.presence = presence
         # One line per refused subscription, but no faster than one a second.
         self._refusals = Throttled(logger, interval=1.0)
 
@@ -78,21 +85,41 @@ class ClientActions:
         self.hub.unsubscribe(connection, url)
         connection.send(replies.unsubscribed(url))
 
-    def subscribe_request(self, connection: Connection, request: dict) -> None:
+    def subscribe_request(
+        self, connection: Connection, request: dict, join: bool = False
+    ) -> None:
         """A subscribe, with the version its client last saw when it sent one."""
         url = request.get("url")
         if not _valid_url(url):
             self.error(connection, "invalid", "url must be a URL string", url)
             return
         if "version" not in request:  # protocol v1
-            self.subscribe(connection, url)
+            self.subscribe(connection, url, join=join)
             return
         seen = request["version"]
         if seen is not None and not valid_version(seen):
             message = "version must be a non-negative integer or null"
             self.error(connection, "invalid", message, url)
             return
-        self.subscribe(connection, url, versioned=True, seen=seen)
+        self.subscribe(connection, url, versioned=True, seen=seen, join=join)
+
+    def join_request(self, connection: Connection, request: dict) -> None:
+        """A join: a subscribe (the same checks and authorization) that also
+        makes the connection present on the URL (presence.py)."""
+        if self.presence is None:
+            self.error(connection, "invalid", "presence is not served here")
+            return
+        self.subscribe_request(connection, request, join=True)
+
+    def leave_request(self, connection: Connection, request: dict) -> None:
+        """No longer present on the URL; the subscription stays."""
+        url = request.get("url")
+        if not _valid_url(url):
+            self.error(connection, "invalid", "url must be a URL string", url)
+            return
+        if self.presence is not None:
+            self.presence.leave(connection, url)
+        connection.send(replies.left(url))
 
     def subscribe(
         self,
@@ -100,6 +127,7 @@ class ClientActions:
         url: str,
         versioned: bool = False,
         seen: int | None = None,
+        join: bool = False,
     ) -> None:
         if url not in connection.urls:
             limits = self.limits
@@ -112,16 +140,21 @@ class ClientActions:
             allowed = self._allowed_now(connection, url)
             if allowed is None:  # not in the cache: ask, off the event loop
                 ask = self._ask_and_subscribe
-                connection.wait_for(ask, connection, url, versioned, seen)
+                connection.wait_for(ask, connection, url, versioned, seen, join)
                 return
             if not allowed:
                 connection.wait_for(self.forbidden, connection, url)
                 return
             self.hub.subscribe(connection, url)
-        self._answer(connection, url, versioned, seen)
+        self._answer(connection, url, versioned, seen, join)
 
     def _ask_and_subscribe(
-        self, connection: Connection, url: str, versioned: bool, seen: int | None
+        self,
+        connection: Connection,
+        url: str,
+        versioned: bool,
+        seen: int | None,
+        join: bool = False,
     ) -> None:
         """A subscribe whose decision was not cached (in a greenlet)."""
         try:
@@ -135,22 +168,50 @@ class ClientActions:
             self.forbidden(connection, url)
             return
         self.hub.subscribe(connection, url)
-        self._answer(connection, url, versioned, seen)
+        self._answer(connection, url, versioned, seen, join)
 
     def _answer(
-        self, connection: Connection, url: str, versioned: bool, seen: int | None
+        self,
+        connection: Connection,
+        url: str,
+        versioned: bool,
+        seen: int | None,
+        join: bool = False,
     ) -> None:
-        """Confirm a subscription (registered first: no update can fall between)."""
+        """Confirm a subscription (registered first: no update can fall between);
+        for a join, then make the connection present."""
         if versioned:
-            connection.wait_for(self._answer_versioned, connection, url, seen)
+            connection.wait_for(self._answer_versioned, connection, url, seen, join)
             return
         connection.send(replies.subscribed(url))
+        if join:
+            connection.wait_for(self._join, connection, url)
 
     def _answer_versioned(
-        self, connection: Connection, url: str, seen: int | None
+        self, connection: Connection, url: str, seen: int | None, join: bool = False
     ) -> None:
         for frame in self.versions.subscribed(connection, url, seen):
             connection.send(frame)
+        if join:
+            self._join(connection, url)
+
+    def _join(self, connection: Connection, url: str) -> None:
+        """Present ``connection`` on ``url`` as its person (in a greenlet: the
+        session may have to be read; it is cached after the authorization)."""
+        if connection.closing or url not in connection.urls:
+            return  # closed, unsubscribed or revoked meanwhile
+        try:
+            who = self.authorizer.who(connection.visitor, connection)
+        except Refused as refused:
+            self.error(connection, refused.code, refused.message, url)
+            return
+        except Dropped:
+            return
+        if connection.closing or url not in connection.urls:
+            return
+        pid, name = self.presence.person(who, connection, url)
+        connection.send(replies.joined(url, pid))
+        self.presence.join(connection, url, pid, name)
 
     def forbidden(self, connection: Connection, url: str) -> None:
         """Refuse ``url``, saying what the site answered and as whom."""
@@ -221,6 +282,8 @@ HANDLERS: dict[str, Handler] = {
     "subscribe": ClientActions.subscribe_request,
     "unsubscribe": ClientActions.unsubscribe_request,
     "ping": ClientActions.ping,
+    "join": ClientActions.join_request,
+    "leave": ClientActions.leave_request,
 }
 
 

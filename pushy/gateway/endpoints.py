@@ -30,6 +30,7 @@ class Endpoints:
         pauses: Any,
         versions: Any,
         shutting_down: Callable[[], bool],
+        presence: Any = None,
     ) -> None:
         self.stats = stats
         self.hub = hub
@@ -40,6 +41,7 @@ class Endpoints:
         self.pauses = pauses
         self.versions = versions
         self.shutting_down = shutting_down
+        self.presence = presence
         self.refused: dict[str, int] = {}
 
     def snapshot(self) -> dict:
@@ -53,6 +55,9 @@ class Endpoints:
         snapshot["questions_waiting"] = questions.waiting
         snapshot["questions_running"] = questions.running - len(questions.overrunning)
         snapshot["questions_overrunning"] = len(questions.overrunning)
+        if self.presence is not None:
+            snapshot["presence_urls"] = len(self.presence.rooms)
+            snapshot["presence_members"] = self.presence.members
         snapshot.update(self.pauses.snapshot())
         snapshot["site_updates_refused"] = self.refused
         return snapshot

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from pushy.gateway import replies
@@ -63,6 +63,9 @@ class Hub:
         self.subscriptions = 0
         # Filters the fan-out by authorization (gate.py); None: everyone sees all.
         self.gate: Filter | None = None
+        # Told of every subscription that ends (presence.py: a member present
+        # on a URL leaves it with its subscription, revoked ones included).
+        self.on_unsubscribe: Callable[[Subscriber, str], object] | None = None
 
     def use_gate(self, gate: Filter) -> None:
         """Send every update through ``gate`` from now on (before any subscribe)."""
@@ -110,6 +113,8 @@ class Hub:
         self.subscriptions -= 1
         if self.gate is not None:
             self.gate.forget(url)
+        if self.on_unsubscribe is not None:
+            self.on_unsubscribe(connection, url)
 
     def _unfilter(self, url: str) -> None:
         base = without_query(url)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import gevent
@@ -151,7 +151,8 @@ class Listener:
 
     ``controls`` maps a control channel to its handler(body); such a message is
     logged ("<name> requested on <channel>", the name being the channel's last
-    ``:`` part) and handed over instead of being decoded.
+    ``:`` part) and handed over instead of being decoded; those of the
+    channels in ``quiet`` are handed over without a log line.
     """
 
     def __init__(
@@ -162,12 +163,15 @@ class Listener:
         controls: Mapping[str, Callable[[bytes], object]] | None = None,
         health_interval: float = 5.0,
         max_update_bytes: int = 1024 * 1024,
+        quiet: Collection[str] = (),
     ) -> None:
         self.url = url
         self.pattern = pattern
         self.hooks = hooks
         # redis-py hands channels over as bytes.
         self.controls = {c.encode(): h for c, h in (controls or {}).items()}
+        # Control channels whose messages are routine (presence): not logged.
+        self.quiet = {c.encode() for c in quiet}
         self.health_interval = health_interval
         self.max_update_bytes = max_update_bytes
         self.live = False
@@ -330,7 +334,8 @@ class Listener:
     def _control(self, channel: bytes, body: bytes) -> None:
         """Hand a control message to its handler; a failure ends only that one."""
         name = channel.decode("utf-8", "replace")
-        logger.info("%s requested on %s", name.rpartition(":")[2], name)
+        if channel not in self.quiet:
+            logger.info("%s requested on %s", name.rpartition(":")[2], name)
         try:
             self.controls[channel](body)
         except Exception:

@@ -29,6 +29,30 @@ def unsubscribed(url: str) -> bytes:
     return message_frame({"type": "unsubscribed", "url": url})
 
 
+def joined(url: str, you: str) -> bytes:
+    """``{"type": "joined", "url": U, "you": ID}``: present, as the person ID."""
+    return message_frame({"type": "joined", "url": url, "you": you})
+
+
+def left(url: str) -> bytes:
+    return message_frame({"type": "left", "url": url})
+
+
+def presence(url: str, people: list[dict], count: int, anonymous: int) -> bytes:
+    """``{"type": "presence", "url": U, "people": [...], "count": N, "anonymous": A}``:
+    the first people present (``{"id", "name", "since"}``, earliest first), how
+    many are there in all, and how many of them are not named."""
+    return message_frame(
+        {
+            "type": "presence",
+            "url": url,
+            "people": people,
+            "count": count,
+            "anonymous": anonymous,
+        }
+    )
+
+
 def error(code: str, message: str, url: str | None = None) -> bytes:
     """``{"type": "error", "code": ..., "message": ...}``, with ``"url"`` if any."""
     body: dict[str, str] = {"type": "error", "code": code, "message": message}

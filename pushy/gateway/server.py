@@ -19,7 +19,7 @@ import gevent
 import gevent.event
 
 from pushy import conf
-from pushy.channels import explain_channel, resync_channel
+from pushy.channels import explain_channel, presence_channel, resync_channel
 from pushy.gateway import frames, memory, replies, sockets
 from pushy.gateway.acceptor import Acceptor, answer_and_close
 from pushy.gateway.actions import ClientActions
@@ -40,6 +40,7 @@ from pushy.gateway.listener import Hooks, Listener
 from pushy.gateway.memory import Trimmer
 from pushy.gateway.pauses import PauseMonitor
 from pushy.gateway.permissions import Authorizer, origin_allowed
+from pushy.gateway.presence import Presence, Recheck
 from pushy.gateway.shared import Limits, Shared
 from pushy.gateway.stats import Stats
 from pushy.gateway.versions import VersionBook
@@ -145,6 +146,14 @@ class Gateway:
         self.origins = conf.allowed_origins()
         self.websocket_paths = {"/ws", urlsplit(conf.websocket_url()).path}
         self.explainer = Explainer(self.hub, conf.get("REDIS_URL"))
+        self.presence = Presence(
+            conf.get("REDIS_URL"),
+            conf.get("PRESENCE_LIMIT"),
+            conf.get("PRESENCE_HEARTBEAT"),
+            self.loop,
+        )
+        # A subscription that ends (unsubscribe, revocation, close) leaves presence.
+        self.hub.on_unsubscribe = self.presence.leave
         self.versions = VersionBook(
             conf.get("REDIS_URL"), conf.get("VERSION_TTL"), on_epoch=self.resync_clients
         )
@@ -164,7 +173,9 @@ class Gateway:
             controls={
                 resync_channel(): lambda body: self.resync_requested(),
                 explain_channel(): self.explainer.request,
+                presence_channel(): self.presence.notice,
             },
+            quiet=(presence_channel(),),
             health_interval=conf.get("REDIS_HEALTH_INTERVAL"),
             # The stamp and the version are added after the publisher's size check.
             max_update_bytes=conf.get("MAX_UPDATE_BYTES")
@@ -172,7 +183,7 @@ class Gateway:
             + VERSION_ROOM,
         )
         self.actions = ClientActions(
-            self.shared, self.hub, self.versions, self.authorizer
+            self.shared, self.hub, self.versions, self.authorizer, self.presence
         )
         self.acceptor = Acceptor(
             listen_socket, self.shared, self.admission, self.on_request
@@ -198,6 +209,7 @@ class Gateway:
             pauses=self.pauses,
             versions=self.versions,
             shutting_down=lambda: self.shutting_down,
+            presence=self.presence,
         )
 
     # Lifecycle -----------------------------------------------------------
@@ -207,12 +219,22 @@ class Gateway:
         for signum in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(signum, self._on_signal, signum)
         self.listener.start()
+        self.presence.start()
         self.acceptor.start()
         helpers = [
             gevent.spawn(self.heartbeat.run),
             gevent.spawn(self._trim_memory),
             gevent.spawn(self._probe_versions),
         ]
+        if self.hub.gate is not None:  # authorization on: members asked again
+            recheck = Recheck(
+                self.presence,
+                self.authorizer,
+                self.hub.gate.revoke,
+                conf.get("AUTHORIZATION_TTL"),
+                conf.get("DB_POOL_SIZE"),
+            )
+            helpers.append(gevent.spawn(recheck.run))
         self.listener.first_attempt.wait(STARTUP_REDIS_WAIT)
         memory.freeze_startup_objects()
         helpers.append(self.pauses.start())  # after the start-up's own collection
@@ -259,6 +281,7 @@ class Gateway:
         while self.hub.connections and time.monotonic() < deadline:
             gevent.sleep(0.05)
         self.listener.stop()
+        self.presence.stop()
         self.authorizer.close()
         logger.info("pushy gateway stopped")
         self.stopped.set()
@@ -365,6 +388,7 @@ class Gateway:
     def resync(self) -> None:
         """Redis is back after an outage: tell clients what they may have missed."""
         self.stats.redis_reconnects += 1
+        self.presence.dirty = True  # notices were missed: read the rooms again
         self.resync_clients()
 
     def resync_clients(self) -> None:

@@ -141,6 +141,8 @@ def prometheus_text(snapshot: dict[str, Any]) -> str:
         "uptime": "Seconds since the gateway started",
         "max_connections": "MAX_CONNECTIONS of this process",
         "head_bytes_reading": "Bytes held by request heads still being read",
+        "presence_urls": "URLs some connection here is present on",
+        "presence_members": "(connection, URL) presences here",
         "loop_lag_max_seconds": "Longest the event loop was late in the last minute",
         "gc_pause_max_seconds": "Longest garbage collection in the last minute",
         "questions_waiting": "Authorization questions waiting for a pool thread",

@@ -10,6 +10,9 @@ inline scripts ('unsafe-inline') still works. When the template context has a
 that pushy.js keeps live by itself (``data-pushy-url`` and
 ``data-pushy-refresh``, docs/client.md); the first of a page loads the client,
 unless ``{% pushy_scripts %}`` came before.
+
+``{% pushy_presence target %}`` renders an element that pushy.js keeps filled
+with who else is looking at ``target`` (``data-pushy-presence``, docs/client.md).
 """
 
 from __future__ import annotations
@@ -148,6 +151,26 @@ class LiveNode(template.Node):
         body = self.nodelist.render(context)
         element = format_html("<{}{}>{}</{}>", tag, _attributes(attributes), body, tag)
         return _client_once(context) + element
+
+
+@register.simple_tag(takes_context=True)
+def pushy_presence(context: template.Context, target: Any, **options: Any) -> str:
+    """``{% pushy_presence target [tag=] [attr=value ...] %}``: an empty element
+    (``tag``, default ``span``) that joins ``target`` for presence while it is
+    in the page and shows the others there (docs/client.md, "Presence").
+
+    ``target`` is a model instance or a URL string (``request.path``: who else
+    views this page), which the visitor must be allowed to subscribe to. Other
+    keywords are attributes, as for ``pushy_live``.
+    """
+    tag = _tag_name(options.pop("tag", "span"))
+    url, _ = _url_and_id(target)
+    attributes = {"data-pushy-presence": url}
+    for name, value in options.items():
+        attributes[name.replace("_", "-")] = value
+    element = format_html("<{}{}></{}>", tag, _attributes(attributes), tag)
+    # Both parts are HTML already (a simple tag's str would be escaped).
+    return mark_safe(_client_once(context) + element)
 
 
 def _attributes(attributes: dict[str, Any]) -> str:

@@ -81,6 +81,9 @@ class AdminPage:
     def banner(self):
         return self.page.locator("#pushy-admin-banner")
 
+    def presence(self):
+        return self.page.locator("#pushy-admin-presence")
+
     def close(self) -> None:
         self.context.close()
         assert self.errors == []
@@ -93,6 +96,53 @@ def admins(browser, site, gateway):
     yield demo, other
     demo.close()
     other.close()
+
+
+def test_two_editors_of_one_shot_see_each_other_and_see_one_leave(admins):
+    demo, other = admins
+    demo.open_shot(5)
+    expect(demo.presence()).to_have_count(0)  # alone
+    other.open_shot(5)
+    # The clock on each line is the other's join time, as this browser shows it.
+    expect(demo.presence()).to_contain_text("other (since", timeout=10_000)
+    expect(demo.presence()).to_contain_text("is also editing this shot.")
+    expect(other.presence()).to_contain_text("demo (since")
+    expect(other.presence()).to_have_attribute("data-count", "1")
+    # The banner of saves is another element, still absent.
+    expect(demo.banner()).to_have_count(0)
+    # A second tab of the same user is the same person: still one other.
+    second = other.context.new_page()
+    second.goto(f"{other.site.url}admin/photosession/shot/5/change/")
+    # Its list comes in the same turn as demo's would, had it counted twice.
+    expect(second.locator("#pushy-admin-presence")).to_contain_text("demo (since")
+    expect(demo.presence()).to_have_attribute("data-count", "1")
+    second.close()
+    # The other editor goes elsewhere: demo is alone again.
+    other.open_shot(4)
+    expect(demo.presence()).to_have_count(0, timeout=10_000)
+    expect(other.presence()).to_have_count(0)
+
+
+def test_after_a_gateway_restart_the_editors_join_again(admins, gateway):
+    demo, other = admins
+    demo.open_shot(6)
+    other.open_shot(6)
+    expect(demo.presence()).to_contain_text("other (since")
+    gateway.stop()
+    demo.page.wait_for_function("pushy.state === 'reconnecting'")
+    other.page.wait_for_function("pushy.state === 'reconnecting'")
+    demo.frames.clear()
+    other.frames.clear()
+    gateway.start()
+
+    def sees_two(page: AdminPage) -> bool:
+        return any(f["type"] == "presence" and f["count"] == 2 for f in page.frames)
+
+    # The new gateway keeps nothing: each page joined again as it reconnected.
+    demo.wait_for(lambda: sees_two(demo), timeout=20)
+    other.wait_for(lambda: sees_two(other), timeout=20)
+    expect(demo.presence()).to_contain_text("other (since")
+    expect(other.presence()).to_contain_text("demo (since")
 
 
 def test_a_save_by_someone_else_shows_the_banner_not_to_the_one_who_saved(admins):

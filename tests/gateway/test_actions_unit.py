@@ -104,7 +104,7 @@ def answers(gateway, *requests) -> list[dict]:
 
 def test_the_table_holds_the_actions_protocol_md_lists():
     documented = set(re.findall(r'\{"action": "(\w+)"', PROTOCOL))
-    assert documented == {"subscribe", "unsubscribe", "ping"}
+    assert documented == {"subscribe", "unsubscribe", "join", "leave", "ping"}
     assert set(HANDLERS) == documented
 
 
@@ -218,6 +218,12 @@ def test_each_reply_has_the_keys_and_order_protocol_md_shows():
         replies.error("forbidden", "no", "/u/"): (
             '{"type":"error","code":"forbidden","message":"no","url":"/u/"}'
         ),
+        replies.joined("/u/", "ab"): '{"type":"joined","url":"/u/","you":"ab"}',
+        replies.left("/u/"): '{"type":"left","url":"/u/"}',
+        replies.presence("/u/", [{"id": "ab", "name": "x", "since": 1}], 2, 1): (
+            '{"type":"presence","url":"/u/","people":[{"id":"ab","name":"x",'
+            '"since":1}],"count":2,"anonymous":1}'
+        ),
     }
     for frame, text in built.items():
         assert text_of(frame) == text
@@ -226,7 +232,8 @@ def test_each_reply_has_the_keys_and_order_protocol_md_shows():
     assert "visibility" not in sent and sent["url"] == "/i/3/"
     documented = set(re.findall(r'\{"type": "(\w+)"', PROTOCOL))
     assert documented == {
-        "subscribed", "unsubscribed", "pong", "error", "update", "hidden", "resync"
+        "subscribed", "unsubscribed", "pong", "error", "update", "hidden", "resync",
+        "joined", "left", "presence",
     }  # fmt: skip
     shown = {json.loads(text)["type"] for text in built.values()} | {sent["type"]}
     assert shown == documented

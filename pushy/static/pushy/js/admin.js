@@ -5,6 +5,8 @@
  * form: "This shot was changed by someone else at 14:02: reload before saving."
  * A save made by this page itself is not "someone else": once the form is
  * submitted, updates are ignored (the page is about to be replaced).
+ * It also joins the change form's own URL (presence) and shows who else has it
+ * open: "bob (since 14:02) is also editing this shot."
  */
 (function (global) {
   "use strict";
@@ -87,4 +89,51 @@
 
   const options = Number.isSafeInteger(rendered) && rendered >= 0 ? { version: rendered } : {};
   global.pushy.subscribe(url, heard, options);
+
+  /* Presence: who else has this change form open, above the form. */
+  const formUrl = script.getAttribute("data-pushy-admin-presence");
+
+  function names(others) {
+    return others.map((person) => person.name + " (since " + clock(new Date(person.since)) + ")");
+  }
+
+  function sentence(others, unnamed) {
+    const parts = names(others);
+    if (unnamed > 0) {
+      parts.push(unnamed + (unnamed === 1 ? " other person" : " other people"));
+    }
+    const last = parts.pop();
+    const who = parts.length ? parts.join(", ") + " and " + last : last;
+    const verb = others.length + unnamed > 1 ? " are" : " is";
+    return who + verb + " also editing this " + name + ".";
+  }
+
+  function showPresence(people, count, detail) {
+    let list = document.getElementById("pushy-admin-presence");
+    const mine = people.length - detail.others.length;
+    const unnamed = count - mine - detail.others.length;
+    if (detail.others.length + unnamed <= 0) {
+      if (list) {
+        list.remove();
+      }
+      return;
+    }
+    if (!list) {
+      list = document.createElement("ul");
+      list.id = "pushy-admin-presence";
+      list.className = "messagelist";
+      list.setAttribute("role", "status");
+      const item = document.createElement("li");
+      item.className = "info";
+      list.appendChild(item);
+      const content = document.getElementById("content") || document.body;
+      content.parentNode.insertBefore(list, content);
+    }
+    list.setAttribute("data-count", String(detail.others.length + unnamed));
+    list.firstChild.textContent = sentence(detail.others, unnamed);
+  }
+
+  if (formUrl && typeof global.pushy.presence === "function") {
+    global.pushy.presence(formUrl, showPresence);
+  }
 })(window);

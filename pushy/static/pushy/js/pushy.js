@@ -6,6 +6,7 @@
  *   pushy.debug = true;
  *   pushy.init();
  *   pushy.subscribe('/api/v1/shot/1/', function (update) { ... });
+ *   pushy.presence('/api/v1/shot/1/', function (people, count, detail) { ... });
  *
  * No dependencies and no build step. Loaded by {% pushy_scripts %}, it reads its
  * configuration from its own <script> tag's data attributes and leaves a started
@@ -52,6 +53,11 @@
         throw error;
       }, 0);
     }
+  }
+
+  /* A presence callback gets (people, count, detail); see presence(). */
+  function callPresence(callback, detail) {
+    safeCall((value) => callback(value.people, value.count, value), detail);
   }
 
   class PushyApp {
@@ -104,10 +110,14 @@
       this._resyncDue = new Map();
       this._versions = new Map(); // url -> the last version seen (docs/protocol.md)
       this._busyTries = new Map(); // url -> subscribes answered "busy" in a row
+      // Presence (docs/protocol.md): url -> {callbacks, you, last}; joined
+      // again after each reconnect, as subscriptions are subscribed again.
+      this._presence = new Map();
       this._timers = { retry: null, stable: null, ping: null, pong: null };
       this._stopped = true;
       this._onOnline = this._retryNow.bind(this);
       this._declarations = new Declarations(this);
+      this._presenceElements = new PresenceElements(this);
       this._refresher = new Refresher(this);
     }
 
@@ -124,6 +134,7 @@
       this._connect();
       if (this.declarative) {
         this._declarations.start();
+        this._presenceElements.start();
       }
       return this;
     }
@@ -137,6 +148,7 @@
       this._clearTimers();
       this._clearPending();
       this._declarations.stop();
+      this._presenceElements.stop();
       this._refresher.stop();
       this._dropSocket();
       this._setState(CLOSED);
@@ -184,7 +196,71 @@
         clearTimeout(this._pendingResyncs.get(url));
         this._pendingResyncs.delete(url);
         this._log("unsubscribe", url);
-        this._send({ action: "unsubscribe", url: url });
+        if (!this._presence.has(url)) {
+          // A joined URL stays subscribed on the gateway: its presence needs it.
+          this._send({ action: "unsubscribe", url: url });
+        }
+      }
+    }
+
+    /* Who else is here: join url (a URL this page may subscribe to) and call
+     * callback(people, count, detail) now if known and on every change:
+     * people, the first PRESENCE_LIMIT named people present ({id, name,
+     * since}, since in ms since the epoch, earliest first; this page's own
+     * person included), count, how many people are present in all (the
+     * anonymous ones too), and detail, the whole message with you (this
+     * page's own person id) and others (people without it). Joined again
+     * after every reconnect. Returns a function that stops it; the last one
+     * stopped leaves url. A "pushy:presence" event also goes to window. */
+    presence(url, callback) {
+      if (typeof callback !== "function") {
+        throw new TypeError("pushy.presence(url, callback): callback is not a function");
+      }
+      let entry = this._presence.get(url);
+      if (!entry) {
+        entry = { callbacks: new Set(), you: null, last: null };
+        this._presence.set(url, entry);
+        this._log("join", url);
+        this._send({ action: "join", url: url });
+      }
+      entry.callbacks.add(callback);
+      if (entry.last !== null) {
+        const detail = entry.last;
+        setTimeout(() => {
+          if (entry.callbacks.has(callback)) {
+            callPresence(callback, detail);
+          }
+        }, 0);
+      }
+      return () => this._stopPresence(url, callback);
+    }
+
+    _stopPresence(url, callback) {
+      const entry = this._presence.get(url);
+      if (!entry || !entry.callbacks.delete(callback) || entry.callbacks.size > 0) {
+        return;
+      }
+      this._presence.delete(url);
+      this._log("leave", url);
+      // Subscribed for updates too: leave only; else the join's subscription ends.
+      this._send({ action: this._subscriptions.has(url) ? "leave" : "unsubscribe", url: url });
+    }
+
+    /* A presence message: to url's callbacks and as a pushy:presence event. */
+    _onPresence(message) {
+      const entry = this._presence.get(message.url);
+      if (!entry || !Array.isArray(message.people)) {
+        return;
+      }
+      const you = entry.you;
+      const detail = Object.assign({}, message, {
+        you: you,
+        others: message.people.filter((person) => person.id !== you),
+      });
+      entry.last = detail;
+      entry.callbacks.forEach((callback) => callPresence(callback, detail));
+      if (typeof global.dispatchEvent === "function" && typeof CustomEvent === "function") {
+        global.dispatchEvent(new CustomEvent("pushy:presence", { detail: detail }));
       }
     }
 
@@ -296,6 +372,9 @@
         }
         this._sendSubscribe(url);
       }
+      for (const url of this._presence.keys()) {
+        this._send({ action: "join", url: url });
+      }
       this._timers.stable = setTimeout(() => {
         this._failures = 0;
       }, this.stable_after * 1000);
@@ -332,6 +411,16 @@
         case "subscribed":
           this._onSubscribed(message);
           break;
+        case "joined": {
+          const entry = this._presence.get(message.url);
+          if (entry) {
+            entry.you = message.you;
+          }
+          break;
+        }
+        case "presence":
+          this._onPresence(message);
+          break;
         case "resync":
           if (typeof message.url === "string") {
             // Versions: only this URL changed (or cannot be known not to have).
@@ -356,7 +445,7 @@
           }
           break;
         default:
-          break; // "pong", "unsubscribed", and types a later version may add
+          break; // "pong", "unsubscribed", "left", and types a later version may add
       }
     }
 
@@ -378,8 +467,14 @@
       const wait = Math.random() * Math.min(cap, 2 ** (tries - 1));
       this._log("asking again for", url, "in", wait.toFixed(1), "s");
       setTimeout(() => {
-        if (this._subscriptions.has(url) && this.state === "open") {
+        if (this.state !== "open") {
+          return;
+        }
+        if (this._subscriptions.has(url)) {
           this._sendSubscribe(url);
+        }
+        if (this._presence.has(url)) {
+          this._send({ action: "join", url: url });
         }
       }, wait * 1000);
     }
@@ -877,6 +972,118 @@
           element.setAttribute(FORBIDDEN_ATTR, ""); // no fetch: it would be a 404
         } else if (element.hasAttribute(REFRESH_ATTR)) {
           this.app._refresher.request(element, kind);
+        }
+      }
+    }
+  }
+
+  /* ---- data-pushy-presence: who else is here, kept live ----------------- */
+
+  const PRESENCE_ATTR = "data-pushy-presence";
+
+  /* The text an element shows by default: the others' names, then "+N" for
+   * those present but not named here (anonymous, or past PRESENCE_LIMIT). */
+  function presenceText(detail) {
+    const names = detail.others.map((person) => person.name);
+    const mine = detail.people.length - detail.others.length;
+    const unnamed = detail.count - mine - names.length;
+    if (unnamed > 0) {
+      names.push("+" + unnamed);
+    }
+    return names.join(", ");
+  }
+
+  /* Elements with data-pushy-presence="URL": the page joins URL while one is
+   * in the document, and each such element gets a pushy:presence event
+   * (bubbling, cancelable; detail as presence() gives it) on every change;
+   * unless a listener calls preventDefault(), its text becomes the others'
+   * names and its data-pushy-count the number of others present. */
+  class PresenceElements {
+    constructor(app) {
+      this.app = app;
+      this.elements = new Map(); // url -> Set of elements
+      this.stops = new Map(); // url -> the function that leaves it
+      this.releases = new Map(); // url -> timer of its leave
+      this.observer = null;
+    }
+
+    start() {
+      if (this.observer || typeof document === "undefined" || typeof MutationObserver !== "function") {
+        return;
+      }
+      this.observer = new MutationObserver(() => this.reconcile());
+      this.observer.observe(document, {
+        childList: true,
+        subtree: true,
+        attributes: true,
+        attributeFilter: [PRESENCE_ATTR],
+      });
+      this.reconcile();
+    }
+
+    stop() {
+      if (this.observer) {
+        this.observer.disconnect();
+        this.observer = null;
+      }
+      this.releases.forEach((timer) => clearTimeout(timer));
+      this.releases.clear();
+      this.stops.forEach((stop) => stop());
+      this.stops.clear();
+      this.elements.clear();
+    }
+
+    /* Match the joined URLs to the elements in the document now. */
+    reconcile() {
+      const now = new Map();
+      document.querySelectorAll("[" + PRESENCE_ATTR + "]").forEach((element) => {
+        const url = element.getAttribute(PRESENCE_ATTR);
+        if (url && !urlProblem(url)) {
+          if (!now.has(url)) {
+            now.set(url, new Set());
+          }
+          now.get(url).add(element);
+        }
+      });
+      const before = this.elements;
+      this.elements = now;
+      for (const [url, elements] of now) {
+        clearTimeout(this.releases.get(url));
+        this.releases.delete(url);
+        if (!this.stops.has(url)) {
+          this.stops.set(url, this.app.presence(url, (people, count, detail) => this.deliver(url, detail)));
+          continue;
+        }
+        // An element new to a joined URL hears the list known (only it: what
+        // deliver() writes is itself a mutation, and must not come back here).
+        const known = before.get(url) || new Set();
+        const entry = this.app._presence.get(url);
+        const fresh = Array.from(elements).filter((element) => !known.has(element));
+        if (entry && entry.last && fresh.length > 0) {
+          this.deliver(url, entry.last, fresh);
+        }
+      }
+      for (const url of this.stops.keys()) {
+        if (!now.has(url) && !this.releases.has(url)) {
+          const delay = Math.max(0, Number(this.app.release_delay) || 0) * 1000;
+          this.releases.set(url, setTimeout(() => this.release(url), delay));
+        }
+      }
+    }
+
+    release(url) {
+      this.releases.delete(url);
+      if (!this.elements.has(url) && this.stops.has(url)) {
+        this.stops.get(url)();
+        this.stops.delete(url);
+      }
+    }
+
+    deliver(url, detail, only) {
+      for (const element of Array.from(only || this.elements.get(url) || [])) {
+        if (element.isConnected && fire(element, "presence", detail)) {
+          element.textContent = presenceText(detail);
+          element.setAttribute("data-pushy-count", String(detail.count - (detail.people.length - detail.others.length)));
         }
       }
     }
