@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.support.cluster import ClusterServers
 from tests.support.postgres import find_or_start
 from tests.support.servers import RedisServer
 
@@ -18,6 +19,16 @@ def redis_server():
     server = RedisServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """One private Redis Cluster for the session: 3 masters, 3 replicas
+    (tests/support/cluster.py); ``.url`` is its REDIS_URL, ``.startup_nodes()``
+    redis-py's."""
+    cluster = ClusterServers().start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(scope="session")
