@@ -24,8 +24,7 @@ def redis_server():
 @pytest.fixture(scope="session")
 def redis_cluster():
     """One private Redis Cluster for the session: 3 masters, 3 replicas
-    (tests/support/cluster.py); ``.url`` is its REDIS_URL, ``.startup_nodes()``
-    redis-py's."""
+    (tests/support/cluster.py); ``.startup_nodes()`` and ``.url`` for redis-py."""
     cluster = ClusterServers().start()
     yield cluster
     cluster.stop()

@@ -3,6 +3,7 @@
 import os
 
 import pytest
+import redis
 
 from tests.support import servers
 from tests.support.cluster import SLOTS, ClusterServers
@@ -30,7 +31,7 @@ def test_three_masters_each_with_a_replica_cover_every_slot(redis_cluster):
 
 
 def test_keys_of_every_master_can_be_written_and_read(redis_cluster):
-    client = redis_cluster.client()
+    client = redis.RedisCluster.from_url(redis_cluster.url)
     try:
         keys = [f"cluster-support:{i}" for i in range(30)]
         owners = {client.get_node_from_key(key).port for key in keys}

@@ -172,9 +172,8 @@ class ClusterServers:
 
     @property
     def url(self) -> str:
-        """pushy's REDIS_URL for this cluster (docs/settings.md, REDIS_URL)."""
-        hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.masters)
-        return f"redis+cluster://{hosts}"
+        """A URL of the first master, as ``redis.RedisCluster.from_url`` takes it."""
+        return f"redis://127.0.0.1:{self.masters[0].port}/0"
 
     def client(self, **options: object) -> redis.RedisCluster:
         return redis.RedisCluster(startup_nodes=self.startup_nodes(), **options)
