@@ -9,10 +9,12 @@ handshake.py), passes other requests to endpoints.py, runs the heartbeat
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import socket
 import time
+from typing import Any
 from urllib.parse import urlsplit
 
 import gevent
@@ -47,6 +49,7 @@ from pushy.gateway.visitor import Visitor
 from pushy.logs import Throttled
 from pushy.messages import PUBLISHED_ROOM, Update
 from pushy.redis_clients import redacted
+from pushy.redis_cluster import is_cluster_url
 from pushy.versions import VERSION_ROOM
 
 logger = logging.getLogger(__name__)
@@ -145,32 +148,52 @@ class Gateway:
         self.origins = conf.allowed_origins()
         self.websocket_paths = {"/ws", urlsplit(conf.websocket_url()).path}
         self.explainer = Explainer(self.hub, conf.get("REDIS_URL"))
-        self.versions = VersionBook(
-            conf.get("REDIS_URL"), conf.get("VERSION_TTL"), on_epoch=self.resync_clients
+        redis_url = conf.get("REDIS_URL")
+        cluster = is_cluster_url(redis_url)
+        if cluster:  # Redis Cluster mode is chosen here, once (issue 24)
+            from pushy.gateway import cluster_listener
+        book = cluster_listener.ClusterVersionBook if cluster else VersionBook
+        self.versions = book(
+            redis_url, conf.get("VERSION_TTL"), on_epoch=self.resync_clients
         )
         self._resyncing = False
         # The horizon of a resync waiting to run (_NO_RESYNC: none waits).
         self._resync_horizon: int | None | object = _NO_RESYNC
-        self.listener = Listener(
-            conf.get("REDIS_URL"),
-            conf.get("CHANNEL_PREFIX") + "*",
-            Hooks(
-                update=self.dispatch,
-                resync=self.resync,
-                count=self._count,
-                subscribed=lambda: gevent.spawn(self.versions.start_horizon),
-                idle=self.listener_idle,
-            ),
-            controls={
-                resync_channel(): lambda body: self.resync_requested(),
-                explain_channel(): self.explainer.request,
-            },
+        hooks = Hooks(
+            update=self.dispatch,
+            resync=self.resync,
+            count=self._count,
+            subscribed=lambda: gevent.spawn(self.versions.start_horizon),
+            idle=self.listener_idle,
+        )
+        controls = {
+            resync_channel(): lambda body: self.resync_requested(),
+            explain_channel(): self.explainer.request,
+        }
+        options = dict(
             health_interval=conf.get("REDIS_HEALTH_INTERVAL"),
             # The stamp and the version are added after the publisher's size check.
             max_update_bytes=conf.get("MAX_UPDATE_BYTES")
             + PUBLISHED_ROOM
             + VERSION_ROOM,
         )
+        if cluster:
+            update = cluster_listener.dispatch_in_bucket(self.versions, self.dispatch)
+            self.listener: Any = cluster_listener.ClusterListener(
+                redis_url,
+                sorted(conf.model_labels()),
+                dataclasses.replace(hooks, update=update),
+                controls,
+                **options,
+            )
+        else:
+            self.listener = Listener(
+                redis_url,
+                conf.get("CHANNEL_PREFIX") + "*",
+                hooks,
+                controls=controls,
+                **options,
+            )
         self.actions = ClientActions(
             self.shared, self.hub, self.versions, self.authorizer
         )
@@ -383,7 +406,7 @@ class Gateway:
         horizon = self.versions.horizon
         if self._resync_horizon is not _NO_RESYNC:
             pending = self._resync_horizon
-            horizon = None if None in (pending, horizon) else min(pending, horizon)
+            horizon = self.versions.older(pending, horizon)
         self._resync_horizon = horizon
         if not self._resyncing:
             self._resyncing = True
