@@ -243,3 +243,22 @@ def test_a_cluster_url_off_this_host_without_password_is_warned_of(settings):
         "REDIS_URL": "rediss+cluster://:secret@10.0.0.5:7000",
     }
     assert list(deploy_checks._redis_in_clear()) == []
+
+
+def test_a_book_lost_on_one_master_resyncs_what_its_pages_hold(
+    cluster_gateway, redis_cluster
+):
+    made = shots(1)
+    url = f"/api/shot/{made[0].pk}/"
+    client, other = Client(cluster_gateway.ws_url), Client(cluster_gateway.ws_url)
+    try:
+        subscribe(client, url)
+        store = redis_cluster.client()
+        store.delete(mode.book_key(mode.bucket(url)))  # evicted, flushed
+        store.close()
+        subscribe(other, "/api/shot/")  # a lookup: that book is in a new epoch
+        message = client.recv()
+        assert message["type"] == "resync" and message["url"] == url
+    finally:
+        client.close()
+        other.close()
