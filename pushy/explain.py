@@ -100,8 +100,8 @@ def view_answer(user: Any, url: str) -> str:
 def describe(answer: authorization.Answer, url: str) -> str:
     """The site's answer to a GET of ``url``, in words: its view, its status or
     what it raised."""
-    if answer.status is None:
-        return f"{url} is outside FORCE_SCRIPT_NAME"
+    if answer.status is None:  # not served: said() tells why
+        return f"{url} {answer.said()}"
     if answer.view is None and isinstance(answer.error, Resolver404):
         return f"no view: {url} does not resolve in the URLconf"
     view = f" ({view_name(answer.view)})" if answer.view is not None else ""

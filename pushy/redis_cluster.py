@@ -280,7 +280,7 @@ def move_command(ttl: int, sender: str, url: str, collection: str | None) -> tup
 
 
 def command_slot(command: tuple) -> int | None:
-    """The slot a sender's command must run on (None: any node, e.g. SCRIPT)."""
+    """The slot a sender's command must run on (None: every master's, set-up)."""
     name = command[0]
     if name in ("EVALSHA", "EVAL"):
         key = command[3]

@@ -28,8 +28,10 @@ the "could not publish" lines named updates that Redis delivered later. Now:
 - Redis refusing the script: for memory (OOM) the update is published plainly
   (Redis still takes ``PUBLISH``) and its URLs remembered, to move their
   versions once writes work again; for permissions (an ACL without ``EVALSHA``)
-  plainly, logged once a minute; ``NOSCRIPT``: the script is loaded and the
-  update sent again.
+  plainly, logged once a minute; ``NOSCRIPT``: the scripts are loaded and the
+  update sent again. Every script goes as ``versions.call()`` (EVALSHA), and
+  a fresh connection's first pipeline loads them (``versions.load()``), so an
+  update still costs one round trip.
 - What else is owed to Redis rides in the same pipelines: the counts of
   refused updates (``refusals.stats_key()``) and the resyncs of every page for
   changes no update tells of (``LOSE_SCRIPT``, at most one a second).
@@ -93,6 +95,9 @@ OVERFLOW_REASON = "publisher queue overflow"
 # every page refetch at that rate).
 LOSE_INTERVAL = 1.0
 UNVERSIONED_REASON = "versions not moved: Redis refused writes"
+# The version scripts the pipelines call, loaded first on a fresh connection
+# and after a NOSCRIPT (versions.call()).
+SCRIPTS = (versions.PUBLISH_SCRIPT, versions.LOSE_SCRIPT)
 
 # How an update goes out.
 VERSIONED, PLAIN, PLAIN_BARE = 0, 1, 2
@@ -264,7 +269,7 @@ class _Link:
         self.poller: Any = None
         self.timeout = 0.0  # the socket's timeout now
         self.fresh = False  # no answer read on it yet
-        self.load = True  # send SCRIPT LOAD before the next batch
+        self.load = True  # load SCRIPTS before the next batch
 
     def drop(self) -> None:
         conn, self.conn, self.poller = self.conn, None, None
@@ -300,12 +305,12 @@ class _Link:
             return True
 
     def setup(self) -> list[tuple]:
-        """Commands sent first: name the connection, load the script."""
+        """Commands sent first: name the connection, load the scripts."""
         commands = []
         if self.fresh:
             commands.append(("CLIENT", "SETNAME", self.name))
         if self.load:
-            commands.append(("SCRIPT", "LOAD", versions.PUBLISH_SCRIPT))
+            commands += [versions.load(script) for script in SCRIPTS]
             self.load = False
         return commands
 
@@ -738,7 +743,7 @@ class Sender:
         if self.cluster:
             return redis_cluster.move_command(ttl, keys, url, collection)
         args = versions.publish_args(ttl, "", b"", url, collection, "")
-        return ("EVALSHA", versions.PUBLISH_SHA, 2, *keys, *args)
+        return versions.call(versions.PUBLISH_SCRIPT, keys, args)
 
     def _plan_owed(self, attempt: _Attempt) -> None:
         if self._loss_due():
@@ -753,8 +758,8 @@ class Sender:
                     attempt.add(last, ("lose", loss, True))
                 else:
                     args = versions.lose_args(None, channel, loss.body())
-                    book = versions.book_key()
-                    command = ("EVAL", versions.LOSE_SCRIPT, 1, book, *args)
+                    keys = (versions.book_key(),)
+                    command = versions.call(versions.LOSE_SCRIPT, keys, args)
                     attempt.add(command, ("lose", loss, True))
             else:
                 publish = "SPUBLISH" if self.cluster else "PUBLISH"
@@ -781,7 +786,7 @@ class Sender:
             attempt.reused = not link.fresh
             setup = link.setup()
             attempt.setup = len(setup)
-            attempt.loaded = any(command[0] == "SCRIPT" for command in setup)
+            attempt.loaded = any(command[0] == "SCRIPT LOAD" for command in setup)
             for item in attempt.items:
                 item.sent = True
             attempt.written = True
@@ -915,6 +920,10 @@ class Sender:
             loss.publish = False
         elif out_of_memory(reply):
             pass  # a plain PUBLISH next; the floor once writes work
+        elif isinstance(reply, NoScriptError):
+            self.link.load = True  # sent again at once, after SCRIPT LOAD
+            self.lose_after = 0.0
+            self.moved += 1
         elif scripted:
             notes.append(("script", reply))
             loss.floor = False  # scripts are refused: the resync request alone
@@ -971,7 +980,7 @@ def _command(item: _Item, ttl: int, keys: tuple[str, str]) -> tuple:
             ttl, update.channel, update.encode(), update.url, update.collection,
             str(item.seq),
         )  # fmt: skip
-        return ("EVALSHA", versions.PUBLISH_SHA, 2, *keys, *args)
+        return versions.call(versions.PUBLISH_SCRIPT, keys, args)
     if item.mode == PLAIN_BARE:
         update = update.replace(data=None)
     return ("PUBLISH", update.channel, update.encode())

@@ -43,43 +43,36 @@ def lose_commands(channel: str, body: str) -> list[tuple]:
     return commands
 
 
-class _Node:
-    """One master's connection, and the set-up answers to skip on it."""
-
-    __slots__ = ("conn", "skip", "fresh", "load")
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-        self.skip = 0  # set-up answers not read yet
-        self.fresh = True
-        self.load = True
-
-
 class ClusterLink:
-    """``sending._Link`` over a connection per master (see the module)."""
+    """``sending._Link`` over a connection per master (see the module).
+
+    A set-up command (``CLIENT SETNAME``, ``SCRIPT LOAD``) goes to every master;
+    its answer is the first refusal among theirs, else the last one.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.client: redis.RedisCluster | None = None
-        self.nodes: dict[str, _Node] = {}
-        self.route: list[_Node] = []  # the node of each written command
-        self.position = 0  # answers read of the last write
+        self.conns: dict[str, Any] = {}  # a master's name: its connection
+        self.route: list[list[Any]] = []  # the connections of each command written
+        self.position = 0  # commands of the last write fully answered
+        self.partial: list[Any] = []  # answers read of the command at ``position``
         self.timeout = 0.0
-        self.fresh = False
-        self.load = True
+        self.fresh = False  # no answer read yet
+        self.load = True  # load the script before the next batch
 
     def drop(self) -> None:
-        nodes, self.nodes = self.nodes, {}
-        for node in nodes.values():
-            node.conn.disconnect()
+        conns, self.conns = self.conns, {}
+        for conn in conns.values():
+            conn.disconnect()
 
     def ready(self, timeout: float) -> None:
-        """A connection to each master (new ones if any is gone or stale)."""
+        """A connection to each master (all anew if any is gone or stale)."""
         client = sending.get_client()
         if client is not self.client:
             self.drop()
             self.client = client
-        if self.nodes and not any(self._stale(n) for n in self.nodes.values()):
+        if self.conns and not any(map(_stale, self.conns.values())):
             self.fresh = False
             return
         self.drop()
@@ -88,79 +81,72 @@ class ClusterLink:
             conn = pool.make_connection()
             conn.socket_connect_timeout = conn.socket_timeout = max(timeout, 0.001)
             conn.connect()
-            self.nodes[primary.name] = _Node(conn)
+            self.conns[primary.name] = conn
         self.timeout = max(timeout, 0.001)
         self.fresh = self.load = True
 
-    @staticmethod
-    def _stale(node: _Node) -> bool:
-        try:
-            return node.conn.can_read(0)
-        except (redis.ConnectionError, OSError, ValueError):
-            return True
-
     def setup(self) -> list[tuple]:
-        """Each connection's set-up goes with its share (``write``): none here."""
-        return []
+        """Commands sent first (to every master): name the connections, load."""
+        commands = []
+        if self.fresh:
+            commands.append(("CLIENT", "SETNAME", self.name))
+        if self.load:
+            commands.append(versions.load(redis_cluster.PUBLISH_SCRIPT))
+            self.load = False
+        return commands
 
     def write(self, commands: list[tuple], timeout: float) -> None:
         self._set_timeout(timeout)
-        if self.load:  # every master loads the script before its next share
-            self.load = False
-            for node in self.nodes.values():
-                node.load = True
         slots = self.client.nodes_manager
-        shares: dict[str, list[tuple]] = {}
+        everyone = list(self.conns.values())
+        shares: dict[int, list[tuple]] = {id(conn): [] for conn in everyone}
         self.route = []
-        for item in commands:
-            primary = slots.get_node_from_slot(redis_cluster.command_slot(item) or 0)
-            shares.setdefault(primary.name, []).append(item)
-            self.route.append(self.nodes[primary.name])
-        self.position = 0
-        for node_name, share in shares.items():
-            node = self.nodes[node_name]
-            setup = []
-            if node.fresh:
-                setup.append(("CLIENT", "SETNAME", self.name))
-                node.fresh = False
-            if node.load:
-                setup.append(("SCRIPT", "LOAD", redis_cluster.PUBLISH_SCRIPT))
-                node.load = False
-            node.skip = len(setup)
-            conn = node.conn
-            conn.send_packed_command(
-                conn.pack_commands(setup + share), check_health=False
-            )
+        for command in commands:
+            slot = redis_cluster.command_slot(command)
+            if slot is None:
+                targets = everyone
+            else:
+                targets = [self.conns[slots.get_node_from_slot(slot).name]]
+            for conn in targets:
+                shares[id(conn)].append(command)
+            self.route.append(targets)
+        self.position, self.partial = 0, []
+        for conn in everyone:
+            if shares[id(conn)]:
+                packed = conn.pack_commands(shares[id(conn)])
+                conn.send_packed_command(packed, check_health=False)
 
     def read(self, timeout: float) -> Any:
         if timeout <= 0:
             raise sending._Unanswered("no time left")
         self._set_timeout(timeout)
-        node = self.route[self.position]
-        try:
-            while node.skip:
-                self._skip(node)
-            reply = node.conn.read_response(disconnect_on_error=False)
-        except redis.TimeoutError as e:
-            raise sending._Unanswered(str(e)) from e
-        except redis.ResponseError as e:
-            reply = e
+        targets = self.route[self.position]
+        while len(self.partial) < len(targets):  # kept across a timeout
+            conn = targets[len(self.partial)]
+            try:
+                self.partial.append(conn.read_response(disconnect_on_error=False))
+            except redis.TimeoutError as e:
+                raise sending._Unanswered(str(e)) from e
+            except redis.ResponseError as e:
+                self.partial.append(e)
+        answers, self.partial = self.partial, []
         self.position += 1
-        return reply
-
-    @staticmethod
-    def _skip(node: _Node) -> None:
-        try:
-            node.conn.read_response(disconnect_on_error=False)
-        except redis.ResponseError:
-            pass  # a refused SCRIPT LOAD: the script's NOSCRIPT will say so
-        node.skip -= 1
+        refused = [a for a in answers if isinstance(a, Exception)]
+        return refused[0] if refused else answers[-1]
 
     def _set_timeout(self, timeout: float) -> None:
         if timeout == self.timeout:
             return
-        for node in self.nodes.values():
-            sock = getattr(node.conn, "_sock", None)
+        for conn in self.conns.values():
+            sock = getattr(conn, "_sock", None)
             if sock is not None:
                 sock.settimeout(max(timeout, 0.001))
         self.timeout = timeout
+
+
+def _stale(conn: Any) -> bool:
+    """Whether Redis closed the idle connection (or sent what nobody asked)."""
+    try:
+        return conn.can_read(0)
+    except (redis.ConnectionError, OSError, ValueError):
+        return True

@@ -39,7 +39,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import NoScriptError
 
 from pushy import conf
 
@@ -173,8 +176,11 @@ return fmt(floor)
 """
 )
 
-PUBLISH_SHA = hashlib.sha1(PUBLISH_SCRIPT.encode()).hexdigest()
-LOOKUP_SHA = hashlib.sha1(LOOKUP_SCRIPT.encode()).hexdigest()
+# Each script's SHA1, as EVALSHA names it (``call()``).
+_SHAS = {
+    script: hashlib.sha1(script.encode()).hexdigest()
+    for script in (PUBLISH_SCRIPT, LOOKUP_SCRIPT, LOSE_SCRIPT)
+}
 
 # Bytes the publish script may add to a body (',"version":' and 16 digits).
 VERSION_ROOM = 32
@@ -218,14 +224,34 @@ def lose_args(expected: int | None = None, channel: str = "", body: str = "") ->
     return ["" if expected is None else expected, channel, body]
 
 
-def run(client: redis.Redis, script: str, args: list) -> Any:
-    """Run a version script (KEYS: ``book_key()``) outside the sender's pipeline.
+def call(script: str, keys: Sequence[str], args: Sequence) -> tuple:
+    """The command that runs a version script: EVALSHA of its SHA1.
 
-    One way for every caller but the sender (whose pipelines load and call
-    PUBLISH_SCRIPT themselves): EVALSHA, loading the script once when Redis
-    answers NOSCRIPT (redis-py's ``Script``).
+    The one way every version script is run, alone (``run()``) or in the
+    sender's pipelines: Redis answers NOSCRIPT when it does not hold the
+    script (a restart, ``SCRIPT FLUSH``), and the caller sends ``load()``
+    before the call again.
     """
-    return client.register_script(script)(keys=[book_key()], args=args)
+    return ("EVALSHA", _SHAS[script], len(keys), *keys, *args)
+
+
+def load(script: str) -> tuple:
+    """The command that makes Redis hold ``script`` for ``call()`` (one word,
+    as redis-py's ``script_load`` sends it: its reply and routing are the same)."""
+    return ("SCRIPT LOAD", script)
+
+
+def run(client: redis.Redis, script: str, args: list) -> Any:
+    """Run a version script (KEYS: ``book_key()``) in a round trip of its own:
+    ``call()``, then ``load()`` and the call again if Redis answers NOSCRIPT.
+    (The sender pipelines ``call()`` and ``load()`` itself: pushy/sending.py.)
+    """
+    command = call(script, [book_key()], args)
+    try:
+        return client.execute_command(*command)
+    except NoScriptError:
+        client.execute_command(*load(script))
+        return client.execute_command(*command)
 
 
 def lookup(

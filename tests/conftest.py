@@ -1,3 +1,4 @@
+import contextlib
 import os
 import subprocess
 import sys
@@ -127,6 +128,22 @@ def manage(pushy_redis):
         )
 
     return run
+
+
+@pytest.fixture
+def closing():
+    """``closing(thing)``: ``thing``, entered if it is a context manager (a
+    Gateway), closed or exited when the test ends, last first; a test needs
+    no try/finally for the gateways and clients it opens."""
+    with contextlib.ExitStack() as stack:
+
+        def close_later(thing):
+            if hasattr(thing, "__enter__"):
+                return stack.enter_context(thing)
+            stack.callback(thing.close)
+            return thing
+
+        yield close_later
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@ from django.contrib.auth.models import AnonymousUser, Permission, User
 from django.test import Client as DjangoClient
 from django.test import override_settings
 
-from pushy.authorization import allow_all, can_get, get_request
+from pushy.authorization import allow_all, can_get, get_answer, get_request
+from pushy.explain import describe
 from tests.testapp.models import Document
 
 pytestmark = [pytest.mark.timeout(30), pytest.mark.django_db]
@@ -143,6 +144,12 @@ def test_a_subdomain_pattern_gives_a_valid_host():
 def test_a_script_prefix_is_taken_off():
     assert can_get(ANONYMOUS, "/site/api/shot/1/")
     assert not can_get(ANONYMOUS, "/api/shot/1/")
+    # Said in the same words by a refusal and by pushy_explain.
+    outside = get_answer(ANONYMOUS, "/api/shot/1/")
+    assert outside.said() == "is outside FORCE_SCRIPT_NAME"
+    assert describe(outside, "/api/shot/1/") == (
+        "/api/shot/1/ is outside FORCE_SCRIPT_NAME"
+    )
 
 
 def test_allow_all_allows_anything():

@@ -66,3 +66,49 @@ def test_the_fast_path_counts_what_the_frame_loop_counts(name, cut):
     assert fast.tally.count == sum(MARKER in f for f in STREAMS[name])
     assert fast.inbox == slow.inbox == b""  # every frame taken, none cut short
     assert fast.tally.first == fast.tally.last == 1.0
+
+
+def subscribing_client() -> tuple[wsclient.Connection, list]:
+    client = subscribed_client(False)
+    client.state = wsclient.SUBSCRIBING
+    sent: list = []
+    client.send = lambda opcode, payload: sent.append(payload)
+    return client, sent
+
+
+def answer(client: wsclient.Connection, message: dict, now: float) -> None:
+    client.inbox += frames.message_frame(message)
+    client._read_frames(now)
+
+
+def test_a_busy_subscribe_is_asked_again_later_with_a_growing_delay():
+    client, sent = subscribing_client()
+    busy = {"type": "error", "code": "busy", "message": "try again later"}
+    answer(client, busy, now=100.0)
+    assert client.state == wsclient.SUBSCRIBING and not sent
+    assert not client.retry_if_due(100.1)
+    assert client.retry_if_due(100.0 + wsclient.RETRY_DELAY)
+    assert sent == [b'{"action": "subscribe", "url": "/api/item/"}']
+    answer(client, {**busy, "code": "timeout"}, now=200.0)
+    assert not client.retry_if_due(200.0 + wsclient.RETRY_DELAY)
+    assert client.retry_if_due(200.0 + 2 * wsclient.RETRY_DELAY)
+    answer(client, {"type": "subscribed", "url": "/api/item/"}, now=300.0)
+    assert client.state == wsclient.SUBSCRIBED and client.error is None
+
+
+def test_a_refused_subscribe_fails_the_connection_with_the_gateways_words():
+    client, sent = subscribing_client()
+    refusal = {"type": "error", "code": "forbidden", "message": "not allowed: 403"}
+    answer(client, refusal, now=1.0)
+    assert client.state == wsclient.CLOSED
+    assert client.error == "subscribe refused: forbidden: not allowed: 403"
+
+
+def test_busy_past_the_retries_fails_the_connection():
+    client, sent = subscribing_client()
+    busy = {"type": "error", "code": "busy", "message": "try again later"}
+    for attempt in range(wsclient.MAX_RETRIES):
+        answer(client, busy, now=float(attempt))
+        assert client.retry_if_due(float(attempt) + 1000)
+    answer(client, busy, now=10_000.0)
+    assert client.state == wsclient.CLOSED and "busy" in client.error

@@ -262,3 +262,21 @@ def test_a_book_lost_on_one_master_resyncs_what_its_pages_hold(
     finally:
         client.close()
         other.close()
+
+
+def test_scripts_flushed_on_the_masters_are_loaded_again(pushy_cluster, redis_cluster):
+    def update(pk: int) -> publisher.Update:
+        return publisher.Update(
+            url=f"/api/shot/{pk}/", event="update", model="testapp.shot", pk=pk,
+            collection="/api/shot/",
+        )  # fmt: skip
+
+    publisher.publish([update(pk) for pk in range(1, 13)])
+    for master in redis_cluster.masters:
+        node = master.client()
+        node.script_flush()
+        node.close()
+    before = versions.lookup(sending.get_client(), []).baseline
+    assert publisher.publish([update(pk) for pk in range(1, 13)]) == [0] * 12
+    found = versions.lookup(sending.get_client(), ["/api/shot/7/"]).versions
+    assert found["/api/shot/7/"] > before  # versioned again, not plainly

@@ -132,6 +132,10 @@ class LoadClient:
         pending: list[Connection] = []
         while time.monotonic() < deadline:
             pending = [c for c in pending if c.state not in (SUBSCRIBED, CLOSED)]
+            now = time.time()
+            for conn in pending:
+                if conn.retry_if_due(now) and conn.outbox:
+                    self._update_interest(conn, self.selector.get_key(conn.sock))
             while len(pending) < MAX_PENDING and len(self.conns) < self.wanted:
                 headers = self.headers
                 if self.cookies:

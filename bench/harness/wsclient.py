@@ -16,6 +16,10 @@ import os
 import socket
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+# A subscribe answered busy or timeout is asked again, as pushy.js does: after
+# RETRY_DELAY seconds, doubling, at most MAX_RETRIES times.
+RETRY_DELAY = 0.25
+MAX_RETRIES = 6
 OP_TEXT, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x8, 0x9, 0xA
 
 # States of a connection, in order.
@@ -61,12 +65,13 @@ def accept_key(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key + GUID).digest())
 
 
-def is_update(buf: bytes | bytearray, start: int, end: int) -> bool:
+def has_type(buf: bytes | bytearray, start: int, end: int, kind: bytes) -> bool:
+    """Whether the frame in ``buf[start:end]`` is a message of type ``kind``."""
     # A substring search is far cheaper than parsing JSON for every frame; servers
     # may or may not put a space after the colon.
     return (
-        buf.find(b'"type":"update"', start, end) >= 0
-        or buf.find(b'"type": "update"', start, end) >= 0
+        buf.find(b'"type":"' + kind + b'"', start, end) >= 0
+        or buf.find(b'"type": "' + kind + b'"', start, end) >= 0
     )
 
 
@@ -156,6 +161,8 @@ class Connection:
         self.other_frames = 0
         self.close_code: int | None = None
         self.error: str | None = None
+        self.retries = 0
+        self.retry_at = 0.0  # when to ask again (time.time()); 0: not waiting
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -238,8 +245,31 @@ class Connection:
             self.fail("handshake: wrong Sec-WebSocket-Accept")
             return
         self.state = SUBSCRIBING
+        self.subscribe()
+
+    def subscribe(self) -> None:
         body = {"action": "subscribe", "url": self.subscribe_url}
         self.send(OP_TEXT, json.dumps(body).encode())
+
+    def retry_if_due(self, now: float) -> bool:
+        """Ask again for a subscribe answered busy or timeout, once it is time;
+        whether it was asked."""
+        if not self.retry_at or now < self.retry_at or self.state != SUBSCRIBING:
+            return False
+        self.retry_at = 0.0
+        self.subscribe()
+        return True
+
+    def _refused(self, text: bytes, now: float) -> None:
+        """An error answer to the subscribe: busy and timeout are asked again
+        later; any other fails this connection with the gateway's words."""
+        reply = json.loads(text)
+        code = reply.get("code")
+        if code in ("busy", "timeout") and self.retries < MAX_RETRIES:
+            self.retry_at = now + RETRY_DELAY * 2**self.retries
+            self.retries += 1
+            return
+        self.fail(f"subscribe refused: {code}: {reply.get('message')}")
 
     def _read_frames(self, now: float) -> None:
         buf, end = self.inbox, len(self.inbox)
@@ -314,10 +344,12 @@ class Connection:
         if at >= 0:
             self.updates += 1
             self.tally.hit(buf, at, now)
-        elif is_update(buf, start, end):
+        elif has_type(buf, start, end, b"update"):
             self.tally.stale += 1
         elif self.state == SUBSCRIBING and buf.find(b'"subscribed"', start, end) >= 0:
             self.state = SUBSCRIBED
+        elif self.state == SUBSCRIBING and has_type(buf, start, end, b"error"):
+            self._refused(bytes(buf[start:end]), now)
         else:
             self.other_frames += 1
 

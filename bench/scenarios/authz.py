@@ -289,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     name = f"authz_{args.only}" if args.only else "authz_results"
     out = Path(args.out) / f"{name}_ttl{args.ttl:g}.json"
     if not args.smoke:
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results["summary"], indent=1))
     return 0

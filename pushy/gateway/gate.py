@@ -38,7 +38,7 @@ import gevent
 from pushy.gateway import replies
 from pushy.gateway.permissions import CHANGED, MISSING, SAME, Authorizer
 from pushy.gateway.questions import Dropped, Refused
-from pushy.gateway.stats import Stats, seconds_since
+from pushy.gateway.stats import Stats
 from pushy.messages import CREATE, DELETE, Update
 
 logger = logging.getLogger(__name__)
@@ -131,6 +131,20 @@ class Entry:
         return HIDE if prior or dispatch.changed is CHANGED else DROP
 
 
+class Group:
+    """The connections of one visitor holding one URL, and what stays known of
+    them for a while (``Authorizer.steady``): the gate's warm path."""
+
+    __slots__ = ("visitor", "connections", "identity", "until", "changes")
+
+    def __init__(self, visitor: Any) -> None:
+        self.visitor = visitor
+        self.connections: list = []
+        self.identity: Any = None  # None: ask steady() again
+        self.until = 0.0
+        self.changes = -1  # the authorizer's changes when steady() answered
+
+
 class Gate:
     """Filters the hub's fan-out through the authorizer's decisions.
 
@@ -152,9 +166,9 @@ class Gate:
         self.unsubscribe = unsubscribe
         self.backlog_limit = backlog_limit
         self.backlogs: dict[Any, collections.deque[Entry]] = {}
-        # url -> {visitor: [subscribers]}, built at a dispatch, dropped when
-        # the URL's subscribers change (the hub calls forget()).
-        self.groups: dict[str, dict[Any, list]] = {}
+        # url -> its subscribers in groups of one visitor, built at a dispatch,
+        # dropped when the URL's subscribers change (the hub calls forget()).
+        self.groups: dict[str, list[Group]] = {}
 
     def forget(self, url: str) -> None:
         """The subscribers of ``url`` changed: regroup them at its next update."""
@@ -168,6 +182,7 @@ class Gate:
         Returns how many connections got it now (held ones are not counted).
         """
         now = time.monotonic()
+        self.authorizer.fanning_out(now)
         if update.event == DELETE:
             self.authorizer.unmark(update.url)
             mark, changed = 0, SAME
@@ -187,7 +202,7 @@ class Gate:
 
     def _fan_out(self, fan: Fanout, subscribers: Any, skip: Any) -> int:
         """``fan``'s update to ``subscribers`` (but those in ``skip``)."""
-        if not skip and not self.backlogs:
+        if not skip:
             return self._fan_out_grouped(fan, subscribers)
         frame, subscribed, url, stale = fan.frame, fan.subscribed, fan.url, fan.stale
         now, mark = fan.now, fan.mark
@@ -219,25 +234,82 @@ class Gate:
 
     def _fan_out_grouped(self, fan: Fanout, subscribers: Any) -> int:
         """The common case (nothing held, nobody skipped): one verdict per
-        session, then the same tight send loop as without authorization."""
+        visitor, then the same tight send loop as without authorization.
+
+        A group whose identity (and, for a collection, whose "yes" to it) is
+        steady costs one cache lookup: its fresh "yes" for the object at this
+        update's mark. Anything else goes through ``_verdict``, which asks,
+        refreshes and holds as needed (bench/results/PROFILE.md, section 12).
+        """
         frame, subscribed, url, stale = fan.frame, fan.subscribed, fan.url, fan.stale
         now, mark = fan.now, fan.mark
         groups = self.groups.get(subscribed)
         if groups is None:
-            groups = {}
-            for connection in subscribers:
-                groups.setdefault(connection.visitor, []).append(connection)
-            self.groups[subscribed] = groups
+            groups = self.groups[subscribed] = _grouped(subscribers)
+        if self.backlogs:
+            groups = self._hold_backlogged(fan, groups)
+        authorizer = self.authorizer
+        changes = authorizer.changes
+        decision = authorizer.decisions.get
+        fresh_after = now + authorizer.refresh_within  # no refresh due before
+        collection = None if subscribed == url else subscribed
         sent = 0
-        for key, connections in groups.items():
-            verdict = self._verdict(key, subscribed, url, stale, now, mark)
-            if verdict is SEND:  # the warm path, inline
-                for connection in connections:
+        for group in groups:
+            if group.changes != changes or group.until <= now:
+                self._steady(group, collection, now, changes)
+            if group.identity is not None:
+                entry = decision((group.identity, url))
+                if (
+                    entry is not None
+                    and entry[0]
+                    and entry[1] > fresh_after
+                    and entry[2] >= mark
+                ):  # the warm path, inline: what known() would say, at once
+                    for connection in group.connections:
+                        connection.send(frame)
+                    sent += len(group.connections)
+                    continue
+            verdict = self._verdict(group.visitor, subscribed, url, stale, now, mark)
+            if verdict is SEND:
+                for connection in group.connections:
                     connection.send(frame)
-                sent += len(connections)
+                sent += len(group.connections)
             else:
-                self._apply(verdict, connections, fan)
+                self._apply(verdict, group.connections, fan)
         return sent
+
+    def _hold_backlogged(self, fan: Fanout, groups: list[Group]) -> list[Group]:
+        """Hold ``fan``'s update for the connections that wait on a decision
+        (in their order, behind what they wait for); the groups of the others.
+
+        Held connections are few and come in whole groups (one visitor's
+        connections wait for the same answer), so the rest keep the warm path.
+        """
+        backlogs = self.backlogs
+        rest = []
+        for group in groups:
+            held = [c for c in group.connections if c in backlogs]
+            if not held:
+                rest.append(group)
+                continue
+            entry = self._entry(fan, group.visitor)
+            for connection in held:
+                self._hold(connection, backlogs[connection], entry)
+            if len(held) < len(group.connections):
+                free = Group(group.visitor)
+                free.connections = [c for c in group.connections if c not in backlogs]
+                rest.append(free)
+        return rest
+
+    def _steady(
+        self, group: Group, collection: str | None, now: float, changes: int
+    ) -> None:
+        steady = self.authorizer.steady(group.visitor, collection, now)
+        group.changes = changes
+        if steady is None:
+            group.identity, group.until = None, now  # asked again next time
+        else:
+            group.identity, group.until = steady
 
     def _apply(
         self,
@@ -253,7 +325,9 @@ class Gate:
             for connection in connections:
                 connection.send(fan.frame)
             if held is not None:
-                self._delivered(held)
+                # Its lag counts once for this subscriber (those sent at the
+                # dispatch count once for all: server.Gateway.dispatch).
+                self.stats.delivered(held.dispatch.update.published)
             return len(connections)
         if verdict is PENDING:
             entry = self._entry(fan, connections[0].visitor)
@@ -384,14 +458,6 @@ class Gate:
             return SEND
         return entry.refusal(prior)
 
-    def _delivered(self, entry: Entry) -> None:
-        """A held update went out: its lag counts, once for this subscriber
-        (those sent at the dispatch count once for all: server.dispatch)."""
-        published = entry.dispatch.update.published
-        if published is not None:
-            lag = seconds_since(published)
-            self.stats.update_delivery_seconds.observe(lag)
-
     # Revocation ------------------------------------------------------------
 
     def _revoke_all(self, fan: Fanout) -> None:
@@ -418,3 +484,14 @@ class Gate:
         self.unsubscribe(connection, url)
         self.stats.revocations += 1
         connection.send(replies.error("forbidden", "no longer allowed", url))
+
+
+def _grouped(subscribers: Any) -> list[Group]:
+    """``subscribers`` in groups of one visitor (who share every verdict)."""
+    groups: dict[Any, Group] = {}
+    for connection in subscribers:
+        group = groups.get(connection.visitor)
+        if group is None:
+            group = groups[connection.visitor] = Group(connection.visitor)
+        group.connections.append(connection)
+    return list(groups.values())

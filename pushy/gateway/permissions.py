@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import gevent
 from gevent.event import AsyncResult
 
 from pushy import authorization, conf
@@ -23,6 +22,7 @@ from pushy.gateway.db_threads import _import_ahead, _job
 # Re-exported: server.py and the tests import them from here.
 from pushy.gateway.origins import origin_allowed  # noqa: F401
 from pushy.gateway.questions import REFRESH, Questions, Refused
+from pushy.gateway.refreshes import Refreshes
 from pushy.gateway.session_user import (
     ANONYMOUS,
     Identity,
@@ -100,6 +100,9 @@ class Authorizer:
         # (identity, url) -> what the site answered a refused GET, in words.
         self.said: dict[tuple[Any, str], str] = {}
         self._marked = 0
+        # Counts the changes that can end what ``steady()`` said: a session
+        # read, a decision stored with another answer than before, a new mark.
+        self.changes = 0
         self._inflight: dict[Any, AsyncResult] = {}
         self._anonymous: SessionRead | None = None
         # A cached answer in use is asked again in the background in the last
@@ -111,6 +114,8 @@ class Authorizer:
         # The latest visitor seen of each identity: whom to ask as, for that
         # identity's background refreshes (never a visitor of another).
         self.people: dict[Any, Identity] = {}
+        # Background refreshes, out of the fan-out's way (refreshes.py).
+        self.refreshes = Refreshes(self._refresh_now, pool_size)
         if self.needed:
             _import_ahead(self.authorize is authorization.can_get)
 
@@ -167,6 +172,31 @@ class Authorizer:
                 self._refresh((identity, url, asked), self._decide, who, url, asked)
         return allowed
 
+    def steady(
+        self, visitor: Visitor, subscribed: str | None, now: float
+    ) -> tuple[Any, float] | None:
+        """A visitor's identity, and until when it stays so without asking or
+        refreshing anything: the hub's warm path (Gate) skips ``identity_now``
+        and ``known`` for it until then, or until ``changes`` moves.
+
+        With ``subscribed`` (a collection the visitor holds), also that its
+        answer for it is a fresh "yes". None when the slow path must decide
+        (something is missing, refused, or due for a refresh).
+        """
+        identity = self.identity_now(visitor, now)
+        if identity is MISSING:
+            return None
+        until = float("inf")
+        key = visitor.session_key
+        if key is not None:
+            until = self.sessions[key].expires - self.refresh_within
+        if subscribed is not None:
+            entry = self.decisions.get((identity, subscribed))
+            if entry is None or not entry[0] or entry[2] < self.mark_of(subscribed):
+                return None
+            until = min(until, entry[1] - self.refresh_within)
+        return (identity, until) if until > now else None
+
     def prior(self, visitor: Visitor, url: str) -> bool | None:
         """The last answer about ``url`` for a visitor's identity, however old;
         None: none known. What a subscriber was last shown, for "hidden"."""
@@ -212,6 +242,7 @@ class Authorizer:
             return entry[1], SAME
         known = token is not None and entry is not None and entry[0] is not None
         self._marked += 1
+        self.changes += 1
         _remember(self.marks, url, (token, self._marked))
         return self._marked, CHANGED if known else MAYBE
 
@@ -308,6 +339,7 @@ class Authorizer:
             return SessionRead(user, session, float("inf"))
         entry = SessionRead(user, session, time.monotonic() + self.ttl)
         _remember(self.sessions, key, entry)
+        self.changes += 1
         return entry
 
     def _decide(
@@ -322,6 +354,8 @@ class Authorizer:
         newer = self.decisions.get(key)
         if newer is None or newer[2] <= mark:  # never over one asked at a later mark
             _remember(self.decisions, key, (allowed, time.monotonic() + self.ttl, mark))
+            if newer is None or newer[0] != allowed:
+                self.changes += 1
             if said is None:
                 self.said.pop(key, None)
             else:
@@ -364,10 +398,14 @@ class Authorizer:
         pending.set(value)
         return value
 
+    def fanning_out(self, now: float) -> None:
+        """An update is being fanned out: background refreshes wait."""
+        self.refreshes.fanning_out(now)
+
     def _refresh(self, key: Any, compute: Callable[..., Any], *args: Any) -> None:
-        """Ask ``key``'s question again in a greenlet of its own, unless under way."""
+        """Ask ``key``'s question again in the background, unless under way."""
         if key not in self._inflight:
-            gevent.spawn(self._refresh_now, key, compute, *args)
+            self.refreshes.add(key, compute, args, first=compute == self._read)
 
     def _refresh_now(self, key: Any, compute: Callable[..., Any], *args: Any) -> None:
         try:
@@ -385,6 +423,7 @@ class Authorizer:
             setattr(self.stats, name, getattr(self.stats, name) + 1)
 
     def close(self) -> None:
+        self.refreshes.close()
         self.questions.close()
 
 

@@ -43,7 +43,7 @@ from pushy.gateway.memory import Trimmer
 from pushy.gateway.pauses import PauseMonitor
 from pushy.gateway.permissions import Authorizer, origin_allowed
 from pushy.gateway.shared import Limits, Shared
-from pushy.gateway.stats import Stats, seconds_since
+from pushy.gateway.stats import Stats
 from pushy.gateway.versions import VersionBook
 from pushy.gateway.visitor import Visitor
 from pushy.logs import Throttled
@@ -367,8 +367,7 @@ class Gateway:
         queued, and each connection's writer sends them in one write.
         """
         self.versions.saw(update.version)
-        if update.published is not None:
-            self.stats.update_arrival_seconds.observe(seconds_since(update.published))
+        self.stats.arrived(update.published)
         if not self._listener_idle:
             sent = self.hub.dispatch(update)
         else:
@@ -383,11 +382,8 @@ class Gateway:
             # After the writers this dispatch woke (loop callbacks run in
             # order): then its frames are with the kernel, for every
             # subscriber not already waiting on a slow socket.
-            self.loop.run_callback(self._delivered, update.published)
+            self.loop.run_callback(self.stats.delivered, update.published)
         return sent
-
-    def _delivered(self, published: float) -> None:
-        self.stats.update_delivery_seconds.observe(seconds_since(published))
 
     def resync(self) -> None:
         """Redis is back after an outage: tell clients what they may have missed."""

@@ -105,6 +105,19 @@ class Stats:
         for name in HISTOGRAMS:
             setattr(self, name, Histogram())
 
+    def arrived(self, published: float | None) -> None:
+        """An update published at ``published`` (None: unknown) reached this
+        gateway: its lag so far counts."""
+        if published is not None:
+            self.update_arrival_seconds.observe(seconds_since(published))
+
+    def delivered(self, published: float | None) -> None:
+        """An update published at ``published`` (None: unknown) is with the
+        kernel for its subscribers: its lag counts, once for those a dispatch
+        wrote (server.Gateway.dispatch), once for each held one (gate.py)."""
+        if published is not None:
+            self.update_delivery_seconds.observe(seconds_since(published))
+
     def snapshot(self, connections: int, subscriptions: int, redis_live: bool) -> dict:
         counters = {name: getattr(self, name) for name in COUNTERS}
         histograms = {name: getattr(self, name).snapshot() for name in HISTOGRAMS}

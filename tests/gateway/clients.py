@@ -20,6 +20,23 @@ import websocket
 from pushy.messages import Update
 
 
+def login(user: Any) -> tuple[Any, str]:
+    """A logged-in browser (a Django test client, for logging out later) and
+    its session cookie."""
+    from django.conf import settings
+    from django.test import Client as DjangoClient
+
+    browser = DjangoClient()
+    browser.force_login(user)
+    name = settings.SESSION_COOKIE_NAME
+    return browser, f"{name}={browser.cookies[name].value}"
+
+
+def session_cookie(user: Any) -> str:
+    """The ``Cookie`` header of ``user`` logged in."""
+    return login(user)[1]
+
+
 class Client:
     """A well-behaved client: JSON in, JSON out."""
 

@@ -2,9 +2,11 @@
 
 A real ``Hub`` and ``Stats`` behind a stand-in connection (it records what it
 is sent and runs a waiting step at once) and a stand-in authorizer (answers
-from a dict). tests/gateway/test_protocol.py runs the same code in a real
-runpushy through sockets; these pin the table, the exact bytes of each reply,
-and that both follow docs/protocol.md.
+from a dict); last, real connections on fake sockets (tests/gateway/fake_io.py)
+show a bad message or frame answered to its own client only.
+tests/gateway/test_protocol.py runs the same code in a real runpushy through
+sockets; these pin the table, the exact bytes of each reply, and that both
+follow docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from pushy.gateway import replies
+from pushy.gateway import frames, replies
 from pushy.gateway.actions import HANDLERS, MAX_URL_LENGTH, ClientActions
+from pushy.gateway.connection import Connection, State
 from pushy.gateway.hub import Hub
 from pushy.gateway.stats import Stats
 from pushy.messages import Update
 from tests.conftest import ROOT
+from tests.gateway.fake_io import FakeSocket, client_frame, fake_shared
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -226,3 +230,71 @@ def test_each_reply_has_the_keys_and_order_protocol_md_shows():
     }  # fmt: skip
     shown = {json.loads(text)["type"] for text in built.values()} | {sent["type"]}
     assert shown == documented
+
+
+def test_each_action_goes_through_the_table(gateway, monkeypatch):
+    called = []
+    monkeypatch.setitem(
+        HANDLERS, "ping", lambda actions, connection, request: called.append(request)
+    )
+    monkeypatch.setitem(HANDLERS, "hello", ClientActions.ping)
+    sent, _ = answers(gateway, {"action": "ping", "n": 1}, {"action": "hello"})
+    assert called == [{"action": "ping", "n": 1}]
+    assert sent == [{"type": "pong"}]  # "hello" answered by the handler it names
+
+
+class ActionEvents:
+    """What the server's ConnectionEvents does with messages: the actions."""
+
+    def __init__(self, actions: ClientActions, hub: Hub) -> None:
+        self.actions, self.hub = actions, hub
+
+    def joined(self, connection) -> None:
+        self.hub.add(connection)
+
+    def message(self, connection, payload: bytes) -> None:
+        self.actions.handle(connection, payload)
+
+    def leaving(self, connection) -> None:
+        pass
+
+    def unsubscribe(self, connection) -> None:
+        self.hub.remove(connection)
+
+    def ended(self, connection) -> None:
+        self.hub.remove(connection)
+
+
+def test_a_bad_message_or_frame_is_answered_to_its_client_only(gateway):
+    """Real connections on fake sockets, around the real actions and hub."""
+    shared = fake_shared()
+    hub = Hub(shared.stats)
+    actions = ClientActions(shared, hub, None, gateway.authorizer)
+    events = ActionEvents(actions, hub)
+    bad, good = (
+        Connection(shared, events, FakeSocket(), visitor=SimpleNamespace())
+        for _ in range(2)
+    )
+    bad.start()
+    good.start()
+
+    def client_sends(connection, sent: bytes) -> None:
+        connection.sock.incoming += sent
+        connection.reader.fire()  # the socket is readable
+        shared.loop.run()  # the writers' callbacks
+
+    def texts(connection) -> list[dict]:
+        return [json.loads(p) for op, p in connection.sock.frames() if op == 0x1]
+
+    client_sends(bad, client_frame(0x1, b"not json"))
+    client_sends(good, client_frame(0x1, b'{"action": "subscribe", "url": "/a/"}'))
+    assert texts(bad) == [{"type": "error", "code": "invalid", "message": "not JSON"}]
+    assert texts(good) == [{"type": "subscribed", "url": "/a/"}]
+    # An unmasked frame breaks the protocol: that client is closed, 1002.
+    client_sends(bad, b"\x81\x02hi")
+    assert bad.sock.close_codes() == [frames.CLOSE_PROTOCOL_ERROR]
+    assert bad.state is State.CLOSED and bad not in hub.connections
+    client_sends(good, client_frame(0x1, b'{"action": "ping"}'))
+    assert texts(good)[-1] == {"type": "pong"} and good.sock.close_codes() == []
+    assert good.state is State.OPEN and hub.by_url["/a/"] == {good}
+    assert shared.stats.errors == 2

@@ -9,8 +9,7 @@ from django.contrib.auth.models import User
 from django.test import RequestFactory
 
 from pushy.gateway.session_user import session_key
-from tests.gateway.clients import Client
-from tests.gateway.test_authorization import login
+from tests.gateway.clients import Client, login
 from tests.support.gateway import Gateway
 from tests.testapp.models import Document
 

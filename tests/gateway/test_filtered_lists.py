@@ -2,8 +2,8 @@
 create, update and delete of its collection's members, each gated by the
 member's own authorization, and is itself authorized as the whole URL."""
 
-# The fixtures of test_authorization (a gateway, two users) are imported, and
-# test arguments of the same names use them.
+# The fixture of test_authorization (two users) is imported, and test
+# arguments of the same name use it.
 # ruff: noqa: F401, F811
 
 from __future__ import annotations
@@ -11,19 +11,21 @@ from __future__ import annotations
 import pytest
 
 from pushy import publisher
-from tests.gateway.clients import Client, publish
+from tests.gateway.clients import Client, login, publish
 from tests.gateway.test_authorization import (
     doc_update,
-    gateway,
     is_marker,
-    login,
     next_update,
     people,
     publish_marker,
 )
 from tests.testapp.models import Document
 
-pytestmark = [pytest.mark.timeout(60), pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.gateway_settings(DB_POOL_SIZE=2),  # the gateway fixture's
+]
 
 FILTERED = "/api/doc/?title=open"
 

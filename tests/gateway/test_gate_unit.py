@@ -31,11 +31,23 @@ class Who:
 class HeldAuthorizer:
     """Knows nothing until the test answers; ``allowed`` says who may see what."""
 
+    # The warm path's view of the real one: nothing is ever steady here, so
+    # every verdict goes through identity_now() and known().
+    changes = 0
+    refresh_within = 0.0
+    decisions: dict = {}
+
     def __init__(self, allowed):
         self.allowed = allowed  # {(identity, url): bool}
         self.known_answers = {}
         self.released = gevent.event.Event()
         self.asked = []
+
+    def steady(self, visitor, subscribed, now):
+        return None
+
+    def fanning_out(self, now):
+        pass
 
     def identity_now(self, key, now):
         return key if (key, None) in self.known_answers else MISSING
@@ -87,8 +99,11 @@ def gate_with(allowed, backlog_limit=100):
     return hub, authorizer
 
 
-def item(pk, event="update"):
-    return Update(url=f"/i/{pk}/", event=event, model="a.b", pk=pk, collection="/i/")
+def item(pk, event="update", published=None):
+    return Update(
+        url=f"/i/{pk}/", event=event, model="a.b", pk=pk, collection="/i/",
+        published=published,
+    )  # fmt: skip
 
 
 def test_held_updates_go_out_in_order_once_answered():
@@ -97,16 +112,39 @@ def test_held_updates_go_out_in_order_once_answered():
     client = Subscriber("k")
     hub.subscribe(client, "/i/")
     for pk in (1, 2, 1):
-        hub.dispatch(item(pk))
+        hub.dispatch(item(pk, published=time.time() - 0.5))
     gevent.sleep(0)
     assert client.got == []  # nothing known yet: all three held
     authorizer.released.set()
     gevent.sleep(0.01)
     assert [m["pk"] for m in client.got] == [1, 2, 1]
+    # Each held update's lag counts as it goes out (Stats.delivered).
+    lags = hub.stats.update_delivery_seconds
+    assert lags.count == 3 and 1.5 <= lags.sum < 3
     # Each question asked once, though the connection had three updates waiting.
     assert sorted(authorizer.asked) == [("k", "/i/"), ("k", "/i/1/"), ("k", "/i/2/")]
     hub.dispatch(item(2))  # known now: sent at once, no greenlet
     assert [m["pk"] for m in client.got] == [1, 2, 1, 2]
+
+
+def test_a_held_subscriber_does_not_hold_up_the_others():
+    allowed = {(k, u): True for k in "ab" for u in ("/i/", "/i/1/", "/i/2/")}
+    hub, authorizer = gate_with(allowed)
+    known = authorizer.known_answers
+    known.update({("b", None): True, **{("b", u): True for u in ("/i/", "/i/1/")}})
+    waiting, known_one = Subscriber("a"), Subscriber("b")
+    for client in (waiting, known_one):
+        hub.subscribe(client, "/i/")
+    for pk in (1, 2, 1):
+        hub.dispatch(item(pk))
+    gevent.sleep(0)
+    assert waiting.got == []  # held, in order, until its answers come
+    # Known: sent at once, except what must be asked (held behind it).
+    assert [m["pk"] for m in known_one.got] == [1]
+    authorizer.released.set()
+    gevent.sleep(0.01)
+    assert [m["pk"] for m in waiting.got] == [1, 2, 1]
+    assert [m["pk"] for m in known_one.got] == [1, 2, 1]
 
 
 def test_objects_and_collections_not_allowed_are_withheld_or_revoked():
@@ -221,9 +259,11 @@ def counting_authorizer(settings):
         "AUTHORIZE": "tests.testapp.auth.counting",
     }
     auth.ASKED.clear()
+    auth.DENIED.clear()
     authorizer = Authorizer(pool_size=2, ttl=0.4)
     yield authorizer, auth.ASKED
     authorizer.close()
+    auth.DENIED.clear()
 
 
 def test_one_question_asked_at_once_is_asked_once(counting_authorizer):
@@ -249,3 +289,135 @@ def test_a_busy_answer_is_refreshed_before_it_expires(counting_authorizer):
     assert (
         authorizer.known(NOBODY.identity(None), "/i/1/", time.monotonic()) is True
     )  # never expired
+
+
+# The warm path (Gate._fan_out_grouped with Authorizer.steady): what it skips
+# must not change a verdict.
+
+
+@pytest.fixture
+def steady_gate(settings, monkeypatch):
+    """A hub whose gate asks a real Authorizer (TTL 60 s, ``counting``), the
+    URLs asked, and the clock: add seconds to ``clock[0]`` to move time on."""
+    from pushy.gateway.permissions import Authorizer
+    from tests.testapp import auth
+
+    settings.PUSHY_SETTINGS = {
+        **settings.PUSHY_SETTINGS,
+        "AUTHORIZE": "tests.testapp.auth.counting",
+    }
+    auth.ASKED.clear()
+    auth.DENIED.clear()
+    clock = [0.0]
+    real = time.monotonic
+    monkeypatch.setattr(time, "monotonic", lambda: real() + clock[0])
+    authorizer = Authorizer(pool_size=2, ttl=60)
+    hub = Hub(Stats())
+    hub.use_gate(Gate(authorizer, hub.stats, hub.unsubscribe, 100))
+    yield hub, auth.ASKED, clock
+    authorizer.close()
+    auth.DENIED.clear()
+
+
+def tokened(pk, token="t"):
+    return Update(
+        url=f"/i/{pk}/", event="update", model="a.b", pk=pk, collection="/i/",
+        visibility=token,
+    )  # fmt: skip
+
+
+def told(hub, client, update, timeout=2.0):
+    """Dispatch ``update``: the types of what ``client`` was sent (held ones:
+    once decided)."""
+    before = len(client.got)
+    hub.dispatch(update)
+    deadline = time.monotonic() + timeout
+    while len(client.got) == before and hub.gate.backlogs:
+        assert time.monotonic() < deadline
+        gevent.sleep(0.005)  # the held update's question, in the pool
+    return [message["type"] for message in client.got[before:]]
+
+
+def test_the_warm_path_refreshes_an_answer_in_its_last_quarter(steady_gate):
+    from tests.testapp import auth
+
+    hub, asked, clock = steady_gate
+    client = Subscriber(NOBODY)
+    hub.subscribe(client, "/i/1/")
+    assert told(hub, client, tokened(1)) == ["update"]  # asked, then sent
+    assert told(hub, client, tokened(1)) == ["update"]  # steady: sent at once
+    auth.DENIED.add("/i/1/")
+    clock[0] += 50  # 10 s of its 60 left: asked again in the background
+    assert told(hub, client, tokened(1)) == ["update"]
+    deadline = time.monotonic() + 2
+    while asked.count("/i/1/") < 2:
+        assert time.monotonic() < deadline, asked
+        gevent.sleep(0.005)  # the refresh, in the pool
+    assert told(hub, client, tokened(1)) == ["error"]  # no longer allowed
+    assert client.got[-1]["message"] == "no longer allowed"
+
+
+def test_the_warm_path_never_uses_an_expired_collection_answer(steady_gate):
+    from tests.testapp import auth
+
+    hub, asked, clock = steady_gate
+    client = Subscriber(NOBODY)
+    hub.subscribe(client, "/i/")
+    assert told(hub, client, tokened(1)) == ["update"]  # asks /i/ and /i/1/
+    clock[0] += 30
+    assert told(hub, client, tokened(2)) == ["update"]  # asks /i/2/ only
+    assert told(hub, client, tokened(2)) == ["update"]  # steady again
+    auth.DENIED.add("/i/")
+    clock[0] += 31  # the answer for /i/ expired; the one for /i/2/ is fresh
+    assert told(hub, client, tokened(2)) == ["error"]
+    assert client.got[-1]["message"] == "no longer allowed"
+    assert asked == ["/i/", "/i/1/", "/i/2/", "/i/"]
+
+
+def test_a_new_visibility_token_is_not_decided_by_the_warm_path(steady_gate):
+    from tests.testapp import auth
+
+    hub, _, _ = steady_gate
+    client = Subscriber(NOBODY)
+    hub.subscribe(client, "/i/")
+    assert told(hub, client, tokened(1)) == ["update"]
+    assert told(hub, client, tokened(1)) == ["update"]
+    auth.DENIED.add("/i/1/")  # the save that changes the token hides it
+    assert told(hub, client, tokened(1, token="u")) == ["hidden"]
+
+
+def test_an_answer_that_changed_is_followed_at_once(steady_gate):
+    from tests.testapp import auth
+
+    hub, _, _ = steady_gate
+    client = Subscriber(NOBODY)
+    hub.subscribe(client, "/i/")
+    assert told(hub, client, tokened(1)) == ["update"]
+    assert told(hub, client, tokened(1)) == ["update"]  # steady
+    auth.DENIED.add("/i/")
+    # Asked again (as at a later mark of its URL), long before its refresh.
+    authorizer = hub.gate.authorizer
+    assert (
+        gevent.spawn(authorizer.decide, authorizer.who(NOBODY), "/i/", 99).get()
+        is False
+    )
+    assert told(hub, client, tokened(1)) == ["error"]
+
+
+def test_a_refresh_waits_until_updates_stop_being_fanned_out(steady_gate, monkeypatch):
+    from pushy.gateway import refreshes
+
+    monkeypatch.setattr(refreshes, "QUIET", 0.3)
+    hub, asked, clock = steady_gate
+    client = Subscriber(NOBODY)
+    hub.subscribe(client, "/i/1/")
+    assert told(hub, client, tokened(1)) == ["update"]
+    clock[0] += 50  # in its last quarter: due for a refresh
+    started = time.monotonic()
+    for _ in range(3):  # a burst: each fan-out holds the refresh off again
+        assert told(hub, client, tokened(1)) == ["update"]
+        gevent.sleep(0.1)
+    while asked.count("/i/1/") < 2:
+        assert time.monotonic() - started < 3, asked
+        gevent.sleep(0.005)  # the refresh, in the pool
+    assert time.monotonic() - started >= 0.2 + 0.3

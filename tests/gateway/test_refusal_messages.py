@@ -7,18 +7,10 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import User
 
-from tests.gateway.clients import Client
-from tests.gateway.test_authorization import login
-from tests.support.gateway import Gateway
+from tests.gateway.clients import Client, login
 from tests.testapp.models import Document
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def gateway(redis_server, django_db_setup):
-    with Gateway(redis_server.url) as gw:
-        yield gw
 
 
 def refusal(client: Client, url: str) -> str:

@@ -2,23 +2,14 @@
 
 import psutil
 import pytest
-from django.conf import settings
 from django.contrib.auth.models import User
-from django.test import Client as DjangoClient
 
-from tests.gateway.clients import Client, RawClient
+from tests.gateway.clients import Client, RawClient, session_cookie
 from tests.support.gateway import Gateway
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.django_db(transaction=True)]
 
 AUTHORIZE = {"AUTHORIZE": "tests.testapp.auth.only_staff", "DB_POOL_SIZE": 2}
-
-
-def session_cookie(user: User) -> str:
-    browser = DjangoClient()
-    browser.force_login(user)
-    name = settings.SESSION_COOKIE_NAME
-    return f"{name}={browser.cookies[name].value}"
 
 
 @pytest.fixture(scope="module")

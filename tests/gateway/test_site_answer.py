@@ -24,8 +24,8 @@ from django.http import HttpResponse
 from django.test import RequestFactory
 
 from pushy.messages import Update
-from tests.gateway.clients import Client, publish
-from tests.gateway.test_authorization import is_marker, login, publish_marker
+from tests.gateway.clients import Client, login, publish
+from tests.gateway.test_authorization import is_marker, publish_marker
 from tests.support.gateway import Gateway
 from tests.testapp.models import Shot, Unpushed
 

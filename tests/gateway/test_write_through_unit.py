@@ -19,22 +19,9 @@ from pushy.gateway import frames
 from pushy.gateway.connection import Connection, State
 from pushy.gateway.hub import Hub
 from pushy.gateway.server import Gateway
-from pushy.gateway.shared import Limits, Shared
+from pushy.gateway.shared import Shared
 from pushy.gateway.stats import Stats
-
-LIMITS = Limits(
-    max_message=65536,
-    max_subscriptions=10,
-    max_subscription_bytes=65536,
-    queue_size=100,
-    queue_bytes=1 << 20,
-    write_timeout=5.0,
-    handshake_timeout=5.0,
-    shutdown_timeout=5.0,
-    ping_interval=30.0,
-    rate=100.0,
-    burst=10,
-)
+from tests.gateway.fake_io import LIMITS, client_frame
 
 
 class Events:
@@ -173,11 +160,6 @@ def test_a_client_gone_mid_dispatch_is_ended_after_it_not_during(pair):
     assert "/things/1/" not in gateway.hub.by_url
 
 
-def client_frame(opcode: int, payload: bytes = b"") -> bytes:
-    """A short frame as a client sends it: masked, with a zero mask."""
-    return bytes([0x80 | opcode, 0x80 | len(payload)]) + bytes(4) + payload
-
-
 def wait_until_closed(connection: Connection) -> None:
     with gevent.Timeout(5):
         while connection.state is not State.CLOSED:
@@ -234,6 +216,7 @@ def test_only_an_update_the_listener_waited_for_is_written_through():
     shared = types.SimpleNamespace(write_through=False)
     gateway = types.SimpleNamespace(
         versions=types.SimpleNamespace(saw=lambda version: None),
+        stats=Stats(),
         shared=shared,
         _listener_idle=False,
     )

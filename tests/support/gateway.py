@@ -196,7 +196,25 @@ class Gateway:
 
 
 @pytest.fixture
-def gateway(pushy_redis):
-    """A running gateway on this test's Redis and DB; stopped after the test."""
-    with Gateway(pushy_redis.url) as running:
+def gateway(request, pushy_redis):
+    """A running gateway on this test's Redis and DB; stopped after the test.
+
+    One per test: the database is emptied between tests and its ids reused,
+    which a gateway's cached decisions (rightly, within the TTL) would not
+    know. A ``gateway_settings`` mark gives it PUSHY_SETTINGS of its own:
+    ``pytestmark = pytest.mark.gateway_settings(DB_POOL_SIZE=2)``.
+    """
+    mark = request.node.get_closest_marker("gateway_settings")
+    with Gateway(pushy_redis.url, pushy_settings=mark and mark.kwargs) as running:
         yield running
+
+
+@pytest.fixture
+def start_gateway(pushy_redis, closing):
+    """``start_gateway(**pushy_settings)``: a running gateway on this test's
+    Redis and DB, with those settings; stopped when the test ends."""
+
+    def start(**pushy_settings: Any) -> Gateway:
+        return closing(Gateway(pushy_redis.url, pushy_settings=pushy_settings))
+
+    return start

@@ -14,12 +14,13 @@ def only_public(user, url):
 
 
 ASKED = []
+DENIED = set()  # URLs counting() refuses
 
 
 def counting(user, url):
-    """Allows everything and remembers each question (tests of the cache)."""
+    """Allows all but DENIED and remembers each question (tests of the cache)."""
     ASKED.append(url)
-    return True
+    return url not in DENIED
 
 
 # gated: each question waits until the test opens the gate (threads of the pool).
