@@ -216,7 +216,7 @@ def _cluster_url(value: str, hint: str) -> Iterator[Error]:
         cluster = redis_cluster.client(
             value, socket_connect_timeout=1, socket_timeout=2
         )
-    except redis.exceptions.RedisClusterException as e:
+    except redis.RedisError as e:
         if "not enabled" not in str(e):  # nothing answered
             return
         problem = "its nodes are not in cluster mode"

@@ -18,17 +18,19 @@ master". Imported by the publisher and the gateway only in cluster mode.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import unquote
 
 import redis
 from redis.cluster import ClusterNode
 from redis.crc import key_slot
+from redis.exceptions import RedisClusterException
 
 from pushy import conf, versions
 from pushy.redis_clients import CLUSTER_SCHEMES
@@ -98,16 +100,31 @@ def _host_port(item: str) -> tuple[str, int]:
     return host, int(port)
 
 
+@contextlib.contextmanager
+def redis_errors() -> Iterator[None]:
+    """redis-py's cluster errors that are no ``RedisError`` (no node reachable,
+    a slot not covered) raised as ``ConnectionError``, which every caller of
+    pushy's handles as Redis being away."""
+    try:
+        yield
+    except RedisClusterException as e:
+        raise redis.ConnectionError(str(e)) from e
+
+
 def client(url: str, **options: Any) -> redis.RedisCluster:
-    """A redis-py cluster client; ``options`` are each node's connection options."""
+    """A redis-py cluster client; ``options`` are each node's connection options.
+
+    It reads the slot map at once: ConnectionError if no node answers.
+    """
     parsed = parse_cluster_url(url)
-    return redis.RedisCluster(
-        startup_nodes=[ClusterNode(host, port) for host, port in parsed.hosts],
-        username=parsed.username,
-        password=parsed.password,
-        ssl=parsed.ssl,
-        **options,
-    )
+    with redis_errors():
+        return redis.RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in parsed.hosts],
+            username=parsed.username,
+            password=parsed.password,
+            ssl=parsed.ssl,
+            **options,
+        )
 
 
 def node_options(url: str) -> dict[str, Any]:
@@ -219,7 +236,13 @@ def lookup(
     ``:last`` is then raised to the baseline, so that no later update, in
     whichever book, gets a version a client holding the baseline has seen.
     """
-    horizons = horizons or [None] * BUCKETS
+    with redis_errors():
+        return _lookup(cluster, urls, horizons or [None] * BUCKETS)
+
+
+def _lookup(
+    cluster: redis.RedisCluster, urls: list[str], horizons: Sequence[int | None]
+) -> Snapshot:
     pipe = cluster.pipeline(transaction=False)
     for number in range(BUCKETS):
         args = versions.lookup_args(urls, horizons[number])
@@ -246,6 +269,11 @@ def _largest(found: Any) -> int | None:
 def lose(cluster: redis.RedisCluster, channel: str = "", body: str = "") -> int:
     """A new epoch in every book, then the resync request (bucket 0's book
     publishes it, last); the largest floor in force."""
+    with redis_errors():
+        return _lose(cluster, channel, body)
+
+
+def _lose(cluster: redis.RedisCluster, channel: str, body: str) -> int:
     pipe = cluster.pipeline(transaction=False)
     for number in range(1, BUCKETS):
         pipe.execute_command(

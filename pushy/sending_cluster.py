@@ -76,6 +76,11 @@ class ClusterLink:
             self.fresh = False
             return
         self.drop()
+        with redis_cluster.redis_errors():
+            self._connect(client, timeout)
+        self.fresh = self.load = True
+
+    def _connect(self, client: redis.RedisCluster, timeout: float) -> None:
         for primary in client.get_primaries():
             pool = client.get_redis_connection(primary).connection_pool
             conn = pool.make_connection()
@@ -83,7 +88,6 @@ class ClusterLink:
             conn.connect()
             self.conns[primary.name] = conn
         self.timeout = max(timeout, 0.001)
-        self.fresh = self.load = True
 
     def setup(self) -> list[tuple]:
         """Commands sent first (to every master): name the connections, load."""
@@ -103,10 +107,7 @@ class ClusterLink:
         self.route = []
         for command in commands:
             slot = redis_cluster.command_slot(command)
-            if slot is None:
-                targets = everyone
-            else:
-                targets = [self.conns[slots.get_node_from_slot(slot).name]]
+            targets = everyone if slot is None else [self._owner(slots, slot)]
             for conn in targets:
                 shares[id(conn)].append(command)
             self.route.append(targets)
@@ -115,6 +116,15 @@ class ClusterLink:
             if shares[id(conn)]:
                 packed = conn.pack_commands(shares[id(conn)])
                 conn.send_packed_command(packed, check_health=False)
+
+    def _owner(self, slots: Any, slot: int) -> Any:
+        """The connection to the master of ``slot``, as the map read says."""
+        with redis_cluster.redis_errors():
+            name = slots.get_node_from_slot(slot).name
+        conn = self.conns.get(name)
+        if conn is None:  # a master unknown when connecting: no resharding yet
+            raise redis.ConnectionError(f"slot {slot} is on {name}, not connected")
+        return conn
 
     def read(self, timeout: float) -> Any:
         if timeout <= 0:

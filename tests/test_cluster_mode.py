@@ -14,8 +14,10 @@ from django.core.management import call_command
 from pushy import checks, publisher, sending, versions
 from pushy import redis_cluster as mode
 from pushy.channels import resync_channel, resync_request
-from tests.gateway.clients import Client
+from pushy.exceptions import PublishError
+from tests.gateway.clients import Client, shot_update
 from tests.support.gateway import Gateway
+from tests.support.servers import free_port
 from tests.testapp.models import Shot
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.django_db(transaction=True)]
@@ -280,3 +282,16 @@ def test_scripts_flushed_on_the_masters_are_loaded_again(pushy_cluster, redis_cl
     assert publisher.publish([update(pk) for pk in range(1, 13)]) == [0] * 12
     found = versions.lookup(sending.get_client(), ["/api/shot/7/"]).versions
     assert found["/api/shot/7/"] > before  # versioned again, not plainly
+
+
+def test_an_unreachable_cluster_is_redis_away_for_saves_and_gateways(settings):
+    url = f"redis+cluster://127.0.0.1:{free_port()}"
+    settings.PUSHY_SETTINGS = {**settings.PUSHY_SETTINGS, "REDIS_URL": url}
+    Shot.objects.create(title="saved")  # returns: its update waits, queued
+    with pytest.raises(PublishError):
+        publisher.publish([shot_update(1)])
+    with Gateway(url, pushy_settings=OPEN) as gateway:
+        assert gateway.get("health")[0] == 503
+        assert "Redis Cluster at redis+cluster://127.0.0.1" in gateway.wait_for_log(
+            "not reachable"
+        )

@@ -143,9 +143,10 @@ class ClusterListener:
         """The channels each master owns."""
         cluster = side_client(self.url)
         shares: dict[tuple[str, int], list[str]] = {}
-        for channel in self.channels:
-            node = cluster.get_node_from_key(channel)
-            shares.setdefault((node.host, node.port), []).append(channel)
+        with redis_cluster.redis_errors():
+            for channel in self.channels:
+                node = cluster.get_node_from_key(channel)
+                shares.setdefault((node.host, node.port), []).append(channel)
         return shares
 
 
