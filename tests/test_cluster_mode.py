@@ -11,7 +11,7 @@ import pytest
 import redis
 from django.core.management import call_command
 
-from pushy import checks, publisher, sending, versions
+from pushy import checks, publisher, refusals, sending, versions
 from pushy import redis_cluster as mode
 from pushy.channels import resync_channel, resync_request
 from pushy.exceptions import PublishError
@@ -295,3 +295,30 @@ def test_an_unreachable_cluster_is_redis_away_for_saves_and_gateways(settings):
         assert "Redis Cluster at redis+cluster://127.0.0.1" in gateway.wait_for_log(
             "not reachable"
         )
+
+
+def test_a_refused_save_resyncs_every_page_and_moves_every_books_floor(
+    cluster_gateway, redis_cluster, monkeypatch
+):
+    shot = shots(1)[0]
+    url = f"/api/shot/{shot.pk}/"
+    client = Client(cluster_gateway.ws_url)
+    store = redis_cluster.client()
+    try:
+        subscribe(client, url)
+        books = [mode.book_key(n) for n in range(mode.BUCKETS)]
+        epochs = [store.zrangebyscore(book, -1, -1) for book in books]
+
+        def broken(self):
+            raise RuntimeError("no route")
+
+        monkeypatch.setattr(Shot, "get_api_url", broken)
+        Shot.objects.create(title="lost")
+        assert client.recv() == {"type": "resync"}
+        assert sending.get().flush(5)  # every master has answered
+        moved = [store.zrangebyscore(book, -1, -1) for book in books]
+        assert all(new != old for new, old in zip(moved, epochs, strict=True))
+        assert int(store.hget(refusals.stats_key(), "url_failed")) >= 1
+    finally:
+        store.close()
+        client.close()
