@@ -11,7 +11,7 @@ import pytest
 import redis
 from django.core.management import call_command
 
-from pushy import checks, publisher, refusals, sending, versions
+from pushy import checks, publisher, refusals, rendering, sending, versions
 from pushy import redis_cluster as mode
 from pushy.channels import resync_channel, resync_request
 from pushy.exceptions import PublishError
@@ -211,6 +211,7 @@ def test_the_publisher_sends_to_each_bucket_and_reads_versions_back(pushy_cluste
     snapshot = versions.lookup(sending.get_client(), ["/api/shot/", "/api/shot/5/"])
     assert snapshot.versions["/api/shot/"] >= snapshot.versions["/api/shot/5/"] > 0
     assert snapshot.baseline >= snapshot.versions["/api/shot/"]
+    assert rendering.current_version() >= snapshot.baseline  # a page's version
 
 
 def test_checks_accept_the_cluster_and_name_what_is_not_one(
