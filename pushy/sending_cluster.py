@@ -10,6 +10,7 @@ commands in order). Chosen once, when the sender is made.
 
 from __future__ import annotations
 
+import select
 from typing import Any
 
 import redis
@@ -58,11 +59,12 @@ class ClusterLink:
         self.position = 0  # commands of the last write fully answered
         self.partial: list[Any] = []  # answers read of the command at ``position``
         self.timeout = 0.0
+        self.poller: Any = None
         self.fresh = False  # no answer read yet
         self.load = True  # load the script before the next batch
 
     def drop(self) -> None:
-        conns, self.conns = self.conns, {}
+        conns, self.conns, self.poller = self.conns, {}, None
         for conn in conns.values():
             conn.disconnect()
 
@@ -72,7 +74,7 @@ class ClusterLink:
         if client is not self.client:
             self.drop()
             self.client = client
-        if self.conns and not any(map(_stale, self.conns.values())):
+        if self.conns and not self._stale():
             self.fresh = False
             return
         self.drop()
@@ -88,6 +90,17 @@ class ClusterLink:
             conn.connect()
             self.conns[primary.name] = conn
         self.timeout = max(timeout, 0.001)
+        socks = [getattr(conn, "_sock", None) for conn in self.conns.values()]
+        if hasattr(select, "poll") and None not in socks:
+            self.poller = select.poll()
+            for sock in socks:
+                self.poller.register(sock, select.POLLIN)
+
+    def _stale(self) -> bool:
+        """Whether Redis closed an idle connection: one poll for them all first."""
+        if self.poller is not None and not self.poller.poll(0):
+            return False  # nothing to read on any: the usual case
+        return any(map(_stale, self.conns.values()))
 
     def setup(self) -> list[tuple]:
         """Commands sent first (to every master): name the connections, load."""

@@ -323,3 +323,19 @@ def test_a_refused_save_resyncs_every_page_and_moves_every_books_floor(
     finally:
         store.close()
         client.close()
+
+
+def test_a_master_closing_the_senders_connection_costs_no_update(
+    pushy_cluster, redis_cluster
+):
+    updates = [shot_update(pk) for pk in range(1, 13)]
+    assert publisher.publish(updates) == [0] * 12
+    master = redis_cluster.masters[1].client()
+    names = [c["name"] for c in master.client_list()]
+    assert any(name.startswith("pushy-publisher:") for name in names)
+    master.client_kill_filter(_type="normal")  # as Redis' idle timeout would
+    master.close()
+    before = versions.lookup(sending.get_client(), []).baseline
+    assert publisher.publish(updates) == [0] * 12
+    found = versions.lookup(sending.get_client(), [u.url for u in updates]).versions
+    assert all(v > before for v in found.values())
