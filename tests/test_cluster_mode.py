@@ -72,6 +72,7 @@ def test_saves_reach_object_and_collection_subscribers_through_every_master(
     made = shots(8)
     urls = [f"/api/shot/{shot.pk}/" for shot in made]
     assert len(masters_of(redis_cluster, urls)) == 3
+    assert cluster_gateway.get("health")[0] == 200  # every master's listener is live
     objects, collection = Client(cluster_gateway.ws_url), Client(cluster_gateway.ws_url)
     try:
         for url in urls:
