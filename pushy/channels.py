@@ -23,7 +23,15 @@ RESYNC_SUFFIX = ":resync"
 
 def resync_channel() -> str:
     """Where the capture process asks gateways to tell their clients to resync."""
-    return conf.get("CHANNEL_PREFIX") + RESYNC_SUFFIX
+    return _control(RESYNC_SUFFIX)
+
+
+def _control(suffix: str) -> str:
+    from pushy import redis_cluster  # a cluster's control channels have a slot
+
+    if redis_cluster.enabled():
+        return redis_cluster.control_channel(suffix)
+    return conf.get("CHANNEL_PREFIX") + suffix
 
 
 def resync_request(models: Iterable[str], reasons: Iterable[str]) -> str:
@@ -39,7 +47,7 @@ EXPLAIN_SUFFIX = ":explain"
 
 def explain_channel() -> str:
     """Where ``manage.py pushy_explain`` asks gateways for their subscriber counts."""
-    return conf.get("CHANNEL_PREFIX") + EXPLAIN_SUFFIX
+    return _control(EXPLAIN_SUFFIX)
 
 
 def explain_reply_prefix() -> str:

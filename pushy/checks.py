@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
+import redis
 from django.apps import apps
 from django.core.checks import CheckMessage, Error
 from django.core.checks import Warning as CheckWarning
@@ -21,7 +22,12 @@ from django.utils.module_loading import import_string
 
 from pushy import conf, settings_table
 from pushy.object_urls import url_method
-from pushy.redis_clients import SENTINEL_SCHEMES, parse_sentinel_url
+from pushy.redis_clients import (
+    CLUSTER_SCHEMES,
+    SENTINEL_SCHEMES,
+    parse_sentinel_url,
+    redacted,
+)
 
 ID = "pushy.E{:03d}"
 WARNING_ID = "pushy.W{:03d}"
@@ -167,8 +173,12 @@ def _port_ok(parts: SplitResult) -> bool:
 def _redis_url(value: Any) -> Iterator[Error]:
     hint = (
         "For example: 'redis://localhost:6379/0', 'rediss://...', 'unix:///path' "
-        "or 'redis+sentinel://host:26379,host2:26379/service_name/0'."
+        "'redis+sentinel://host:26379,host2:26379/service_name/0' "
+        "or 'redis+cluster://host:7000,host2:7000'."
     )
+    if isinstance(value, str) and value.startswith(CLUSTER_SCHEMES):
+        yield from _cluster_url(value, hint)
+        return
     if isinstance(value, str) and value.startswith(SENTINEL_SCHEMES):
         try:
             parse_sentinel_url(value)
@@ -188,6 +198,43 @@ def _redis_url(value: Any) -> Iterator[Error]:
         yield _error(7, f"PUSHY_SETTINGS['REDIS_URL'] has no host: {value!r}.", hint)
     elif parts.scheme == "unix" and not parts.path:
         yield _error(7, f"PUSHY_SETTINGS['REDIS_URL'] has no path: {value!r}.", hint)
+
+
+def _cluster_url(value: str, hint: str) -> Iterator[Error]:
+    """A well-formed cluster URL; if its nodes answer, a cluster of Redis 7 (E017).
+
+    Unreachable is no error here: the gateway and the publisher retry.
+    """
+    from pushy import redis_cluster
+
+    try:
+        redis_cluster.parse_cluster_url(value)
+    except ValueError as e:
+        yield _error(7, f"PUSHY_SETTINGS['REDIS_URL'] {value!r}: {e}.", hint)
+        return
+    try:
+        cluster = redis_cluster.client(
+            value, socket_connect_timeout=1, socket_timeout=2
+        )
+    except redis.RedisError as e:
+        if "not enabled" not in str(e):  # nothing answered
+            return
+        problem = "its nodes are not in cluster mode"
+    else:
+        try:
+            problem = redis_cluster.problem(cluster)
+        except redis.RedisError:
+            return
+        finally:
+            cluster.close()
+    if problem:
+        yield _error(
+            17,
+            f"PUSHY_SETTINGS['REDIS_URL'] {redacted(value)} names a Redis Cluster, "
+            f"but {problem}.",
+            "Cluster mode needs a Redis Cluster of Redis 7 or later (sharded "
+            "pub/sub); for a single Redis use 'redis://host:6379/0'.",
+        )
 
 
 def _channel_prefix(value: Any) -> Iterator[Error]:

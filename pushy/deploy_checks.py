@@ -20,7 +20,8 @@ from django.core.checks import register as register_check
 from django.http.request import validate_host
 
 from pushy import conf
-from pushy.redis_clients import SENTINEL_SCHEMES, parse_sentinel_url
+from pushy.redis_clients import CLUSTER_SCHEMES, SENTINEL_SCHEMES, parse_sentinel_url
+from pushy.redis_cluster import parse_cluster_url
 
 ID = "pushy.W{:03d}"
 ALLOW_ALL = "pushy.authorization.allow_all"
@@ -116,6 +117,12 @@ def _redis_parts(url: Any) -> tuple[list[str], str | None, bool]:
             return [], None, False
         hosts = [host for host, _ in sentinel.hosts]
         return hosts, sentinel.password, sentinel.ssl
+    if url.split("://", 1)[0] in CLUSTER_SCHEMES:
+        try:
+            cluster = parse_cluster_url(url)
+        except ValueError:
+            return [], None, False
+        return [host for host, _ in cluster.hosts], cluster.password, cluster.ssl
     parts = urlsplit(url)
     return [parts.hostname or ""], parts.password, parts.scheme == "rediss"
 

@@ -23,7 +23,7 @@ from pushy import authorization, conf
 from pushy.channels import explain_channel, explain_reply_prefix
 from pushy.exceptions import PublishError
 from pushy.publisher import redacted_redis_url
-from pushy.redis_clients import client_from_url
+from pushy.redis_clients import client_from_url, publish
 
 # How long the command waits for the gateways' answers.
 ANSWER_TIMEOUT = 2.0
@@ -52,7 +52,7 @@ def ask_gateways(urls: list[str], timeout: float = ANSWER_TIMEOUT) -> GatewayCou
             conf.get("REDIS_URL"), socket_connect_timeout=1, socket_timeout=timeout + 2
         )
         try:
-            listening = client.publish(explain_channel(), request)
+            listening = publish(client, explain_channel(), request)
             answers = _collect(client, key, listening, timeout)
         finally:
             client.delete(key)

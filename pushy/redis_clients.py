@@ -6,7 +6,8 @@ a URL may name a Redis Sentinel set, so a failover moves pushy to the new primar
     redis+sentinel://[[user]:password@]host:26379[,host:26379...]/service_name[/db]
 
 (``rediss+sentinel://`` talks TLS to the primary). The password, if any, is the
-primary's; the sentinels are asked without one.
+primary's; the sentinels are asked without one. ``redis+cluster://`` names a
+Redis Cluster (``pushy.redis_cluster``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import redis
 from redis.sentinel import Sentinel
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 DEFAULT_SENTINEL_PORT = 26379
 
 
@@ -71,6 +73,10 @@ def _host_port(item: str) -> tuple[str, int]:
 
 def client_from_url(url: str, **options: Any) -> redis.Redis:
     """A redis-py client for ``url``; ``options`` are connection options (timeouts)."""
+    if url.startswith(CLUSTER_SCHEMES):
+        from pushy import redis_cluster
+
+        return redis_cluster.client(url, **options)
     if not url.startswith(SENTINEL_SCHEMES):
         return redis.Redis.from_url(url, **options)
     parsed = parse_sentinel_url(url)
@@ -106,7 +112,7 @@ def redacted(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:
         return "?"
-    if scheme in SENTINEL_SCHEMES:
+    if scheme in SENTINEL_SCHEMES + CLUSTER_SCHEMES:
         netloc, _, path = rest.partition("/")
         return f"{scheme}://{netloc.rpartition('@')[2]}/{path.split('?')[0]}"
     parts = urlsplit(url)
@@ -115,3 +121,10 @@ def redacted(url: str) -> str:
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def publish(client: redis.Redis, channel: str, body: str | bytes) -> int:
+    """PUBLISH, or SPUBLISH on a cluster (where gateways listen sharded)."""
+    if isinstance(client, redis.RedisCluster):
+        return client.spublish(channel, body)
+    return client.publish(channel, body)

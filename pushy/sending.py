@@ -60,12 +60,13 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
-from pushy import conf, refusals, versions
+from pushy import conf, redis_cluster, refusals, versions
 from pushy.channels import resync_channel, resync_request
 from pushy.exceptions import PublishError
 from pushy.logs import Throttled
 from pushy.messages import Update
 from pushy.redis_clients import client_from_url, out_of_memory, redacted
+from pushy.redis_cluster import is_cluster_url
 from pushy.updates import Refusal
 
 logger = logging.getLogger(__name__)
@@ -131,6 +132,12 @@ def reset_client() -> None:
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
     if setting == conf.SETTING_NAME:
         reset_client()
+        # The raw value: conf's cache may not have been reset yet.
+        value = kwargs.get("value")
+        url = value.get("REDIS_URL") if isinstance(value, dict) else None
+        sender = _sender
+        if sender is not None and sender.cluster != is_cluster_url(url):
+            replace(is_cluster_url(url))  # its link, its commands: the other mode
 
 
 setting_changed.connect(_on_setting_changed, dispatch_uid="pushy.sending.reset")
@@ -333,7 +340,7 @@ class _Link:
 class Sender:
     """The queue, the send right, the thread, and what is owed to Redis."""
 
-    def __init__(self) -> None:
+    def __init__(self, cluster: bool | None = None) -> None:
         self.id = uuid.uuid4().hex
         self.lock = threading.Lock()
         self.work = threading.Condition(self.lock)
@@ -344,7 +351,18 @@ class Sender:
         self.thread: threading.Thread | None = None
         self.stopped = False
         self.wake = threading.Event()  # cuts a backoff short (exit, stop)
-        self.link = _Link(f"pushy-publisher:{os.getpid()}:{self.id[:8]}")
+        name = f"pushy-publisher:{os.getpid()}:{self.id[:8]}"
+        # Redis Cluster mode (pushy/sending_cluster.py) is chosen here, once.
+        if cluster is None:
+            cluster = is_cluster_url(conf.get("REDIS_URL"))
+        self.cluster = cluster
+        if self.cluster:
+            from pushy import sending_cluster
+
+            self.link: Any = sending_cluster.ClusterLink(name)
+            self._cluster = sending_cluster
+        else:
+            self.link = _Link(name)
         self.episode: _Episode | None = None
         self.owed_counts: collections.Counter[str] = collections.Counter()
         self.loss: _Loss | None = None  # not yet sent
@@ -703,20 +721,29 @@ class Sender:
         attempt = _Attempt()
         self._plan_owed(attempt)
         ttl = int(conf.get("VERSION_TTL"))
-        keys = (versions.book_key(), versions.sender_key(self.id))
+        if self.cluster:  # keys by bucket, made per update
+            keys: Any = self.id
+            make = self._cluster.command
+        else:
+            keys, make = (versions.book_key(), versions.sender_key(self.id)), _command
         for item in self.queue:
             if len(attempt.items) >= MAX_BATCH or (only and item.job is not only):
                 break
             if not item.done:
                 item.taken = True
                 attempt.items.append(item)
-                attempt.add(_command(item, ttl, keys), ("update", item))
+                attempt.add(make(item, ttl, keys), ("update", item))
         if only is None and self.writes_ok and self.unversioned:
             for key in itertools.islice(self.unversioned, MAX_BATCH):
-                args = versions.publish_args(ttl, "", b"", key[0], key[1], "")
-                command = versions.call(versions.PUBLISH_SCRIPT, keys, args)
-                attempt.add(command, ("move", key))
+                attempt.add(self._move(ttl, keys, *key), ("move", key))
         return attempt if attempt.commands else None
+
+    def _move(self, ttl: int, keys: Any, url: str, collection: str | None) -> tuple:
+        """Moves the versions of ``url`` (published plainly) without publishing."""
+        if self.cluster:
+            return redis_cluster.move_command(ttl, keys, url, collection)
+        args = versions.publish_args(ttl, "", b"", url, collection, "")
+        return versions.call(versions.PUBLISH_SCRIPT, keys, args)
 
     def _plan_owed(self, attempt: _Attempt) -> None:
         if self._loss_due():
@@ -724,12 +751,19 @@ class Sender:
             self.lose_after = time.monotonic() + LOSE_INTERVAL
             if loss.floor and self.writes_ok:
                 channel = resync_channel() if loss.publish else ""
-                args = versions.lose_args(None, channel, loss.body())
-                keys = (versions.book_key(),)
-                command = versions.call(versions.LOSE_SCRIPT, keys, args)
-                attempt.add(command, ("lose", loss, True))
+                if self.cluster:  # every other book's floor first
+                    *others, last = self._cluster.lose_commands(channel, loss.body())
+                    for command in others:
+                        attempt.add(command, ("floor", None))
+                    attempt.add(last, ("lose", loss, True))
+                else:
+                    args = versions.lose_args(None, channel, loss.body())
+                    keys = (versions.book_key(),)
+                    command = versions.call(versions.LOSE_SCRIPT, keys, args)
+                    attempt.add(command, ("lose", loss, True))
             else:
-                command = ("PUBLISH", resync_channel(), loss.body())
+                publish = "SPUBLISH" if self.cluster else "PUBLISH"
+                command = (publish, resync_channel(), loss.body())
                 attempt.add(command, ("lose", loss, False))
         if self.writes_ok:
             for reason, n in self.owed_counts.items():
@@ -1126,11 +1160,11 @@ def get() -> Sender:
     return sender
 
 
-def replace() -> Sender:
-    """Stop this process's sender and start a fresh one (tests)."""
+def replace(cluster: bool | None = None) -> Sender:
+    """Stop this process's sender and start a fresh one (tests, a new REDIS_URL)."""
     global _sender
     with _sender_lock:
-        old, _sender = _sender, Sender()
+        old, _sender = _sender, Sender(cluster)
     if old is not None:
         old.stop()
     return _sender

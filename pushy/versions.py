@@ -257,7 +257,11 @@ def run(client: redis.Redis, script: str, args: list) -> Any:
 def lookup(
     client: redis.Redis, urls: list[str], horizon: int | None = None
 ) -> Snapshot:
-    """LOOKUP_SCRIPT's answer about ``urls``."""
+    """LOOKUP_SCRIPT's answer about ``urls`` (on a cluster, every book's)."""
+    if _is_cluster(client):
+        from pushy import redis_cluster
+
+        return redis_cluster.lookup(client, urls, [horizon] * redis_cluster.BUCKETS)
     return Snapshot.from_reply(
         urls, run(client, LOOKUP_SCRIPT, lookup_args(urls, horizon))
     )
@@ -267,8 +271,17 @@ def lose(
     client: redis.Redis, expected: int | None = None, channel: str = "", body: str = ""
 ) -> int:
     """LOSE_SCRIPT: a new epoch (and the resync request, if a channel is given);
-    the floor in force after it."""
+    the floor in force after it. On a cluster, every book's (``expected`` is
+    not looked at: each book has its own floor)."""
+    if _is_cluster(client):
+        from pushy import redis_cluster
+
+        return redis_cluster.lose(client, channel, body)
     return int(run(client, LOSE_SCRIPT, lose_args(expected, channel, body)))
+
+
+def _is_cluster(client: object) -> bool:
+    return type(client).__name__ == "RedisCluster"
 
 
 @dataclasses.dataclass(frozen=True)

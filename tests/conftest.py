@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.support.cluster import ClusterServers
 from tests.support.postgres import find_or_start
 from tests.support.servers import RedisServer
 
@@ -19,6 +20,15 @@ def redis_server():
     server = RedisServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """One private Redis Cluster for the session: 3 masters, 3 replicas
+    (tests/support/cluster.py); ``.startup_nodes()`` and ``.url`` for redis-py."""
+    cluster = ClusterServers().start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,7 @@ import redis
 
 from pushy import publisher, versions
 from pushy.channels import resync_channel, resync_request
+from pushy.redis_clients import publish
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ class Resyncs:
             self._publish(client, how)
 
     def _publish(self, client: redis.Redis, how: str = "") -> None:
-        client.publish(resync_channel(), body(self.owed))
+        publish(client, resync_channel(), body(self.owed))
         self._done(how)
 
     def _done(self, how: str) -> None:

@@ -155,6 +155,9 @@ class Listener:
     channels in ``quiet`` are handed over without a log line.
     """
 
+    # What a published message is called (a cluster's sharded ones: smessage).
+    message_type = "pmessage"
+
     def __init__(
         self,
         url: str,
@@ -218,14 +221,16 @@ class Listener:
     # The subscription ----------------------------------------------------
 
     def _client(self) -> redis.Redis:
+        return client_from_url(self.url, **self._options())
+
+    def _options(self) -> dict:
         options = {}
         if not self.url.startswith("unix:"):  # keepalive is TCP's (redis-py refuses)
             options = {
                 "socket_keepalive": True,
                 "socket_keepalive_options": keepalive_options(),
             }
-        return client_from_url(
-            self.url,
+        return dict(
             socket_connect_timeout=CONNECT_TIMEOUT,
             # A reply stalled half-way is a dead connection too.
             socket_timeout=max(2 * self.health_interval, CONNECT_TIMEOUT),
@@ -275,6 +280,10 @@ class Listener:
                 break
         else:
             raise redis.TimeoutError("no PSUBSCRIBE confirmation")
+        self._joined()
+
+    def _joined(self) -> None:
+        """Subscribed: live, and the clients resync if this follows a loss."""
         self.live = True
         self.first_attempt.set()
         self._backoff.reset()
@@ -301,6 +310,7 @@ class Listener:
         handled = 0
         liveness = Liveness(self.health_interval, time.monotonic())
         idle = self.hooks.idle
+        kind = self.message_type
         while True:
             # can_read(0) only looks: redis-py's buffer, then one recv that
             # returns at once; its errors are the connection's, as get_message's.
@@ -310,7 +320,7 @@ class Listener:
             now = time.monotonic()
             if message is not None:
                 liveness.heard(now)
-                if message["type"] != "pmessage":
+                if message["type"] != kind:
                     continue
                 if message["channel"] in self.controls:
                     self._control(message["channel"], message["data"])

@@ -9,10 +9,12 @@ handshake.py), passes other requests to endpoints.py, runs the heartbeat
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import socket
 import time
+from typing import Any
 from urllib.parse import urlsplit
 
 import gevent
@@ -48,6 +50,7 @@ from pushy.gateway.visitor import Visitor
 from pushy.logs import Throttled
 from pushy.messages import PUBLISHED_ROOM, Update
 from pushy.redis_clients import redacted
+from pushy.redis_cluster import is_cluster_url
 from pushy.versions import VERSION_ROOM
 
 logger = logging.getLogger(__name__)
@@ -146,42 +149,67 @@ class Gateway:
         self.origins = conf.allowed_origins()
         self.websocket_paths = {"/ws", urlsplit(conf.websocket_url()).path}
         self.explainer = Explainer(self.hub, conf.get("REDIS_URL"))
-        self.presence = Presence(
-            conf.get("REDIS_URL"),
-            conf.get("PRESENCE_LIMIT"),
-            conf.get("PRESENCE_HEARTBEAT"),
-            self.loop,
-        )
-        # A subscription that ends (unsubscribe, revocation, close) leaves presence.
-        self.hub.on_unsubscribe = self.presence.leave
-        self.versions = VersionBook(
-            conf.get("REDIS_URL"), conf.get("VERSION_TTL"), on_epoch=self.resync_clients
+        redis_url = conf.get("REDIS_URL")
+        cluster = is_cluster_url(redis_url)
+        if cluster:  # Redis Cluster mode is chosen here, once (issue 24)
+            from pushy.gateway import cluster_listener
+        # Presence is served on one Redis (or Sentinel), not yet on a cluster:
+        # there a join is answered "presence is not served here".
+        self.presence: Presence | None = None
+        if not cluster:
+            self.presence = Presence(
+                redis_url,
+                conf.get("PRESENCE_LIMIT"),
+                conf.get("PRESENCE_HEARTBEAT"),
+                self.loop,
+            )
+            # A subscription that ends (unsubscribe, revocation, close) leaves it.
+            self.hub.on_unsubscribe = self.presence.leave
+        book = cluster_listener.ClusterVersionBook if cluster else VersionBook
+        self.versions = book(
+            redis_url, conf.get("VERSION_TTL"), on_epoch=self.resync_clients
         )
         self._resyncing = False
         # The horizon of a resync waiting to run (_NO_RESYNC: none waits).
         self._resync_horizon: int | None | object = _NO_RESYNC
-        self.listener = Listener(
-            conf.get("REDIS_URL"),
-            conf.get("CHANNEL_PREFIX") + "*",
-            Hooks(
-                update=self.dispatch,
-                resync=self.resync,
-                count=self._count,
-                subscribed=lambda: gevent.spawn(self.versions.start_horizon),
-                idle=self.listener_idle,
-            ),
-            controls={
-                resync_channel(): lambda body: self.resync_requested(),
-                explain_channel(): self.explainer.request,
-                presence_channel(): self.presence.notice,
-            },
-            quiet=(presence_channel(),),
+        hooks = Hooks(
+            update=self.dispatch,
+            resync=self.resync,
+            count=self._count,
+            subscribed=lambda: gevent.spawn(self.versions.start_horizon),
+            idle=self.listener_idle,
+        )
+        controls = {
+            resync_channel(): lambda body: self.resync_requested(),
+            explain_channel(): self.explainer.request,
+        }
+        if self.presence is not None:
+            controls[presence_channel()] = self.presence.notice
+        options = dict(
             health_interval=conf.get("REDIS_HEALTH_INTERVAL"),
             # The stamp and the version are added after the publisher's size check.
             max_update_bytes=conf.get("MAX_UPDATE_BYTES")
             + PUBLISHED_ROOM
             + VERSION_ROOM,
         )
+        if cluster:
+            update = cluster_listener.dispatch_in_bucket(self.versions, self.dispatch)
+            self.listener: Any = cluster_listener.ClusterListener(
+                redis_url,
+                sorted(conf.model_labels()),
+                dataclasses.replace(hooks, update=update),
+                controls,
+                **options,
+            )
+        else:
+            self.listener = Listener(
+                redis_url,
+                conf.get("CHANNEL_PREFIX") + "*",
+                hooks,
+                controls=controls,
+                quiet=(presence_channel(),),
+                **options,
+            )
         self.actions = ClientActions(
             self.shared, self.hub, self.versions, self.authorizer, self.presence
         )
@@ -219,14 +247,15 @@ class Gateway:
         for signum in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(signum, self._on_signal, signum)
         self.listener.start()
-        self.presence.start()
+        if self.presence is not None:
+            self.presence.start()
         self.acceptor.start()
         helpers = [
             gevent.spawn(self.heartbeat.run),
             gevent.spawn(self._trim_memory),
             gevent.spawn(self._probe_versions),
         ]
-        if self.hub.gate is not None:  # authorization on: members asked again
+        if self.presence is not None and self.hub.gate is not None:  # members re-asked
             recheck = Recheck(
                 self.presence,
                 self.authorizer,
@@ -281,7 +310,8 @@ class Gateway:
         while self.hub.connections and time.monotonic() < deadline:
             gevent.sleep(0.05)
         self.listener.stop()
-        self.presence.stop()
+        if self.presence is not None:
+            self.presence.stop()
         self.authorizer.close()
         logger.info("pushy gateway stopped")
         self.stopped.set()
@@ -388,7 +418,8 @@ class Gateway:
     def resync(self) -> None:
         """Redis is back after an outage: tell clients what they may have missed."""
         self.stats.redis_reconnects += 1
-        self.presence.dirty = True  # notices were missed: read the rooms again
+        if self.presence is not None:
+            self.presence.dirty = True  # notices were missed: read the rooms again
         self.resync_clients()
 
     def resync_clients(self) -> None:
@@ -403,7 +434,7 @@ class Gateway:
         horizon = self.versions.horizon
         if self._resync_horizon is not _NO_RESYNC:
             pending = self._resync_horizon
-            horizon = None if None in (pending, horizon) else min(pending, horizon)
+            horizon = self.versions.older(pending, horizon)
         self._resync_horizon = horizon
         if not self._resyncing:
             self._resyncing = True

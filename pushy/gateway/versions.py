@@ -84,6 +84,10 @@ class VersionBook:
         if version is not None and (self.horizon is None or version > self.horizon):
             self.horizon = version
 
+    def saw_baseline(self, baseline: int) -> None:
+        """Every update up to ``baseline`` (a lookup's) has reached this gateway."""
+        self.saw(baseline)
+
     def lookup(self, urls: list[str], resyncs: bool = False) -> Snapshot | None:
         """The versions of ``urls`` now; None when Redis cannot say (in time).
 
@@ -233,19 +237,28 @@ class VersionBook:
         if snapshot is None:
             return others + versioned
         if horizon is None:  # no update and no lookup yet: nothing to compare
-            self.saw(snapshot.baseline)
+            self.saw_baseline(snapshot.baseline)
             return others + versioned
         for url in urls:
-            if snapshot.changed_since(without_query(url), horizon, self.ttl):
+            if self.changed_since(snapshot, without_query(url), horizon):
                 frame = replies.resync(url, snapshot.baseline)
                 for connection in list(hub.by_url.get(url, ())):
                     if connection in self.clients:
                         connection.send(frame)
-        self.saw(snapshot.baseline)
+        self.saw_baseline(snapshot.baseline)
         return others
+
+    def changed_since(self, snapshot: Snapshot, url: str, horizon: Any) -> bool:
+        """Whether ``url`` may have changed after ``horizon`` (see after_outage)."""
+        return snapshot.changed_since(url, horizon, self.ttl)
+
+    @staticmethod
+    def older(first: Any, second: Any) -> Any:
+        """The older of two horizons (None: none, older than any)."""
+        return None if None in (first, second) else min(first, second)
 
     def start_horizon(self) -> None:
         """After the first subscription: updates from here on will arrive."""
         snapshot = self.lookup([])
         if snapshot is not None:
-            self.saw(snapshot.baseline)
+            self.saw_baseline(snapshot.baseline)

@@ -1,7 +1,7 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from pushy import conf
+from pushy import conf, redis_cluster
 from pushy.exceptions import InvalidUpdate, PublishError
 from pushy.explain import ask_gateways, decide, lag_bound
 from pushy.management.lookup import load_object
@@ -45,7 +45,9 @@ class Command(BaseCommand):
 
     def _update(self, update, body):
         self.stdout.write("A save publishes:")
-        self.stdout.write(f"  channel: {update.channel}")
+        cluster = redis_cluster.enabled()
+        channel = redis_cluster.channel_of(update) if cluster else update.channel
+        self.stdout.write(f"  channel: {channel}")
         self.stdout.write(f"  body: {body.decode()}")
         limit = conf.get("MAX_UPDATE_BYTES")
         self.stdout.write(f"  size: {len(body):,} bytes (MAX_UPDATE_BYTES {limit:,})")

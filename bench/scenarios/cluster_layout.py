@@ -1,0 +1,303 @@
+"""Measure channel layouts for Redis Cluster mode (issue 24), on a real cluster.
+
+    python -m bench.cluster_layout     # a private 3+3 cluster (tests/support)
+
+Prints one JSON object, whose figures docs/decisions.md quotes in
+("Redis Cluster: 12 buckets by object URL"). Nothing of pushy runs here but its version
+scripts (``pushy/versions.py``), with PUBLISH made SPUBLISH as cluster mode
+would run them:
+
+- spread: the largest share of a realistic mix of publishes a master runs (read
+  from its ``INFO commandstats``), per layout: one channel per model (today's
+  names), and N buckets by object URL with hash tags searched to sit in N
+  evenly spaced slots, or named plainly (``{prefix:b<i>}``);
+- scripts: SPUBLISH inside the publish script, on a channel of the script's
+  slot and of another slot;
+- lookups: 1,000 URLs' versions from one book, and from every bucket's book,
+  grouped per master (one pipeline each);
+- delivery: the time from SPUBLISH to a subscriber, through redis-py's
+  ``ClusterPubSub.get_sharded_message`` (which polls its node connections in
+  turn) and through one connection per master, each read by its own thread.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import sys
+import threading
+import time
+import zlib
+
+import redis
+from redis.crc import key_slot
+
+from pushy import versions
+from tests.support.cluster import SLOTS, ClusterServers
+
+PREFIX = "pushy_"
+# A realistic mix: 5 models, one hot (60 % of the saves); objects drawn by a
+# Zipf law (s = 1.1) over 10,000 per model, so a few objects are very hot.
+MODELS = {"app.hot": 60, "app.b": 15, "app.c": 10, "app.d": 10, "app.e": 5}
+OBJECTS = 10_000
+PUBLISHES = 12_000
+SEEDS = (1, 2, 3)
+CLUSTER_SCRIPT = versions.PUBLISH_SCRIPT.replace(
+    "redis.call('PUBLISH'", "redis.call('SPUBLISH'"
+)
+
+
+def even_tags(count: int, prefix: str = PREFIX) -> list[str]:
+    """One hash tag per bucket, each in the middle half of its Nth of the slots."""
+    span = SLOTS / count
+    tags = []
+    for bucket in range(count):
+        low, high = span * (bucket + 0.25), span * (bucket + 0.75)
+        k = 0
+        while not low <= key_slot(f"{prefix}:{k}".encode()) < high:
+            k += 1
+        tags.append(f"{prefix}:{k}")
+    return tags
+
+
+def plain_tags(count: int, prefix: str = PREFIX) -> list[str]:
+    return [f"{prefix}:b{bucket}" for bucket in range(count)]
+
+
+def bucket_of(url: str, count: int) -> int:
+    return zlib.crc32(url.encode()) % count
+
+
+def mix(seed: int) -> list[tuple[str, str]]:
+    """(model, object URL) per publish."""
+    rng = random.Random(seed)
+    weights = [1 / (i + 1) ** 1.1 for i in range(OBJECTS)]
+    models = rng.choices(list(MODELS), weights=list(MODELS.values()), k=PUBLISHES)
+    # Which objects are hot is drawn too (so which buckets they fall in).
+    order = list(range(OBJECTS))
+    rng.shuffle(order)
+    pks = rng.choices(order, weights=weights, k=PUBLISHES)
+    return [(m, f"/api/{m}/{pk}/") for m, pk in zip(models, pks, strict=True)]
+
+
+def layout_keys(name: str, model: str, url: str) -> tuple[str, str]:
+    """(book key, channel) of one publish under the layout ``name``."""
+    if name == "per-model":
+        tag = f"{PREFIX}:{model}"
+    else:
+        kind, count = name.split("-")
+        tags = even_tags(int(count)) if kind == "even" else plain_tags(int(count))
+        tag = tags[bucket_of(url, int(count))]
+    return "{" + tag + "}:version:book", "{" + tag + "}" + model
+
+
+def spread(
+    cluster: ClusterServers, client: redis.RedisCluster, name: str, seed: int
+) -> dict:
+    """Each master's share of the publishes of ``mix(seed)`` under ``name``."""
+    nodes = [node.client() for node in cluster.masters]
+    for node in nodes:
+        node.config_resetstat()
+    sha = client.script_load(CLUSTER_SCRIPT)
+    pipe = client.pipeline(transaction=False)
+    for model, url in mix(seed):
+        book, channel = layout_keys(name, model, url)
+        body = json.dumps({"url": url, "model": model})
+        args = versions.publish_args(86400, channel, body.encode(), url, None, "")
+        pipe.evalsha(sha, 2, book, book.replace(":book", ":sender:x"), *args)
+        if len(pipe) >= 1000:
+            pipe.execute()
+    pipe.execute()
+    calls = [
+        node.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+        for node in nodes
+    ]
+    for node in nodes:
+        node.close()
+    total = sum(calls)
+    return {
+        "shares": [round(c / total, 3) for c in calls],
+        "max": round(max(calls) / total, 3),
+    }
+
+
+def bucket_masters(client: redis.RedisCluster, tags: list[str]) -> list[int]:
+    """How many of the buckets' tags each master owns."""
+    ports = sorted({n.port for n in client.get_primaries()})
+    owners = [client.get_node_from_key("{" + tag + "}").port for tag in tags]
+    return [owners.count(port) for port in ports]
+
+
+def scripts(client: redis.RedisCluster) -> dict:
+    """SPUBLISH in the publish script: on the book's slot, and off it."""
+    tag = even_tags(12)[0]
+    book = "{" + tag + "}:version:book"
+    results = {}
+    for label, channel in (("same slot", "{" + tag + "}app.hot"), ("other", "x")):
+        args = versions.publish_args(86400, channel, b'{"u":1}', "/u/1/", None, "")
+        try:
+            reply = client.eval(CLUSTER_SCRIPT, 2, book, book + ":s", *args)
+            results[label] = f"ran: {reply}"
+        except redis.ResponseError as e:
+            results[label] = f"refused: {str(e)[:160]}"
+    return results
+
+
+def lookups(client: redis.RedisCluster, count: int = 12) -> dict:
+    """ms for 1,000 URLs' versions: one book; every bucket's, per master."""
+    urls = [f"/api/app.hot/{i}/" for i in range(1000)]
+    sha = client.script_load(versions.LOOKUP_SCRIPT)
+    tags = even_tags(count)
+    args = versions.lookup_args(urls)
+
+    def one() -> None:
+        client.evalsha(sha, 1, "{" + tags[0] + "}:version:book", *args)
+
+    def every() -> None:
+        pipe = client.pipeline(transaction=False)
+        for tag in tags:
+            pipe.evalsha(sha, 1, "{" + tag + "}:version:book", *args)
+        pipe.execute()
+
+    return {
+        "one book ms": _median_ms(one),
+        f"{count} books ms": _median_ms(every),
+    }
+
+
+def _median_ms(action, runs: int = 20) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - start)
+    return round(statistics.median(times) * 1000, 2)
+
+
+def delivery(cluster: ClusterServers, client: redis.RedisCluster) -> dict:
+    """SPUBLISH-to-read latency (ms) with one reader per master, and round robin."""
+    channels = ["{" + tag + "}app.hot" for tag in even_tags(12)]
+    return {
+        "ClusterPubSub round robin": _latencies(client, channels, _round_robin),
+        "a connection per master": _latencies(
+            client, channels, lambda c, ch, heard: _per_master(cluster, c, ch, heard)
+        ),
+    }
+
+
+def _latencies(client, channels, reader) -> dict:
+    heard: dict[str, float] = {}
+    stop = reader(client, channels, heard)
+    rng = random.Random(3)
+    sent = {}
+    for i in range(300):
+        time.sleep(rng.uniform(0.002, 0.02))
+        body = f"m{i}"
+        sent[body] = time.perf_counter()
+        client.spublish(rng.choice(channels), body)
+    deadline = time.monotonic() + 5
+    while len(heard) < len(sent) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop()
+    lags = sorted((heard[b] - sent[b]) * 1000 for b in sent if b in heard)
+    return {
+        "p50": round(lags[len(lags) // 2], 2),
+        "p99": round(lags[int(len(lags) * 0.99)], 2),
+        "lost": len(sent) - len(lags),
+    }
+
+
+def _round_robin(client, channels, heard):
+    pubsub = client.pubsub()
+    pubsub.ssubscribe(*channels)
+    running = [True]
+
+    def read() -> None:
+        while running[0]:
+            message = pubsub.get_sharded_message(timeout=1.0)
+            if message and message["type"] == "smessage":
+                heard[message["data"].decode()] = time.perf_counter()
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    _settle(client, channels, heard)
+
+    def stop() -> None:
+        running[0] = False
+        thread.join(3)
+        pubsub.close()
+
+    return stop
+
+
+def _per_master(cluster, client, channels, heard):
+    by_port: dict[int, list[str]] = {}
+    for channel in channels:
+        by_port.setdefault(client.get_node_from_key(channel).port, []).append(channel)
+    running = [True]
+    threads, pubsubs = [], []
+    for port, mine in by_port.items():
+        pubsub = redis.Redis(port=port).pubsub()
+        for channel in mine:  # SSUBSCRIBE takes channels of one slot only
+            pubsub.ssubscribe(channel)
+        pubsubs.append(pubsub)
+
+        def read(pubsub=pubsub) -> None:
+            while running[0]:
+                message = pubsub.get_message(timeout=1.0)
+                if message and message["type"] == "smessage":
+                    heard[message["data"].decode()] = time.perf_counter()
+
+        threads.append(threading.Thread(target=read, daemon=True))
+        threads[-1].start()
+    _settle(client, channels, heard)
+
+    def stop() -> None:
+        running[0] = False
+        for thread in threads:
+            thread.join(3)
+        for pubsub in pubsubs:
+            pubsub.close()
+
+    return stop
+
+
+def _settle(client, channels, heard) -> None:
+    """Until a message on each channel was heard (the subscriptions are in place)."""
+    for channel in channels:
+        marker = "settle:" + channel
+        deadline = time.monotonic() + 5
+        while marker not in heard and time.monotonic() < deadline:
+            client.spublish(channel, marker)
+            time.sleep(0.01)
+    heard.clear()
+
+
+def main() -> int:
+    with ClusterServers() as cluster:
+        client = cluster.client()
+        layouts = ["per-model", "plain-12", "even-8", "even-12", "even-16", "even-24"]
+        result = {
+            "redis": ".".join(map(str, cluster.version)),
+            "buckets per master": {
+                f"{kind}-{n}": bucket_masters(client, tags(n))
+                for kind, tags in (("even", even_tags), ("plain", plain_tags))
+                for n in (8, 12, 16, 24)
+            },
+            # The hottest objects decide much of it: three draws of the mix.
+            "publish shares": {
+                name: [spread(cluster, client, name, seed)["max"] for seed in SEEDS]
+                for name in layouts
+            },
+            "scripts": scripts(client),
+            "lookups": lookups(client),
+            "delivery": delivery(cluster, client),
+        }
+        client.close()
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
