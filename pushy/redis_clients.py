@@ -36,38 +36,49 @@ class SentinelURL:
 
 def parse_sentinel_url(url: str) -> SentinelURL:
     """Split a ``redis+sentinel://`` URL; ValueError says what is wrong."""
-    scheme, _, rest = url.partition("://")
-    if scheme not in SENTINEL_SCHEMES:
-        raise ValueError(f"not a {' or '.join(SENTINEL_SCHEMES)} URL")
-    netloc, _, path = rest.partition("/")
-    username = password = None
-    if "@" in netloc:
-        userinfo, _, netloc = netloc.rpartition("@")
-        user, _, secret = userinfo.partition(":")
-        username, password = unquote(user) or None, unquote(secret) or None
-    hosts = [_host_port(item) for item in netloc.split(",") if item]
-    if not hosts:
-        raise ValueError("no sentinel host")
+    hosts, path, username, password, ssl = split_hosts_url(
+        url, SENTINEL_SCHEMES, "sentinel", DEFAULT_SENTINEL_PORT
+    )
     parts = [p for p in path.split("?")[0].split("/") if p]
     if not parts or len(parts) > 2:
         raise ValueError("the path must be /service_name or /service_name/db")
     db = parts[1] if len(parts) == 2 else "0"
     if not db.isdigit():
         raise ValueError(f"db {db!r} is not a number")
-    return SentinelURL(
-        hosts, parts[0], int(db), username, password, scheme.startswith("rediss")
-    )
+    return SentinelURL(hosts, parts[0], int(db), username, password, ssl)
 
 
-def _host_port(item: str) -> tuple[str, int]:
+def split_hosts_url(
+    url: str, schemes: tuple[str, ...], what: str, default_port: int | None = None
+) -> tuple[list[tuple[str, int]], str, str | None, str | None, bool]:
+    """``scheme://[[user]:password@]host:port[,host:port...][/path]``: its
+    hosts, path, username, password and whether it is TLS (``rediss+``).
+    ``what`` names a host in errors; ValueError says what is wrong."""
+    scheme, _, rest = url.partition("://")
+    if scheme not in schemes:
+        raise ValueError(f"not a {' or '.join(schemes)} URL")
+    netloc, _, path = rest.partition("/")
+    username = password = None
+    if "@" in netloc:
+        userinfo, _, netloc = netloc.rpartition("@")
+        user, _, secret = userinfo.partition(":")
+        username, password = unquote(user) or None, unquote(secret) or None
+    hosts = [_host_port(item, what, default_port) for item in netloc.split(",") if item]
+    if not hosts:
+        raise ValueError(f"no {what} host")
+    return hosts, path, username, password, scheme.startswith("rediss")
+
+
+def _host_port(item: str, what: str, default_port: int | None) -> tuple[str, int]:
     if item.startswith("["):  # [IPv6]:port
         host, _, port = item[1:].partition("]")
         port = port.removeprefix(":")
     else:
         host, _, port = item.partition(":")
-    port = port or str(DEFAULT_SENTINEL_PORT)
+    if not port and default_port is not None:
+        port = str(default_port)
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"bad sentinel address {item!r}")
+        raise ValueError(f"bad {what} address {item!r} (host:port)")
     return host, int(port)
 
 

@@ -25,7 +25,6 @@ import hashlib
 import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any
-from urllib.parse import unquote
 
 import redis
 from redis.cluster import ClusterNode
@@ -33,7 +32,7 @@ from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
 
 from pushy import conf, versions
-from pushy.redis_clients import CLUSTER_SCHEMES
+from pushy.redis_clients import CLUSTER_SCHEMES, split_hosts_url
 from pushy.versions import Snapshot
 
 BUCKETS = 12
@@ -72,32 +71,12 @@ class ClusterURL:
 
 def parse_cluster_url(url: str) -> ClusterURL:
     """Split a ``redis+cluster://`` URL; ValueError says what is wrong."""
-    scheme, _, rest = url.partition("://")
-    if scheme not in CLUSTER_SCHEMES:
-        raise ValueError(f"not a {' or '.join(CLUSTER_SCHEMES)} URL")
-    netloc, _, path = rest.partition("/")
+    hosts, path, username, password, ssl = split_hosts_url(
+        url, CLUSTER_SCHEMES, "cluster"
+    )
     if path.split("?")[0].strip("/") not in ("", "0"):
         raise ValueError("a cluster has only database 0")
-    username = password = None
-    if "@" in netloc:
-        userinfo, _, netloc = netloc.rpartition("@")
-        user, _, secret = userinfo.partition(":")
-        username, password = unquote(user) or None, unquote(secret) or None
-    hosts = [_host_port(item) for item in netloc.split(",") if item]
-    if not hosts:
-        raise ValueError("no cluster node")
-    return ClusterURL(hosts, username, password, scheme.startswith("rediss"))
-
-
-def _host_port(item: str) -> tuple[str, int]:
-    if item.startswith("["):  # [IPv6]:port
-        host, _, port = item[1:].partition("]")
-        port = port.removeprefix(":")
-    else:
-        host, _, port = item.partition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"bad node address {item!r} (host:port)")
-    return host, int(port)
+    return ClusterURL(hosts, username, password, ssl)
 
 
 @contextlib.contextmanager

@@ -1,5 +1,7 @@
 """REDIS_URL naming a Redis Sentinel set: a real sentinel, a real primary."""
 
+import re
+
 import pytest
 from django.core.checks import run_checks
 from django.test import override_settings
@@ -87,3 +89,30 @@ def test_gateway_listens_through_sentinel(pushy_redis, sentinel, settings):
             assert (update["pk"], update["event"]) == (shot.pk, "create")
         finally:
             client.close()
+
+
+# The cluster form shares the parsing of hosts and credentials.
+
+
+def test_parse_cluster_url():
+    from pushy.redis_cluster import ClusterURL, parse_cluster_url
+
+    assert parse_cluster_url("rediss+cluster://u:p%40ss@a:7000,[::1]:7001") == (
+        ClusterURL([("a", 7000), ("::1", 7001)], "u", "p@ss", True)
+    )
+
+
+@pytest.mark.parametrize(
+    "url, words",
+    [
+        ("redis+cluster://", "no cluster host"),
+        ("redis+cluster://a", "bad cluster address 'a'"),  # a node needs its port
+        ("redis+cluster://a:7000/1", "only database 0"),
+        ("redis+sentinel://a:7000", "not a redis+cluster or rediss+cluster URL"),
+    ],
+)
+def test_malformed_cluster_urls_say_what_is_wrong(url, words):
+    from pushy.redis_cluster import parse_cluster_url
+
+    with pytest.raises(ValueError, match=re.escape(words)):
+        parse_cluster_url(url)
