@@ -63,9 +63,9 @@ def test_a_quiet_healthy_subscription_is_kept_and_a_short_interval_is_fast(
         time.sleep(3)
         stats = gw.get_json("/stats")
         assert stats["redis_ping_timeouts"] == 0 and stats["redis_reconnects"] == 0
-        # No connection was replaced: the subscription, and the one the
-        # gateway reads versions on (made once it subscribed; gateway/versions.py).
-        assert proxy.accepted == 2
+        # No connection was replaced: the subscription, and the side client's
+        # (version lookups, presence heartbeats: two when they overlap).
+        assert 2 <= proxy.accepted <= 3, proxy.accepted
 
         proxy.blackhole()
         assert gw.wait_for_health(503, 5) < 3  # within 2 intervals, plus slack
