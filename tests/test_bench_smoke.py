@@ -186,3 +186,18 @@ def test_the_authorization_scenario_delivers_everything(redis_server, tmp_path):
     assert 0 < visibility["changing"]["view_runs"] <= small.users * small.saves
     undeclared = results["rules"]["default_undeclared"]["visibility"]
     assert 0 < undeclared["unchanged"]["view_runs"] <= small.users * small.saves
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_a_failed_measure_logs_the_gateways_threads(redis_server, tmp_path, caplog):
+    """What a stuck gateway was doing is in the log of the measure that failed."""
+    from bench.scenarios.authz import serving
+
+    ctx = context(str(tmp_path), redis_server.url, None)
+    with pytest.raises(RuntimeError, match="a measure that failed"):
+        with serving(ctx):
+            raise RuntimeError("a measure that failed")
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "the gateway when the measure failed" in logged
+    assert "Current thread" in logged and "gevent/hub.py" in logged

@@ -9,6 +9,7 @@ published after ``start()`` returns can be missed.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
@@ -88,6 +89,20 @@ class Running:
             with open(path, errors="replace") as f:
                 text += f.read()[-chars:]
         return text
+
+    def diagnose(self, timeout: float = 3.0) -> str:
+        """pushy's gateways write every thread's stack on SIGUSR1: ask them,
+        wait (with a deadline) for it in their log, and return the log's end."""
+        if self.name == "pushy":
+            for proc in self.procs:
+                if proc.poll() is None:
+                    os.kill(proc.pid, signal.SIGUSR1)
+            deadline = time.monotonic() + timeout
+            while "Current thread" not in self.log_tail(20000):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)  # a poll of the log, with a deadline
+        return self.log_tail(8000)
 
     def profile(self, path: str) -> None:
         """Sample the server with py-spy into ``path``.* (collapsed stacks)."""

@@ -35,6 +35,7 @@ discusses the figures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -42,6 +43,7 @@ import shutil
 import sys
 import tempfile
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench.harness import servers
@@ -94,10 +96,23 @@ def gateway_stats(server: servers.Running) -> dict:
         return json.load(response)
 
 
-def measure_burst(ctx, cookies: list[str], scenario: Scenario) -> dict:
-    plan = Plan(burst=scenario.burst, idle=5.0)
+@contextlib.contextmanager
+def serving(ctx) -> Iterator[servers.Running]:
+    """A pushy gateway for one measure; if the measure fails, every thread's
+    stack and the gateway's log go to the log first (a stuck pool shows)."""
     server = servers.start("pushy", ctx)
     try:
+        yield server
+    except BaseException:
+        logger.error("the gateway when the measure failed:\n%s", server.diagnose())
+        raise
+    finally:
+        server.stop()
+
+
+def measure_burst(ctx, cookies: list[str], scenario: Scenario) -> dict:
+    plan = Plan(burst=scenario.burst, idle=5.0)
+    with serving(ctx) as server:
         clients = Clients(
             ctx, server.ws_url, scenario.subscribers, HEADERS,
             scenario.per_process, cookies,
@@ -117,8 +132,6 @@ def measure_burst(ctx, cookies: list[str], scenario: Scenario) -> dict:
             "warm": median_burst(warm),
             "stats": gateway_stats(server),
         }
-    finally:
-        server.stop()
 
 
 def measure_visibility(ctx, cookies: list[str], scenario: Scenario) -> dict:
@@ -127,8 +140,7 @@ def measure_visibility(ctx, cookies: list[str], scenario: Scenario) -> dict:
         burst=scenario.burst, latency_rate=scenario.rate,
         latency_saves=scenario.saves, idle=5.0,
     )  # fmt: skip
-    server = servers.start("pushy", ctx)
-    try:
+    with serving(ctx) as server:
         clients = Clients(
             ctx, server.ws_url, scenario.subscribers, HEADERS,
             scenario.per_process, cookies,
@@ -155,13 +167,10 @@ def measure_visibility(ctx, cookies: list[str], scenario: Scenario) -> dict:
             clients.quit()
         server.check_alive()
         return results
-    finally:
-        server.stop()
 
 
 def measure_reconnect(ctx, cookies: list[str], scenario: Scenario) -> dict:
-    server = servers.start("pushy", ctx)
-    try:
+    with serving(ctx) as server:
         rounds = []
         for caches in ("cold", "warm"):
             clients = Clients(
@@ -178,8 +187,6 @@ def measure_reconnect(ctx, cookies: list[str], scenario: Scenario) -> dict:
             "rounds": rounds,
             "stats": gateway_stats(server),
         }
-    finally:
-        server.stop()
 
 
 def benchmark(

@@ -8,7 +8,9 @@ this module, which sets Django up with the same settings module.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
+import signal
 import sys
 
 from pushy.console import show_info
@@ -39,6 +41,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def run(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     set_title(_title(args))
+    # kill -USR1 <pid>: every thread's stack to stderr (a pool thread stuck in
+    # a view or an import, a loop that stopped), and the gateway serves on.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     import django
 
     django.setup()

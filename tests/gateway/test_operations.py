@@ -61,6 +61,19 @@ def test_metrics_in_prometheus_text_format(shared_gateway):
     assert "pushy_gateway_loop_stalls_total" in samples
 
 
+def test_sigusr1_writes_every_threads_stack_and_the_gateway_serves_on(gateway):
+    import os
+
+    client = Client(gateway.ws_url)
+    client.subscribe("/api/shot/")
+    os.kill(gateway.pid, signal.SIGUSR1)
+    output = gateway.wait_for_log("Current thread")
+    assert "gevent/hub.py" in output  # the main thread: the event loop, waiting
+    assert client.request(action="ping") == {"type": "pong"}
+    assert gateway.get("/health")[0] == 200
+    client.close()
+
+
 def test_unknown_path_is_404(shared_gateway):
     assert shared_gateway.get("/nothing")[0] == 404
 
