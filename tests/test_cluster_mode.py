@@ -32,6 +32,8 @@ def cluster_url(cluster) -> str:
 @pytest.fixture
 def pushy_cluster(redis_cluster, settings):
     """pushy pointed at the cluster (the sender follows the setting)."""
+    if redis_cluster.version < (7,):  # .ci/run installs Redis 7 where none is
+        pytest.skip(f"Redis {redis_cluster.version} has no sharded pub/sub")
     url = cluster_url(redis_cluster)
     settings.PUSHY_SETTINGS = {**settings.PUSHY_SETTINGS, "REDIS_URL": url}
     assert sending.get().cluster

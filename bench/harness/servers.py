@@ -97,11 +97,16 @@ class Running:
             for proc in self.procs:
                 if proc.poll() is None:
                     os.kill(proc.pid, signal.SIGUSR1)
+            # Each thread's stack ends "(most recent call first)" lines; the
+            # dump is whole once the log stops growing.
             deadline = time.monotonic() + timeout
-            while "Current thread" not in self.log_tail(20000):
-                if time.monotonic() > deadline:
+            seen = ""
+            while time.monotonic() < deadline:
+                now = self.log_tail(20000)
+                if "most recent call first" in now and now == seen:
                     break
-                time.sleep(0.05)  # a poll of the log, with a deadline
+                seen = now
+                time.sleep(0.1)  # a poll of the log, with a deadline
         return self.log_tail(8000)
 
     def profile(self, path: str) -> None:
