@@ -2,7 +2,7 @@
 
 A client joins a URL it may subscribe to (actions.py: a join is a subscribe
 that also makes its connection present). Each gateway keeps, for every URL
-one of its connections joined (a ``Room``), the people present there on
+one of its connections joined (a ``Room``, rooms.py), the people present there on
 every gateway, and tells its joined connections who they are whenever that
 changes (``{"type": "presence", ...}``, docs/protocol.md).
 
@@ -37,7 +37,6 @@ room of more than ``PACE_MEMBERS`` members at most every ``PACE`` seconds
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import json
 import logging
@@ -56,8 +55,8 @@ from django.utils.module_loading import import_string
 
 from pushy import conf
 from pushy.channels import presence_channel, presence_key_prefix
-from pushy.gateway import replies
 from pushy.gateway.questions import Dropped, Refused
+from pushy.gateway.rooms import Local, Room, parse_entry
 from pushy.gateway.side_redis import side_client
 from pushy.logs import Throttled
 
@@ -106,119 +105,6 @@ def gateway_id() -> str:
     """This process's id in Redis: host, pid and a random part (a restarted
     process may get its predecessor's pid)."""
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
-
-
-class Person:
-    """One person in a room: their entries on every gateway."""
-
-    __slots__ = ("id", "name", "since", "entries")
-
-    def __init__(self, pid: str) -> None:
-        self.id = pid
-        self.name: str | None = None
-        self.since = 0
-        self.entries: dict[str, tuple[str | None, int]] = {}  # gateway -> entry
-
-    def settle(self) -> None:
-        """Name and since from the entries: the earliest since, any name."""
-        self.since = min(since for _, since in self.entries.values())
-        names = [name for name, _ in self.entries.values() if name]
-        self.name = names[0] if names else None
-
-
-class Local:
-    """A person's connections on one URL in this process."""
-
-    __slots__ = ("name", "since", "connections")
-
-    def __init__(self, name: str | None, since: int) -> None:
-        self.name = name
-        self.since = since
-        self.connections: set[Any] = set()
-
-
-class Room:
-    """One URL with members here: its people on every gateway, and ours."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.people: dict[str, Person] = {}
-        # The named people, earliest first: (since, id), kept sorted.
-        self.order: list[tuple[int, str]] = []
-        self.anonymous = 0
-        self.local: dict[str, Local] = {}  # person id -> our connections
-        self.members: set[Any] = set()  # our connections joined here
-        # Changes heard while the first read is under way (applied after it).
-        self.pending: list[tuple[str, Any]] | None = []
-        self.last_frame: bytes | None = None
-        self.unsent: set[Any] = set()  # members not sent the list yet
-        self.emitted_at = 0.0  # when the list last went to every member
-        self.emit_due = False
-
-    @property
-    def loaded(self) -> bool:
-        return self.pending is None
-
-    def set_entry(self, gateway: str, pid: str, entry: tuple[str | None, int]) -> None:
-        person = self.people.get(pid)
-        if person is None:
-            person = self.people[pid] = Person(pid)
-        else:
-            self._unlist(person)
-        person.entries[gateway] = entry
-        person.settle()
-        self._list(person)
-
-    def drop_entry(self, gateway: str, pid: str) -> None:
-        person = self.people.get(pid)
-        if person is None or gateway not in person.entries:
-            return
-        self._unlist(person)
-        del person.entries[gateway]
-        if person.entries:
-            person.settle()
-            self._list(person)
-        else:
-            del self.people[pid]
-
-    def drop_gateway(self, gateway: str) -> None:
-        for pid in [p.id for p in self.people.values() if gateway in p.entries]:
-            self.drop_entry(gateway, pid)
-
-    def _list(self, person: Person) -> None:
-        if person.name:
-            bisect.insort(self.order, (person.since, person.id))
-        else:
-            self.anonymous += 1
-
-    def _unlist(self, person: Person) -> None:
-        if person.name:
-            key = (person.since, person.id)
-            i = bisect.bisect_left(self.order, key)
-            if i < len(self.order) and self.order[i] == key:
-                del self.order[i]
-        else:
-            self.anonymous -= 1
-
-    def frame(self, limit: int) -> bytes:
-        """The presence message: the first ``limit`` named people, and counts."""
-        shown = []
-        for since, pid in self.order[:limit]:
-            shown.append({"id": pid, "name": self.people[pid].name, "since": since})
-        return replies.presence(self.url, shown, len(self.people), self.anonymous)
-
-
-def _parse_entry(raw: Any) -> tuple[str | None, int]:
-    """A field's value, ``[name, since]``; ValueError if it is not one."""
-    value = json.loads(raw)
-    if (
-        not isinstance(value, list)
-        or len(value) != 2
-        or not (value[0] is None or isinstance(value[0], str))
-        or not isinstance(value[1], int)
-    ):
-        raise ValueError("not [name, since]")
-    return value[0], value[1]
 
 
 class Presence:
@@ -438,7 +324,7 @@ class Presence:
             if gateway == self.gateway:
                 continue  # ours are known here first-hand
             try:
-                room.set_entry(gateway, pid, _parse_entry(raw))
+                room.set_entry(gateway, pid, parse_entry(raw))
             except ValueError:
                 continue
         for kind, change in pending:
@@ -484,7 +370,7 @@ class Presence:
             room.drop_entry(gateway, pid)
             return True
         try:
-            room.set_entry(gateway, pid, _parse_entry(json.dumps(entry)))
+            room.set_entry(gateway, pid, parse_entry(json.dumps(entry)))
         except ValueError:
             return False
         return True

@@ -7,7 +7,8 @@ import json
 import gevent
 import pytest
 
-from pushy.gateway.presence import PACE, PACE_MEMBERS, Presence, Room, _parse_entry
+from pushy.gateway.presence import PACE, PACE_MEMBERS, Presence
+from pushy.gateway.rooms import Room, parse_entry
 from tests.gateway.test_actions_unit import text_of
 
 pytestmark = pytest.mark.timeout(10)
@@ -50,7 +51,7 @@ def test_anonymous_people_are_counted_not_listed_and_lists_are_bounded():
 @pytest.mark.parametrize("raw", ["[1, 2]", '["a"]', '{"a": 1}', '["a", "1"]', "x"])
 def test_an_entry_read_from_redis_must_be_name_and_since(raw):
     with pytest.raises(ValueError):
-        _parse_entry(raw)
+        parse_entry(raw)
 
 
 class Member:

@@ -31,18 +31,18 @@
     return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   }
 
-  /* The banner, made once, in the admin's own message style. */
-  function banner() {
-    let list = document.getElementById("pushy-admin-banner");
+  /* A line above the form in the admin's own message style, made once. */
+  function messageList(id, role, level) {
+    let list = document.getElementById(id);
     if (list) {
       return list;
     }
     list = document.createElement("ul");
-    list.id = "pushy-admin-banner";
+    list.id = id;
     list.className = "messagelist";
-    list.setAttribute("role", "alert");
+    list.setAttribute("role", role);
     const item = document.createElement("li");
-    item.className = "warning";
+    item.className = level;
     list.appendChild(item);
     const content = document.getElementById("content") || document.body;
     content.parentNode.insertBefore(list, content);
@@ -50,7 +50,7 @@
   }
 
   function show(event) {
-    const list = banner();
+    const list = messageList("pushy-admin-banner", "alert", "warning");
     const item = list.firstChild;
     const when = clock(new Date());
     item.textContent = "";
@@ -109,26 +109,16 @@
   }
 
   function showPresence(people, count, detail) {
-    let list = document.getElementById("pushy-admin-presence");
     const mine = people.length - detail.others.length;
     const unnamed = count - mine - detail.others.length;
     if (detail.others.length + unnamed <= 0) {
-      if (list) {
-        list.remove();
+      const shown = document.getElementById("pushy-admin-presence");
+      if (shown) {
+        shown.remove();
       }
       return;
     }
-    if (!list) {
-      list = document.createElement("ul");
-      list.id = "pushy-admin-presence";
-      list.className = "messagelist";
-      list.setAttribute("role", "status");
-      const item = document.createElement("li");
-      item.className = "info";
-      list.appendChild(item);
-      const content = document.getElementById("content") || document.body;
-      content.parentNode.insertBefore(list, content);
-    }
+    const list = messageList("pushy-admin-presence", "status", "info");
     list.setAttribute("data-count", String(detail.others.length + unnamed));
     list.firstChild.textContent = sentence(detail.others, unnamed);
   }
