@@ -31,10 +31,9 @@ import time
 import zlib
 
 import redis
-from redis.crc import key_slot
 
-from pushy import versions
-from tests.support.cluster import SLOTS, ClusterServers
+from pushy import redis_cluster, versions
+from tests.support.cluster import ClusterServers
 
 PREFIX = "pushy_"
 # A realistic mix: 5 models, one hot (60 % of the saves); objects drawn by a
@@ -49,16 +48,8 @@ CLUSTER_SCRIPT = versions.PUBLISH_SCRIPT.replace(
 
 
 def even_tags(count: int, prefix: str = PREFIX) -> list[str]:
-    """One hash tag per bucket, each in the middle half of its Nth of the slots."""
-    span = SLOTS / count
-    tags = []
-    for bucket in range(count):
-        low, high = span * (bucket + 0.25), span * (bucket + 0.75)
-        k = 0
-        while not low <= key_slot(f"{prefix}:{k}".encode()) < high:
-            k += 1
-        tags.append(f"{prefix}:{k}")
-    return tags
+    """pushy's own tags (``redis_cluster.tags``) for ``count`` buckets, unbraced."""
+    return [tag[1:-1] for tag in redis_cluster.tags(prefix, count)]
 
 
 def plain_tags(count: int, prefix: str = PREFIX) -> list[str]:
