@@ -187,3 +187,26 @@ def test_four_gateways_with_disjoint_objects_each_hear_a_quarter(pushy_cluster):
         ]
         assert all(n / len(followed) <= 0.3 for n in received), received
         assert received == [25, 25, 25, 25]
+
+
+def test_a_channel_not_held_in_time_ends_in_a_resync(cluster_gateway, redis_cluster):
+    """No silent gap: the subscribe is answered after HELD_TIMEOUT, that
+    master's listener starts over, and the page is told to resync."""
+    url = urls(500, 1)[0]
+    client = redis_cluster.client()
+    node = client.get_node_from_key(mode.object_channel(url))
+    client.close()
+    master = redis.Redis(port=node.port)
+    page = Client(cluster_gateway.ws_url, timeout=10)
+    try:
+        master.execute_command("CLIENT", "PAUSE", 3000, "ALL")
+        started = time.monotonic()
+        page.subscribe(url)
+        assert 1.5 <= time.monotonic() - started < 3.0
+        assert page.recv() == {"type": "resync"}
+        assert publish([url]) == [1]
+        assert page.recv()["url"] == url
+    finally:
+        master.execute_command("CLIENT", "UNPAUSE")
+        master.close()
+        page.close()
