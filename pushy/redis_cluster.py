@@ -7,8 +7,10 @@ Redis 7) keeps each message on the master owning its channel's slot, so the
 traffic is spread by spreading the slots: an object URL falls in one of
 ``BUCKETS`` buckets (CRC32 of the URL), each with a hash tag searched to sit
 mid-way in its twelfth of the slots. A bucket's tag names its version book, its
-senders' keys and its channel per model, so the publish script's keys and its
-``SPUBLISH`` share one slot, as a cluster requires. A collection's members
+senders' keys and its channels: an object's, and a collection's for its members
+in this bucket. So the publish script's keys and its ``SPUBLISH``es share one
+slot, as a cluster requires, and a gateway subscribes to the objects and lists
+its clients follow only (``pushy.gateway.interest``). A collection's members
 spread over the buckets: its version is the largest in any book. Control
 channels (resync requests, explain) are bucket 0's.
 

@@ -4,8 +4,9 @@ per bucket.
 Sharded messages stay on the master owning their channel's slot, so the gateway
 ``SSUBSCRIBE``s on a connection to each master (one ``Listener`` greenlet
 each, with its liveness, backoff and restarts) to the channels whose slots it
-owns: every model in every bucket (``pushy.redis_cluster``), and the control
-channels. ``SSUBSCRIBE`` takes channels of one slot only: one call per channel.
+owns: those its clients' URLs need (``pushy.gateway.interest``: the listener
+sends that master's batch at each turn), the control channels, and an anchor
+channel nobody publishes to (a subscription is never empty).
 
 The versions of the buckets come from different books (masters, clocks), so
 the gateway keeps a horizon per bucket: a book is told only its own bucket's
