@@ -210,3 +210,27 @@ def test_a_channel_not_held_in_time_ends_in_a_resync(cluster_gateway, redis_clus
         master.execute_command("CLIENT", "UNPAUSE")
         master.close()
         page.close()
+
+
+def test_a_change_lost_with_a_masters_subscription_is_not_missed(
+    cluster_gateway, redis_cluster
+):
+    """A versioned page's horizon starts at its subscribe's lookup: a change
+    published while its master's subscription is down still resyncs it."""
+    url = urls(600, 1)[0]
+    page = Client(cluster_gateway.ws_url)
+    try:
+        held = page.request(action="subscribe", url=url, version=None)["version"]
+        again = page.request(action="subscribe", url=url, version=held)
+        assert again["type"] == "subscribed"
+        client = redis_cluster.client()
+        node = client.get_node_from_key(mode.object_channel(url))
+        client.close()
+        with redis.Redis(port=node.port) as master:
+            assert master.client_kill_filter(_type="pubsub") == 1
+        publish([url])  # within the listener's first backoff (0.1 s), mostly
+        heard = page.recv()
+        # Lost with the subscription: a resync of the URL; else delivered.
+        assert heard["url"] == url and heard["type"] in ("resync", "update"), heard
+    finally:
+        page.close()
