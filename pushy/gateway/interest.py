@@ -93,7 +93,7 @@ class Batch:
         return self._wake_read
 
     def _wake(self) -> None:
-        if not self._woken:
+        if not self._woken and self._wake_write >= 0:
             self._woken = True
             os.write(self._wake_write, b"!")
 
@@ -144,8 +144,11 @@ class Batch:
             event.set()
 
     def close(self) -> None:
-        for fd in (self._wake_read, self._wake_write):
-            os.close(fd)
+        """The listener stopped: the pipe is closed, nothing wakes it any more."""
+        if self._wake_write >= 0:
+            os.close(self._wake_read)
+            os.close(self._wake_write)
+            self._wake_read = self._wake_write = -1
 
 
 def by_slot(channels: Iterable[str]) -> list[list[str]]:
