@@ -25,7 +25,6 @@ from typing import Any
 
 import gevent
 import gevent.event
-import gevent.select
 import redis
 from redis.crc import key_slot
 
@@ -56,6 +55,7 @@ class MasterListener(Listener):
         # The body just handled: an update published to its object's and its
         # collection's channel comes twice in a row when both are held.
         self._last_body: bytes | None = None
+        self._pubsub: redis.client.PubSub | None = None  # while pumping
 
     def _client(self) -> redis.Redis:
         return redis.Redis(
@@ -89,22 +89,31 @@ class MasterListener(Listener):
         super()._lost(error)
 
     def _next(self, pubsub: redis.client.PubSub, timeout: float) -> dict | None:
-        """Send the batch's due commands, then wait for a message or for more."""
         batch = self.batch
         if batch.stuck:
             raise redis.TimeoutError(f"an SSUBSCRIBE at {self} was not confirmed")
-        if batch.pending():
+        if batch.pending():  # due while the subscription was being made
             self._send(pubsub)
-        if timeout > 0 and not pubsub.connection.can_read(timeout=0):
-            sock = pubsub.connection._sock
-            waits = [sock, batch.wake_fd]
-            readable, _, _ = gevent.select.select(waits, [], [], timeout)
-            if batch.wake_fd in readable:
-                batch.woken()
-            if batch.pending():
-                self._send(pubsub)
-            timeout = 0
         return pubsub.get_message(timeout=timeout)
+
+    def _pump(self, pubsub: redis.client.PubSub) -> None:
+        self._pubsub = pubsub
+        try:
+            super()._pump(pubsub)
+        finally:
+            self._pubsub = None
+            self.batch.lost()
+
+    def send_due(self) -> None:
+        """Send the batch's due commands now, while this listener waits for
+        Redis (a write beside its read: the answers come to the read)."""
+        pubsub = self._pubsub
+        if pubsub is None or not self.batch.pending():
+            return
+        try:
+            self._send(pubsub)
+        except (redis.RedisError, OSError) as e:  # the read notices it too
+            logger.debug("SSUBSCRIBE at %s not sent: %s", self, e)
 
     def _send(self, pubsub: redis.client.PubSub) -> None:
         """Every call written before an answer is read (they are pipelined)."""
@@ -158,6 +167,7 @@ class ClusterListener:
         self.first_attempt = gevent.event.Event()
         self._greenlet: gevent.Greenlet | None = None
         self._owners: list[Batch] = []  # each slot's master's batch
+        self._sending: gevent.Greenlet | None = None
 
     @property
     def live(self) -> bool:
@@ -177,7 +187,6 @@ class ClusterListener:
             self._greenlet.kill()
         for master in self.masters:
             master.stop()
-            master.batch.close()
 
     def _start(self) -> None:
         """Read the slot map (until the cluster answers); a listener per master."""
@@ -200,7 +209,7 @@ class ClusterListener:
         for address in sorted(set(owners)):
             fixed = [c for c in self.controls if owners[_slot(c)] == address]
             fixed.append(redis_cluster.anchor_channel(_owned(owners, address)))
-            batches[address] = batch = Batch(fixed)
+            batches[address] = batch = Batch(fixed, self._send_soon)
             host, port = address
             master = MasterListener(
                 self.url, host, port, batch,
@@ -215,6 +224,17 @@ class ClusterListener:
         for master in self.masters:
             master.first_attempt.wait()
         self.first_attempt.set()
+
+    def _send_soon(self) -> None:
+        """Commands are due: every master's go out together, once this turn's
+        subscribes and unsubscribes are in (one greenlet per loop turn)."""
+        if self._sending is None:
+            self._sending = gevent.spawn(self._send_due)
+
+    def _send_due(self) -> None:
+        self._sending = None
+        for master in self.masters:
+            master.send_due()
 
     def _slot_owners(self) -> list[tuple[str, int]]:
         """Each slot's master, as (host, port)."""

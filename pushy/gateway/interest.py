@@ -11,9 +11,9 @@ object or collection.
   needs any more stays subscribed for ``grace`` seconds (a page reloading
   subscribes again at once: no churn).
 - ``Batch`` is one master's share: the channels it should hold, and the
-  SSUBSCRIBEs and SUNSUBSCRIBEs not yet sent, sent by that master's listener
-  greenlet at its next turn (one call per slot, as SSUBSCRIBE requires, all
-  written before any answer is read) and confirmed by the answers it reads.
+  SSUBSCRIBEs and SUNSUBSCRIBEs not yet sent, sent together once per loop turn
+  for every master (one call per slot, as SSUBSCRIBE requires, all written
+  before any answer is read) and confirmed by the answers its listener reads.
 - ``ready(url)`` waits until the URL's channels are confirmed: the gateway
   answers a subscribe (and looks its version up) only then, so no update
   published after the answer can miss this gateway.
@@ -22,7 +22,6 @@ object or collection.
 from __future__ import annotations
 
 import itertools
-import os
 import time
 from collections.abc import Callable, Iterable
 
@@ -39,7 +38,9 @@ GRACE = 2.0
 class Batch:
     """One master's channels: wanted, confirmed, and the commands not yet sent."""
 
-    def __init__(self, fixed: Iterable[str] = ()) -> None:
+    def __init__(
+        self, fixed: Iterable[str] = (), notify: Callable[[], object] = lambda: None
+    ) -> None:
         self.fixed = set(fixed)  # always held (control channels, the anchor)
         self.wanted: set[str] = set(self.fixed)
         self.confirmed: set[str] = set()
@@ -49,10 +50,8 @@ class Batch:
         self.live = False  # the listener holds its subscription
         # A confirmation did not come in time: the listener starts over.
         self.stuck = False
-        # A pipe whose byte wakes the listener waiting for Redis.
-        self._wake_read, self._wake_write = os.pipe()
-        os.set_blocking(self._wake_read, False)
-        self._woken = False
+        # Called when commands are due: schedules their sending (once per turn).
+        self.notify = notify
 
     # What the Interest asks ------------------------------------------------
 
@@ -88,22 +87,8 @@ class Batch:
 
     # What the listener does -------------------------------------------------
 
-    @property
-    def wake_fd(self) -> int:
-        return self._wake_read
-
     def _wake(self) -> None:
-        if not self._woken and self._wake_write >= 0:
-            self._woken = True
-            os.write(self._wake_write, b"!")
-
-    def woken(self) -> None:
-        """The listener saw the wake byte."""
-        try:
-            os.read(self._wake_read, 64)
-        except BlockingIOError:
-            pass
-        self._woken = False
+        self.notify()
 
     def pending(self) -> bool:
         return bool(self.to_add or self.to_remove)
@@ -142,13 +127,6 @@ class Batch:
         waiters, self.waiters = self.waiters, {}
         for event in waiters.values():
             event.set()
-
-    def close(self) -> None:
-        """The listener stopped: the pipe is closed, nothing wakes it any more."""
-        if self._wake_write >= 0:
-            os.close(self._wake_read)
-            os.close(self._wake_write)
-            self._wake_read = self._wake_write = -1
 
 
 def by_slot(channels: Iterable[str]) -> list[list[str]]:
