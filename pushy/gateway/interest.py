@@ -60,7 +60,7 @@ class Batch:
         self.to_remove.discard(channel)
         if channel not in self.confirmed:
             self.to_add.add(channel)
-            self._wake()
+            self.notify()
 
     def remove(self, channel: str) -> None:
         if channel in self.fixed:
@@ -69,7 +69,7 @@ class Batch:
         self.to_add.discard(channel)
         if channel in self.confirmed:
             self.to_remove.add(channel)
-            self._wake()
+            self.notify()
 
     def wait(self, channel: str, timeout: float) -> bool:
         """Whether ``channel`` is confirmed within ``timeout`` (at once when the
@@ -82,13 +82,10 @@ class Batch:
         if event.wait(timeout) or not self.live:
             return True
         self.stuck = True  # the listener starts over (and resyncs)
-        self._wake()
+        self.notify()
         return False
 
     # What the listener does -------------------------------------------------
-
-    def _wake(self) -> None:
-        self.notify()
 
     def pending(self) -> bool:
         return bool(self.to_add or self.to_remove)
@@ -112,7 +109,7 @@ class Batch:
         self.confirmed.add(channel)
         if channel not in self.wanted:  # dropped while its SSUBSCRIBE was on its way
             self.to_remove.add(channel)
-            self._wake()
+            self.notify()
         event = self.waiters.pop(channel, None)
         if event is not None:
             event.set()
