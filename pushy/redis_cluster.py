@@ -7,8 +7,10 @@ Redis 7) keeps each message on the master owning its channel's slot, so the
 traffic is spread by spreading the slots: an object URL falls in one of
 ``BUCKETS`` buckets (CRC32 of the URL), each with a hash tag searched to sit
 mid-way in its twelfth of the slots. A bucket's tag names its version book, its
-senders' keys and its channel per model, so the publish script's keys and its
-``SPUBLISH`` share one slot, as a cluster requires. A collection's members
+senders' keys and its channels: an object's, and a collection's for its members
+in this bucket. So the publish script's keys and its ``SPUBLISH``es share one
+slot, as a cluster requires, and a gateway subscribes to the objects and lists
+its clients follow only (``pushy.gateway.interest``). A collection's members
 spread over the buckets: its version is the largest in any book. Control
 channels (resync requests, explain) are bucket 0's.
 
@@ -23,7 +25,7 @@ import dataclasses
 import functools
 import hashlib
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import redis
@@ -32,6 +34,7 @@ from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
 
 from pushy import conf, versions
+from pushy.object_urls import without_query
 from pushy.redis_clients import CLUSTER_SCHEMES, split_hosts_url
 from pushy.versions import Snapshot
 
@@ -47,7 +50,28 @@ def _sharded(script: str) -> str:
     return sharded
 
 
-PUBLISH_SCRIPT = _sharded(versions.PUBLISH_SCRIPT)
+def _to_both(script: str) -> str:
+    """The publish script sending to the object's channel (ARGV[2]) and, when
+    ARGV[9] names one, to its collection's (both in the object's slot)."""
+    one = "return {redis.call('SPUBLISH', ARGV[2], body), v}"
+    both = (
+        "local heard = redis.call('SPUBLISH', ARGV[2], body)\n"
+        "if ARGV[9] ~= '' then\n"
+        "  heard = heard + redis.call('SPUBLISH', ARGV[9], body)\n"
+        "end\n"
+        "return {heard, v}"
+    )
+    assert one in script
+    return script.replace(one, both)
+
+
+PUBLISH_SCRIPT = _to_both(_sharded(versions.PUBLISH_SCRIPT))
+# Unversioned updates (``sending.PLAIN``...): the same two channels.
+PLAIN_SCRIPT = (
+    "local heard = redis.call('SPUBLISH', KEYS[1], ARGV[1])\n"
+    "if #KEYS > 1 then heard = heard + redis.call('SPUBLISH', KEYS[2], ARGV[1]) end\n"
+    "return heard"
+)
 LOSE_SCRIPT = _sharded(versions.LOSE_SCRIPT)
 PUBLISH_SHA = hashlib.sha1(PUBLISH_SCRIPT.encode()).hexdigest()
 
@@ -126,12 +150,13 @@ def problem(cluster: redis.RedisCluster) -> str | None:
 
 
 @functools.lru_cache(maxsize=16)
-def tags(prefix: str) -> tuple[str, ...]:
-    """One hash tag per bucket, its slot in the middle half of its twelfth."""
-    span = SLOTS / BUCKETS
+def tags(prefix: str, count: int = BUCKETS) -> tuple[str, ...]:
+    """One hash tag per bucket of ``count``, its slot in the middle half of
+    its ``count``-th of the slots (the bench measures other counts with it)."""
+    span = SLOTS / count
     found = []
-    for bucket in range(BUCKETS):
-        low, high = span * (bucket + 0.25), span * (bucket + 0.75)
+    for number in range(count):
+        low, high = span * (number + 0.25), span * (number + 0.75)
         k = 0
         while not low <= key_slot(f"{prefix}:{k}".encode()) < high:
             k += 1
@@ -155,14 +180,35 @@ def sender_key(number: int, sender: str) -> str:
     return tag(number) + ":version:sender:" + sender
 
 
-def update_channel(number: int, label: str) -> str:
-    """Where a model's updates of one bucket are published."""
-    return tag(number) + conf.get("CHANNEL_PREFIX") + label
+def object_channel(url: str) -> str:
+    """Where the updates of the object ``url`` are published (its bucket's slot)."""
+    return tag(bucket(url)) + conf.get("CHANNEL_PREFIX") + "o:" + url
 
 
-def channel_of(update: Any) -> str:
-    """Where ``update`` is published: its model's channel in its URL's bucket."""
-    return update_channel(bucket(update.url), update.model)
+def collection_channel(number: int, collection: str) -> str:
+    """Where the updates of the members of ``collection`` in bucket ``number``
+    are published: a collection subscriber needs it in every bucket."""
+    return tag(number) + conf.get("CHANNEL_PREFIX") + "c:" + collection
+
+
+def channels_of(update: Any) -> list[str]:
+    """Where ``update`` is published: its object's channel, then its
+    collection's in the same bucket (the gateway drops the second copy)."""
+    found = [object_channel(update.url)]
+    if update.collection:
+        found.append(collection_channel(bucket(update.url), update.collection))
+    return found
+
+
+def interest(url: str) -> list[str]:
+    """The channels a gateway needs for a subscriber of ``url``: the object's,
+    and those of the collection it may be (which a gateway cannot tell; a
+    filtered list's is its collection's), one per bucket."""
+    base = without_query(url)
+    found = [collection_channel(n, base) for n in range(BUCKETS)]
+    if base == url:
+        found.append(object_channel(url))
+    return found
 
 
 def control_channel(suffix: str) -> str:
@@ -170,9 +216,16 @@ def control_channel(suffix: str) -> str:
     return tag(0) + conf.get("CHANNEL_PREFIX") + suffix
 
 
-def channels(labels: Sequence[str]) -> list[str]:
-    """Every channel a gateway subscribes to: each model in each bucket."""
-    return [update_channel(n, label) for label in labels for n in range(BUCKETS)]
+def anchor_channel(owns: Callable[[int], bool]) -> str:
+    """A channel never published, in a slot ``owns`` says yes to: what a
+    master's subscription holds when no client needs any of its channels."""
+    prefix = conf.get("CHANNEL_PREFIX")
+    k = 0
+    while not owns(key_slot(f"{{{prefix}:anchor:{k}}}".encode())):
+        k += 1
+        if k > 100 * SLOTS:
+            raise ValueError("no slot owned")
+    return f"{{{prefix}:anchor:{k}}}"
 
 
 # Versions -----------------------------------------------------------------------
@@ -270,12 +323,10 @@ def _lose(cluster: redis.RedisCluster, channel: str, body: str) -> int:
 def publish_command(update: Any, ttl: int, sender: str, seq: str, body: bytes) -> tuple:
     """The sender's EVALSHA of PUBLISH_SCRIPT for ``update`` in its bucket."""
     number = bucket(update.url)
-    args = versions.publish_args(
-        ttl, update_channel(number, update.model), body, update.url,
-        update.collection, seq,
-    )  # fmt: skip
+    channel, *collection = channels_of(update)
+    args = versions.publish_args(ttl, channel, body, update.url, update.collection, seq)
     keys = (book_key(number), sender_key(number, sender))
-    return ("EVALSHA", PUBLISH_SHA, 2, *keys, *args)
+    return ("EVALSHA", PUBLISH_SHA, 2, *keys, *args, *(collection or [""]))
 
 
 def move_command(ttl: int, sender: str, url: str, collection: str | None) -> tuple:
@@ -284,6 +335,12 @@ def move_command(ttl: int, sender: str, url: str, collection: str | None) -> tup
     args = versions.publish_args(ttl, "", b"", url, collection, "")
     keys = (book_key(number), sender_key(number, sender))
     return ("EVALSHA", PUBLISH_SHA, 2, *keys, *args)
+
+
+def plain_command(update: Any, body: bytes) -> tuple:
+    """An unversioned update's publish, to the same channels as a versioned one."""
+    channels = channels_of(update)
+    return ("EVAL", PLAIN_SCRIPT, len(channels), *channels, body)
 
 
 def command_slot(command: tuple) -> int | None:

@@ -27,7 +27,7 @@ def command(item: Any, ttl: int, sender: str) -> tuple:
         )
     if item.mode == sending.PLAIN_BARE:
         update = update.replace(data=None)
-    return ("SPUBLISH", redis_cluster.channel_of(update), update.encode())
+    return redis_cluster.plain_command(update, update.encode())
 
 
 def lose_commands(channel: str, body: str) -> list[tuple]:

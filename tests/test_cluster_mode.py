@@ -172,8 +172,8 @@ def test_pushy_explain_asks_the_gateway_on_the_cluster(cluster_gateway):
     finally:
         client.close()
     lines = out.getvalue().splitlines()
-    channel = mode.update_channel(mode.bucket(url), "testapp.shot")
-    assert lines[1] == f"  channel: {channel}"
+    collection = mode.collection_channel(mode.bucket(url), "/api/shot/")
+    assert lines[1] == f"  channel: {mode.object_channel(url)}, {collection}"
     assert "Gateway processes listening on Redis: 1" in lines
     assert any(
         line.endswith(f"subscribed to {url}: 1, /api/shot/: 0") for line in lines

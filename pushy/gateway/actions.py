@@ -29,6 +29,7 @@ from pushy.versions import valid_version
 
 if TYPE_CHECKING:
     from pushy.gateway.hub import Hub
+    from pushy.gateway.interest import Interest
     from pushy.gateway.permissions import Authorizer
     from pushy.gateway.presence import Presence
     from pushy.gateway.shared import Shared
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("pushy.gateway.protocol")
 
 MAX_URL_LENGTH = 2048
+# How long a subscribe's answer waits for its channels (Redis Cluster).
+HELD_TIMEOUT = 2.0
 
 # A handler: (the actions, the connection, the request as a dict).
 Handler = Callable[["ClientActions", Connection, dict], None]
@@ -54,10 +57,13 @@ class ClientActions:
         versions: VersionBook,
         authorizer: Authorizer,
         presence: Presence | None = None,
+        interest: Interest | None = None,
     ) -> None:
         self.limits, self.stats = shared.limits, shared.stats
         self.hub, self.versions, self.authorizer = hub, versions, authorizer
         self.presence = presence
+        # Redis Cluster: a subscribe is answered once its channels are held.
+        self.interest = interest
         # One line per refused subscription, but no faster than one a second.
         self._refusals = Throttled(logger, interval=1.0)
 
@@ -183,14 +189,38 @@ class ClientActions:
         if versioned:
             connection.wait_for(self._answer_versioned, connection, url, seen, join)
             return
+        if self.interest is not None:
+            connection.wait_for(self._answer_held, connection, url, join)
+            return
         connection.send(replies.subscribed(url))
         if join:
             connection.wait_for(self._join, connection, url)
 
+    def _answer_held(self, connection: Connection, url: str, join: bool) -> None:
+        """A v1 subscribe on a cluster: confirmed once its channels are held."""
+        self._held(url)
+        connection.send(replies.subscribed(url))
+        if join:
+            self._join(connection, url)
+
+    def _held(self, url: str) -> bool:
+        """Wait (Redis Cluster) until this gateway holds the channels of ``url``:
+        the version looked up after it, or the answer, can miss no update.
+
+        False: not confirmed in time; that master's listener then starts over,
+        and resyncs the clients once subscribed again (a master away: as well).
+        """
+        return self.interest is None or self.interest.ready(url, HELD_TIMEOUT)
+
     def _answer_versioned(
         self, connection: Connection, url: str, seen: int | None, join: bool = False
     ) -> None:
-        for frame in self.versions.subscribed(connection, url, seen):
+        if self._held(url):
+            frames = self.versions.subscribed(connection, url, seen)
+        else:  # no version: this client reloads, and again at the resync to come
+            self.versions.clients.discard(connection)
+            frames = [replies.subscribed(url)]
+        for frame in frames:
             connection.send(frame)
         if join:
             self._join(connection, url)

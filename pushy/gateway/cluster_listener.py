@@ -4,8 +4,9 @@ per bucket.
 Sharded messages stay on the master owning their channel's slot, so the gateway
 ``SSUBSCRIBE``s on a connection to each master (one ``Listener`` greenlet
 each, with its liveness, backoff and restarts) to the channels whose slots it
-owns: every model in every bucket (``pushy.redis_cluster``), and the control
-channels. ``SSUBSCRIBE`` takes channels of one slot only: one call per channel.
+owns: those its clients' URLs need (``pushy.gateway.interest``: the listener
+sends that master's batch at each turn), the control channels, and an anchor
+channel nobody publishes to (a subscription is never empty).
 
 The versions of the buckets come from different books (masters, clocks), so
 the gateway keeps a horizon per bucket: a book is told only its own bucket's
@@ -25,8 +26,10 @@ from typing import Any
 import gevent
 import gevent.event
 import redis
+from redis.crc import key_slot
 
 from pushy import redis_cluster
+from pushy.gateway.interest import Batch, Interest
 from pushy.gateway.listener import Backoff, Hooks, Listener
 from pushy.gateway.side_redis import side_client
 from pushy.gateway.versions import CHUNK, VersionBook
@@ -41,15 +44,18 @@ CONFIRM_TIMEOUT = 2.0
 
 
 class MasterListener(Listener):
-    """One master's sharded subscription (a ``Listener`` in every other way)."""
+    """One master's sharded subscription (a ``Listener`` in every other way),
+    holding the channels of its ``Batch`` (``pushy.gateway.interest``)."""
 
     message_type = "smessage"
 
-    def __init__(
-        self, url: str, host: str, port: int, channels: list[str], **kwargs
-    ) -> None:
-        super().__init__(url, f"{len(channels)} channels", **kwargs)
-        self.host, self.port, self.channels = host, port, channels
+    def __init__(self, url: str, host: str, port: int, batch: Batch, **kwargs) -> None:
+        super().__init__(url, f"{host}:{port}", **kwargs)
+        self.host, self.port, self.batch = host, port, batch
+        # The body just handled: an update published to its object's and its
+        # collection's channel comes twice in a row when both are held.
+        self._last_body: bytes | None = None
+        self._pubsub: redis.client.PubSub | None = None  # while pumping
 
     def _client(self) -> redis.Redis:
         return redis.Redis(
@@ -60,47 +66,118 @@ class MasterListener(Listener):
         )
 
     def _subscribe(self, pubsub: redis.client.PubSub) -> None:
-        for channel in self.channels:  # one slot per call (CROSSSLOT otherwise)
-            pubsub.ssubscribe(channel)
+        self._last_body = None
+        groups = self.batch.restart()
+        for group in groups:  # one slot per call (CROSSSLOT otherwise)
+            pubsub.ssubscribe(*group)
+        expected = sum(map(len, groups))
         confirmed = 0
         deadline = time.monotonic() + CONFIRM_TIMEOUT
-        while confirmed < len(self.channels):
+        while confirmed < expected:
             left = deadline - time.monotonic()
             message = pubsub.get_message(timeout=max(left, 0.0))
             if message is not None and message["type"] == "ssubscribe":
+                self.batch.heard(message["channel"].decode())
                 confirmed += 1
             elif message is None and left <= 0:
                 raise redis.TimeoutError(f"no SSUBSCRIBE confirmation from {self}")
+        self.batch.joined()
         self._joined()
+
+    def _lost(self, error: Exception) -> None:
+        self.batch.lost()
+        super()._lost(error)
+
+    def _next(self, pubsub: redis.client.PubSub, timeout: float) -> dict | None:
+        batch = self.batch
+        if batch.stuck:
+            raise redis.TimeoutError(f"an SSUBSCRIBE at {self} was not confirmed")
+        if batch.pending():  # due while the subscription was being made
+            self._send(pubsub)
+        return pubsub.get_message(timeout=timeout)
+
+    def _pump(self, pubsub: redis.client.PubSub) -> None:
+        self._pubsub = pubsub
+        try:
+            super()._pump(pubsub)
+        finally:
+            self._pubsub = None
+            self.batch.lost()
+
+    def send_due(self) -> None:
+        """Send the batch's due commands now, while this listener waits for
+        Redis (a write beside its read: the answers come to the read)."""
+        pubsub = self._pubsub
+        if pubsub is None or not self.batch.pending():
+            return
+        try:
+            self._send(pubsub)
+        except (redis.RedisError, OSError) as e:  # the read notices it too
+            logger.debug("SSUBSCRIBE at %s not sent: %s", self, e)
+
+    def _send(self, pubsub: redis.client.PubSub) -> None:
+        """Every call written before an answer is read (they are pipelined)."""
+        adds, removes = self.batch.take()
+        for group in removes:
+            pubsub.sunsubscribe(*group)
+        for group in adds:
+            pubsub.ssubscribe(*group)
+        self.hooks.count("shard_batches")
+
+    def _other(self, message: dict) -> None:
+        if message["type"] == "ssubscribe":
+            self.batch.heard(message["channel"].decode())
+
+    def _handle(self, channel: bytes, body: bytes) -> None:
+        if body == self._last_body:
+            self._last_body = None
+            return
+        self._last_body = body
+        super()._handle(channel, body)
+
+    def stop(self) -> None:
+        super().stop()
+        self.batch.lost()
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
 
 
 class ClusterListener:
-    """The listeners of every master, seen as one (``Listener``'s interface)."""
+    """The listeners of every master, seen as one (``Listener``'s interface).
+
+    Which master holds a channel is read from the slot map once (``route``);
+    until it is read, the interest only counts what it will need.
+    """
 
     def __init__(
         self,
         url: str,
-        labels: list[str],
         hooks: Hooks,
         controls: Mapping[str, Callable[[bytes], object]],
         **kwargs,
     ) -> None:
         self.url = url
-        self.channels = redis_cluster.channels(labels) + list(controls)
-        self.pattern = f"{len(self.channels)} sharded channels"
+        self.pattern = "sharded channels by interest"
         self.hooks = hooks
         self.controls = controls
         self.kwargs = kwargs
         self.masters: list[MasterListener] = []
+        self.interest = Interest(redis_cluster.interest, self.route)
         self.first_attempt = gevent.event.Event()
         self._greenlet: gevent.Greenlet | None = None
+        self._owners: list[Batch] = []  # each slot's master's batch
+        self._sending: gevent.Greenlet | None = None
 
     @property
     def live(self) -> bool:
         return bool(self.masters) and all(m.live for m in self.masters)
+
+    def route(self, channel: str) -> Batch | None:
+        """The batch of the master owning ``channel``'s slot (None: not read)."""
+        if not self._owners:
+            return None
+        return self._owners[key_slot(channel.encode())]
 
     def start(self) -> None:
         self._greenlet = gevent.spawn(self._start)
@@ -116,7 +193,7 @@ class ClusterListener:
         backoff = Backoff()
         while True:
             try:
-                shares = self._shares()
+                owners = self._slot_owners()
                 break
             except (redis.RedisError, OSError) as e:
                 self.first_attempt.set()
@@ -128,26 +205,55 @@ class ClusterListener:
                     delay,
                 )
                 gevent.sleep(delay)
-        for (host, port), channels in sorted(shares.items()):
+        batches = {}
+        for address in sorted(set(owners)):
+            fixed = [c for c in self.controls if owners[_slot(c)] == address]
+            fixed.append(redis_cluster.anchor_channel(_owned(owners, address)))
+            batches[address] = batch = Batch(fixed, self._send_soon)
+            host, port = address
             master = MasterListener(
-                self.url, host, port, channels,
+                self.url, host, port, batch,
                 hooks=self.hooks, controls=self.controls, **self.kwargs,
             )  # fmt: skip
             self.masters.append(master)
+        self._owners = [batches[address] for address in owners]
+        for channel in self.interest.needed():  # wanted before the map was read
+            self._owners[_slot(channel)].add(channel)
+        for master in self.masters:
             master.start()
         for master in self.masters:
             master.first_attempt.wait()
         self.first_attempt.set()
 
-    def _shares(self) -> dict[tuple[str, int], list[str]]:
-        """The channels each master owns."""
+    def _send_soon(self) -> None:
+        """Commands are due: every master's go out together, once this turn's
+        subscribes and unsubscribes are in (one greenlet per loop turn)."""
+        if self._sending is None:
+            self._sending = gevent.spawn(self._send_due)
+
+    def _send_due(self) -> None:
+        self._sending = None
+        for master in self.masters:
+            master.send_due()
+
+    def _slot_owners(self) -> list[tuple[str, int]]:
+        """Each slot's master, as (host, port)."""
         cluster = side_client(self.url)
-        shares: dict[tuple[str, int], list[str]] = {}
         with redis_cluster.redis_errors():
-            for channel in self.channels:
-                node = cluster.get_node_from_key(channel)
-                shares.setdefault((node.host, node.port), []).append(channel)
-        return shares
+            nodes = cluster.nodes_manager
+            owners = []
+            for slot in range(redis_cluster.SLOTS):
+                node = nodes.get_node_from_slot(slot)
+                owners.append((node.host, node.port))
+        return owners
+
+
+def _owned(owners: list, address: tuple) -> Callable[[int], bool]:
+    return lambda slot: owners[slot] == address
+
+
+def _slot(channel: str) -> int:
+    return key_slot(channel.encode())
 
 
 class ClusterVersionBook(VersionBook):
@@ -155,6 +261,7 @@ class ClusterVersionBook(VersionBook):
 
     def __init__(self, *args, **kwargs) -> None:
         self.horizons: list[int | None] = [None] * redis_cluster.BUCKETS
+        self.interest: Interest | None = None  # the gateway's (set once made)
         super().__init__(*args, **kwargs)
 
     @property
@@ -176,8 +283,21 @@ class ClusterVersionBook(VersionBook):
 
     def changed_since(self, snapshot: Snapshot, url: str, horizon: Any) -> bool:
         """Compared in each book with its bucket's horizon: an object URL with
-        its own only, a collection with each (a resync more, never one less)."""
+        its own only, a collection with each (a resync more, never one less).
+
+        This gateway hears only the URLs it holds: a bucket's horizon says
+        nothing of a URL's changes before its channels were held. Those up to
+        the lookup answering its first subscriber since were told then
+        (``Interest.since``): no horizon below that baseline counts for it.
+        """
+        since = self.interest.since.get(url) if self.interest is not None else None
+        if since is not None:
+            horizon = tuple(max(h, since) for h in horizon)
         return snapshot.changed_in_a_book(url, horizon, self.ttl)
+
+    def answered(self, url: str, baseline: int) -> None:
+        if self.interest is not None:
+            self.interest.answered(url, baseline)
 
     def saw(self, version: int | None) -> None:
         """Not by version alone: ``saw_update`` knows the bucket."""

@@ -21,6 +21,14 @@ from pushy.object_urls import without_query
 logger = logging.getLogger(__name__)
 
 
+class Interest(Protocol):
+    """What the hub tells of the URLs it holds (interest.py's ``Interest``)."""
+
+    def want(self, url: str) -> None: ...
+
+    def drop(self, url: str) -> None: ...
+
+
 class Subscriber(Protocol):
     """What the hub needs of a connection."""
 
@@ -66,6 +74,9 @@ class Hub:
         # Told of every subscription that ends (presence.py: a member present
         # on a URL leaves it with its subscription, revoked ones included).
         self.on_unsubscribe: Callable[[Subscriber, str], object] | None = None
+        # Told of a URL's first subscriber and of its last (Redis Cluster:
+        # the channels it needs, interest.py); None: every update comes anyway.
+        self.interest: Interest | None = None
 
     def use_gate(self, gate: Filter) -> None:
         """Send every update through ``gate`` from now on (before any subscribe)."""
@@ -91,6 +102,8 @@ class Hub:
         subscribers = self.by_url.get(url)
         if subscribers is None:
             subscribers = self.by_url[url] = set()
+            if self.interest is not None:
+                self.interest.want(url)
             base = without_query(url)
             if base != url:
                 self.filtered.setdefault(base, set()).add(url)
@@ -110,6 +123,8 @@ class Hub:
             if not subscribers:
                 del self.by_url[url]
                 self._unfilter(url)
+                if self.interest is not None:
+                    self.interest.drop(url)
         self.subscriptions -= 1
         if self.gate is not None:
             self.gate.forget(url)

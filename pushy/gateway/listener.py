@@ -316,11 +316,12 @@ class Listener:
             # returns at once; its errors are the connection's, as get_message's.
             if idle is not None and not pubsub.connection.can_read(timeout=0):
                 idle()
-            message = pubsub.get_message(timeout=liveness.wait(time.monotonic()))
+            message = self._next(pubsub, liveness.wait(time.monotonic()))
             now = time.monotonic()
             if message is not None:
                 liveness.heard(now)
                 if message["type"] != kind:
+                    self._other(message)
                     continue
                 if message["channel"] in self.controls:
                     self._control(message["channel"], message["data"])
@@ -340,6 +341,13 @@ class Listener:
             if liveness.ping_due(now):
                 pubsub.ping(PING_TOKEN)
                 liveness.pinged(now)
+
+    def _next(self, pubsub: redis.client.PubSub, timeout: float) -> dict | None:
+        """The next message within ``timeout`` (None: none came)."""
+        return pubsub.get_message(timeout=timeout)
+
+    def _other(self, message: dict) -> None:
+        """A message that is no published one (a confirmation, a pong)."""
 
     def _control(self, channel: bytes, body: bytes) -> None:
         """Hand a control message to its handler; a failure ends only that one."""

@@ -194,13 +194,11 @@ class Gateway:
         )
         if cluster:
             update = cluster_listener.dispatch_in_bucket(self.versions, self.dispatch)
+            hooks = dataclasses.replace(hooks, update=update)
             self.listener: Any = cluster_listener.ClusterListener(
-                redis_url,
-                sorted(conf.model_labels()),
-                dataclasses.replace(hooks, update=update),
-                controls,
-                **options,
+                redis_url, hooks, controls, **options
             )
+            self.hub.interest = self.versions.interest = self.listener.interest
         else:
             self.listener = Listener(
                 redis_url,
@@ -211,8 +209,9 @@ class Gateway:
                 **options,
             )
         self.actions = ClientActions(
-            self.shared, self.hub, self.versions, self.authorizer, self.presence
-        )
+            self.shared, self.hub, self.versions, self.authorizer, self.presence,
+            interest=self.listener.interest if cluster else None,
+        )  # fmt: skip
         self.acceptor = Acceptor(
             listen_socket, self.shared, self.admission, self.on_request
         )

@@ -35,6 +35,8 @@ COUNTERS = {
     "redis_reconnects": "Times the Redis subscription was re-established",
     "redis_ping_timeouts": "Redis subscriptions dropped for not answering a PING",
     "listener_restarts": "Times the Redis listener restarted after an error of its own",
+    "shard_batches": "Batches of SSUBSCRIBE/SUNSUBSCRIBE calls sent (Redis Cluster: "
+    "channels follow the clients' subscriptions)",
     "session_loads": "Sessions read to learn a connection's user",
     "authorizations": "Authorization questions answered by the site (view runs)",
     "questions_refused": "Authorization questions refused (error busy): too many "

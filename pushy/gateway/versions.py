@@ -216,10 +216,15 @@ class VersionBook:
         snapshot = self.lookup([key])
         if snapshot is None:
             return [replies.subscribed(url)]
+        self.answered(key, snapshot.baseline)
         frames = [replies.subscribed(url, snapshot.baseline)]
         if seen is not None and snapshot.changed_since(key, seen, self.ttl):
             frames.append(replies.resync(url, snapshot.baseline))
         return frames
+
+    def answered(self, url: str, baseline: int) -> None:
+        """A subscribe to ``url`` was answered with ``baseline`` (a cluster's
+        book keeps it: ``ClusterVersionBook``)."""
 
     def after_outage(self, hub: Any, horizon: int | None) -> Iterable[Any]:
         """Resync, per URL, what changed since ``horizon``; the clients left over.

@@ -46,8 +46,8 @@ class Command(BaseCommand):
     def _update(self, update, body):
         self.stdout.write("A save publishes:")
         cluster = redis_cluster.enabled()
-        channel = redis_cluster.channel_of(update) if cluster else update.channel
-        self.stdout.write(f"  channel: {channel}")
+        channels = redis_cluster.channels_of(update) if cluster else [update.channel]
+        self.stdout.write(f"  channel: {', '.join(channels)}")
         self.stdout.write(f"  body: {body.decode()}")
         limit = conf.get("MAX_UPDATE_BYTES")
         self.stdout.write(f"  size: {len(body):,} bytes (MAX_UPDATE_BYTES {limit:,})")
