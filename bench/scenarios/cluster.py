@@ -1,7 +1,7 @@
 """The same load through one Redis and through a Redis Cluster (issue 24, item 7).
 
     python -m bench.cluster            # 1,500 connections, about 4 minutes on 2 cores
-    python -m bench.cluster --smoke    # 40 connections, seconds (the test suite's)
+    python -m bench.cluster --smoke    # 60 connections, seconds (the test suite's)
     python -m bench.cluster --report   # rewrite CLUSTER.md from cluster_results.json
 
 For each layout, one after the other in one run: **one Redis**, and a private
@@ -78,9 +78,12 @@ def mix(slots: int = 50, collection_share: float = 0.2) -> list[str]:
         if sum(counts) == slots - lists:
             break
         counts[i] += 1
-    urls = [COLLECTION] * lists
-    urls += [f"/api/item/{pk}/" for pk, c in enumerate(counts, 1) for _ in range(c)]
-    return urls
+    per_url = {COLLECTION: lists}
+    per_url.update({f"/api/item/{pk}/": c for pk, c in enumerate(counts, 1)})
+    # Each URL's slots spread evenly over the list, so that any stretch of
+    # it (a load client's first connections) holds the mix too.
+    spread = [((j + 0.5) / c, url) for url, c in per_url.items() for j in range(c)]
+    return [url for _, url in sorted(spread)]
 
 
 def watchers(urls: list[str], shares: list[int]) -> dict[str, int]:
@@ -118,7 +121,7 @@ class Nodes:
             }
         return readings
 
-    def idle_rates(self, seconds: float = 3.0) -> dict[int, float]:
+    def idle_rates(self, seconds: float) -> dict[int, float]:
         """CPU seconds per second each node uses with nothing to do (cron,
         the cluster bus), taken off every window's figure."""
         before = self.read()
@@ -270,8 +273,8 @@ def unwatched(ctx: Context, gateways: list[Running], nodes: Nodes, plan) -> dict
     publishing it costs Redis with ``len(gateways)`` gateways listening; one
     save per transaction at ``plan.unwatched_rate`` (as many web processes
     publish), then all in one transaction (one pipeline)."""
-    idle_gateway = idle_cpu(gateways, 2.0) / len(gateways)
-    idle = {"gateways": idle_gateway, "redis": nodes.idle_rates()}
+    idle_gateway = idle_cpu(gateways, plan.idle_window) / len(gateways)
+    idle = {"gateways": idle_gateway, "redis": nodes.idle_rates(plan.idle_window)}
     pks = ",".join(str(pk) for pk in range(1, plan.unwatched + 1))
     pace = ["--rate", str(plan.unwatched_rate), "--count", str(plan.unwatched)]
     result = {"gateways": len(gateways), "idle_cpu_per_gateway": round(idle_gateway, 4)}
@@ -516,7 +519,7 @@ def run_layout(ctx: Context, nodes: Nodes, plan) -> dict:
             "watchers": load.watchers,
             "bytes_per_connection": load.bytes_per_connection,
         }
-        idle = {"gateways": 0.0, "redis": nodes.idle_rates()}
+        idle = {"gateways": 0.0, "redis": nodes.idle_rates(plan.idle_window)}
         per_gateway = idle_cpu(gateways, plan.idle_seconds) / len(gateways)
         result["connect"]["idle_cpu_per_gateway"] = round(per_gateway, 4)
         idle["gateways"] = per_gateway
@@ -543,13 +546,15 @@ class Plan(argparse.Namespace):
     bursts = 3
     unwatched = 1000
     unwatched_rate = 200.0
-    idle_seconds = 10.0
+    idle_seconds = 10.0  # the held connections' idle CPU: heartbeats
+    idle_window = 3.0  # idle CPU taken off each phase's figures
     layouts = "single,cluster"
 
 
 SMOKE = dict(
-    connections=40, rate=50.0, latency_saves=10, burst=20, bursts=1,
-    unwatched=20, unwatched_rate=100.0, idle_seconds=0.5,
+    connections=60, rate=50.0, latency_saves=10, burst=20, bursts=1,
+    unwatched=20, unwatched_rate=100.0, idle_seconds=0.3,
+    idle_window=0.3,
 )  # fmt: skip
 
 
