@@ -215,8 +215,11 @@ def inputs(results: dict, kind: str) -> dict:
     per_gateway = max(0.0, r2 - r1)
     received_us = _get(e, "unwatched_2", kind, "gateway_us_per_received")
     lat = e["latency"]
-    # A delivery's own cost: the latency run's CPU less receiving its updates.
-    delivery = (lat["gateway_cpu_s"] * 1e6 - lat["received"] * received_us) / max(
+    # A delivery's own cost: the latency run's CPU less receiving its updates,
+    # which came one at a time (so at the one-per-transaction cost, whichever
+    # way the model's updates are published: a page gets its few one by one).
+    single = _get(e, "unwatched_2", "singles", "gateway_us_per_received")
+    delivery = (lat["gateway_cpu_s"] * 1e6 - lat["received"] * single) / max(
         lat["delivered"], 1
     )
     conns = _get(e, "connect", "connections") / _get(e, "connect", "gateways")
