@@ -38,12 +38,12 @@ def assert_complete(entry: dict) -> None:
     assert burst["delivered"] == burst["expected"] > 0
     assert burst["per_second"] > 0 and burst["gateway_us_per_delivery"] is not None
     for gateways in (1, 2):
-        phase = entry[f"unwatched_{gateways}"]
+        phase = entry[f"receive_{gateways}"]
         assert phase["gateways"] == gateways
         for kind in ("singles", "burst"):
             # Each gateway received each update once.
-            assert phase[kind]["received"] == gateways * SMOKE["unwatched"]
-            assert phase[kind]["redis"]["publishes"] >= SMOKE["unwatched"]
+            assert phase[kind]["received"] == gateways * SMOKE["receive"]
+            assert phase[kind]["redis"]["publishes"] >= SMOKE["receive"]
 
 
 def test_one_redis_row_runs_small(tmp_path):

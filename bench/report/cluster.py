@@ -75,21 +75,22 @@ def rows(results: dict) -> list[Row]:
         Row("burst: Redis CPU per update, all masters",
             lambda e: [_get(e, "burst", "redis", "master_us_per_update")], "µs",
             losses=_lost_burst),
-        *(row for kind in ("singles", "burst") for row in unwatched_rows(kind)),
+        *(row for kind in ("singles", "burst") for row in receive_rows(kind)),
         Row("gateway memory per connection",
             lambda e: [_kib(_get(e, "connect", "bytes_per_connection"))], "KiB"),
     ]  # fmt: skip
 
 
-def unwatched_rows(kind: str) -> list[Row]:
+def receive_rows(kind: str) -> list[Row]:
     how = "one per transaction" if kind == "singles" else "in one transaction"
     return [
-        Row(f"unwatched saves, {how}: gateway CPU per update received",
-            lambda e: [_get(e, "unwatched_2", kind, "gateway_us_per_received")], "µs"),
-        Row(f"unwatched saves, {how}: Redis CPU per publish, 1 / 2 gateways "
-            "listening",
-            lambda e: [_get(e, "unwatched_1", kind, "redis", "us_per_publish"),
-                       _get(e, "unwatched_2", kind, "redis", "us_per_publish")], "µs"),
+        Row(f"receiving, saves {how}: gateway CPU per update received",
+            lambda e: [_get(e, "receive_2", kind, "gateway_us_per_received")], "µs"),
+        Row(f"receiving, saves {how}: Redis CPU per update, all masters, 1 / 2 "
+            "gateways listening",
+            lambda e: [_get(e, "receive_1", kind, "redis", "master_us_per_update"),
+                       _get(e, "receive_2", kind, "redis", "master_us_per_update")],
+            "µs"),
     ]  # fmt: skip
 
 
@@ -145,10 +146,10 @@ def table(results: dict) -> str:
 
 
 PHASES = {
-    "unwatched_1.singles": "unwatched, 1 gateway, one per transaction",
-    "unwatched_1.burst": "unwatched, 1 gateway, one transaction",
-    "unwatched_2.singles": "unwatched, 2 gateways, one per transaction",
-    "unwatched_2.burst": "unwatched, 2 gateways, one transaction",
+    "receive_1.singles": "receiving, 1 gateway, one per transaction",
+    "receive_1.burst": "receiving, 1 gateway, one transaction",
+    "receive_2.singles": "receiving, 2 gateways, one per transaction",
+    "receive_2.burst": "receiving, 2 gateways, one transaction",
     "latency": "latency",
     "burst": "bursts",
 }
@@ -210,28 +211,30 @@ def inputs(results: dict, kind: str) -> dict:
     """The cluster's measured costs the model uses (µs, bytes), with updates
     published one per transaction (``kind`` "singles") or pipelined ("burst")."""
     e, meta = results["layouts"]["cluster"], results["meta"]
-    r1 = _get(e, "unwatched_1", kind, "redis", "us_per_publish")
-    r2 = _get(e, "unwatched_2", kind, "redis", "us_per_publish")
+    # Per update, not per publish: a layout may publish an update more than once.
+    r1 = _get(e, "receive_1", kind, "redis", "master_us_per_update")
+    r2 = _get(e, "receive_2", kind, "redis", "master_us_per_update")
     per_gateway = max(0.0, r2 - r1)
-    received_us = _get(e, "unwatched_2", kind, "gateway_us_per_received")
+    received_us = _get(e, "receive_2", kind, "gateway_us_per_received")
     lat = e["latency"]
     # A delivery's own cost: the latency run's CPU less receiving its updates,
     # which came one at a time (so at the one-per-transaction cost, whichever
     # way the model's updates are published: a page gets its few one by one).
-    single = _get(e, "unwatched_2", "singles", "gateway_us_per_received")
+    single = _get(e, "receive_2", "singles", "gateway_us_per_received")
     delivery = (lat["gateway_cpu_s"] * 1e6 - lat["received"] * single) / max(
         lat["delivered"], 1
     )
     conns = _get(e, "connect", "connections") / _get(e, "connect", "gateways")
     idle = _get(e, "connect", "idle_cpu_per_gateway") - _get(
-        e, "unwatched_2", "idle_cpu_per_gateway"
+        e, "receive_2", "idle_cpu_per_gateway"
     )
     return {
-        # One publish at a time, a master's mean: with no gateway listening,
-        # and what each listening gateway adds (its copy of the message).
+        # All masters' CPU per update: with no gateway listening, and what each
+        # listening gateway adds (its copy of the message).
         "redis_base_us": round(max(r1 - per_gateway, 0.0), 1),
         "redis_per_gateway_us": round(per_gateway, 1),
-        "busiest_share": _get(e, "burst", "redis", "busiest_share"),
+        # The busiest master's share of the masters' CPU in the bursts.
+        "busiest_share": _get(e, "burst", "redis", "busiest_cpu_share"),
         "masters": len(_get(e, "burst", "redis", "masters") or []),
         "gateway_received_us": received_us,
         "gateway_delivery_us": round(max(delivery, 0.0), 2),
@@ -273,6 +276,7 @@ def sizing(given: dict, target: Target, fraction: Callable[[int], float]) -> dic
     listening = max(1.0, fraction(gateways) * gateways)
     per_publish = given["redis_base_us"] + listening * given["redis_per_gateway_us"]
     # The busiest master's share, measured on 3, as a factor over an even one.
+    # (per_publish is all masters' CPU per update: one master's if S = 1.)
     skew = given["busiest_share"] * given["masters"]
     busiest = target.updates * per_publish * skew / 1e6  # on one master: cores
     return {
@@ -348,11 +352,12 @@ def render(results: dict) -> str:
         "the list `/api/item/`, the rest on items 1-10 by a Zipf law); saves at "
         f"{plan['rate']:g}/s one at a time ({plan['latency_saves']} of them, items "
         f"1-10 in turn), then a warm-up burst and {plan['bursts']} counted bursts of "
-        f"{plan['burst']} saves in one transaction. Unwatched saves (before any "
-        f"client connects, {plan['unwatched']:,} at {plan['unwatched_rate']:g}/s, "
-        "one per transaction, items in turn) give what receiving an update costs "
-        "a gateway and what a publish costs Redis with 1 and 2 gateways "
-        "listening. Redis CPU is each "
+        f"{plan['burst']} saves in one transaction. Receiving (before the load "
+        "connects, each gateway holding one client of the list: "
+        f"{plan['receive']:,} saves at {plan['receive_rate']:g}/s, one per "
+        "transaction, items in turn, then as many in one transaction) gives what "
+        "receiving an update costs a gateway (its one delivery included) and what "
+        "an update costs Redis with 1 and 2 gateways listening. Redis CPU is each "
         "node's `INFO cpu` around the measurement less its idle CPU over as long; "
         "publishes are its PUBLISH and SPUBLISH calls (`INFO commandstats`). "
         "Under each figure: its ratio to the better layout's (among those that "

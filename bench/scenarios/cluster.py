@@ -10,9 +10,12 @@ For each layout, one after the other in one run: **one Redis**, and a private
 endpoints is used, so the scenario holds whatever channel layout pushy picks).
 Two ``runpushy`` gateways each, and:
 
-- **unwatched saves**, before any client connects, first with one gateway up,
-  then with both: ``--unwatched`` saves, one per transaction at 200/s (as many
-  web processes publish), then as many in one transaction: each gateway's CPU
+- **receiving**, before the load connects, first with one gateway up, then
+  with both, each holding one client of the list (so that it receives every
+  update whatever the channel layout: with subscriptions by interest a gateway
+  hears only what its clients follow): ``--receive`` saves, one per
+  transaction at 200/s (as many web processes publish), then as many in one
+  transaction: each gateway's CPU
   per update it received (``updates_in`` of its /stats), and each Redis node's
   CPU per publish it ran (``INFO cpu`` around the saves, less the node's idle
   CPU over as long; publishes are the PUBLISH and SPUBLISH calls of
@@ -184,6 +187,9 @@ def redis_summary(nodes: Nodes, costs: dict, updates: int) -> dict:
         "masters": masters,
         "busiest": busiest,
         "busiest_share": round(busiest["publishes"] / max(published, 1), 3),
+        "busiest_cpu_share": round(busiest["cpu_ms"] / 1000 / master_cpu, 3)
+        if master_cpu
+        else None,
         "publishes": published,
         "updates": updates,
         "us_per_publish": us_per(master_cpu, published),
@@ -268,30 +274,46 @@ def window(gateways: list[Running], nodes: Nodes, idle: dict):
     spent["wall_s"] = wall
 
 
-def unwatched(ctx: Context, gateways: list[Running], nodes: Nodes, plan) -> dict:
-    """Saves nobody watches: what receiving an update costs a gateway, what
-    publishing it costs Redis with ``len(gateways)`` gateways listening; one
-    save per transaction at ``plan.unwatched_rate`` (as many web processes
-    publish), then all in one transaction (one pipeline)."""
+def receiving(
+    ctx: Context, gateways: list[Running], nodes: Nodes, plan, headers: dict
+) -> dict:
+    """What receiving an update costs a gateway (its one delivery to the list's
+    client included), what publishing it costs Redis with ``len(gateways)``
+    gateways listening; one save per transaction at ``plan.receive_rate`` (as
+    many web processes publish), then all in one transaction (one pipeline)."""
+    lists = [
+        Clients(ctx, g.ws_url, 1, headers, per_process=1, urls=[COLLECTION])
+        for g in gateways
+    ]
+    try:
+        if sum(c.wait_ready()["subscribed"] for c in lists) != len(gateways):
+            raise RuntimeError("the list's clients could not subscribe")
+        return _receiving(ctx, gateways, nodes, plan)
+    finally:
+        for clients in lists:
+            clients.quit()
+
+
+def _receiving(ctx: Context, gateways: list[Running], nodes: Nodes, plan) -> dict:
     idle_gateway = idle_cpu(gateways, plan.idle_window) / len(gateways)
     idle = {"gateways": idle_gateway, "redis": nodes.idle_rates(plan.idle_window)}
-    pks = ",".join(str(pk) for pk in range(1, plan.unwatched + 1))
-    pace = ["--rate", str(plan.unwatched_rate), "--count", str(plan.unwatched)]
+    pks = ",".join(str(pk) for pk in range(1, plan.receive + 1))
+    pace = ["--rate", str(plan.receive_rate), "--count", str(plan.receive)]
     result = {"gateways": len(gateways), "idle_cpu_per_gateway": round(idle_gateway, 4)}
     for kind, args in (
         ("singles", ["latency", *pace, "--pks", pks]),
-        ("burst", ["burst", "--count", str(plan.unwatched)]),
+        ("burst", ["burst", "--count", str(plan.receive)]),
     ):
         with window(gateways, nodes, idle) as spent:
             driven = drive(ctx, args[0], next(RUNS), *args[1:])
             until_quiet(gateways)
         received = sum(spent["received"])
         result[kind] = {
-            "updates": plan.unwatched,
+            "updates": plan.receive,
             "driver_behind_s": round(driven.get("behind", 0), 3),
             "received": received,
             "gateway_us_per_received": us_per(sum(spent["gateway_cpu_s"]), received),
-            "redis": redis_summary(nodes, spent["redis"], plan.unwatched),
+            "redis": redis_summary(nodes, spent["redis"], plan.receive),
         }
     return result
 
@@ -505,13 +527,13 @@ def measure_layout(name: str, plan, workdir: str) -> dict:
 def run_layout(ctx: Context, nodes: Nodes, plan) -> dict:
     gateways: list[Running] = []
     load = None
-    session = prepare_db(ctx, max(plan.burst, plan.unwatched))
+    session = prepare_db(ctx, max(plan.burst, plan.receive))
     headers = {"Origin": "http://localhost", "Cookie": f"sessionid={session}"}
     try:
         gateways.append(start_gateway(ctx))
-        result = {"unwatched_1": unwatched(ctx, gateways, nodes, plan)}
+        result = {"receive_1": receiving(ctx, gateways, nodes, plan, headers)}
         gateways.append(start_gateway(ctx))
-        result["unwatched_2"] = unwatched(ctx, gateways, nodes, plan)
+        result["receive_2"] = receiving(ctx, gateways, nodes, plan, headers)
         load = Load(ctx, gateways, plan.connections, mix(), headers)
         result["connect"] = {
             "connections": load.subscribed,
@@ -544,8 +566,8 @@ class Plan(argparse.Namespace):
     latency_saves = 600
     burst = 200
     bursts = 3
-    unwatched = 1000
-    unwatched_rate = 200.0
+    receive = 1000
+    receive_rate = 200.0
     idle_seconds = 10.0  # the held connections' idle CPU: heartbeats
     idle_window = 3.0  # idle CPU taken off each phase's figures
     layouts = "single,cluster"
@@ -553,7 +575,7 @@ class Plan(argparse.Namespace):
 
 SMOKE = dict(
     connections=60, rate=50.0, latency_saves=10, burst=20, bursts=1,
-    unwatched=20, unwatched_rate=100.0, idle_seconds=0.3,
+    receive=20, receive_rate=100.0, idle_seconds=0.3,
     idle_window=0.3,
 )  # fmt: skip
 
@@ -590,13 +612,13 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
     parser.add_argument("--report", action="store_true", help="only rewrite CLUSTER.md")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--note", default="")
-    for key in ("connections", "latency_saves", "burst", "bursts", "unwatched"):
+    for key in ("connections", "latency_saves", "burst", "bursts", "receive"):
         parser.add_argument("--" + key.replace("_", "-"), type=int)
     parser.add_argument("--rate", type=float)
     parser.add_argument("--layouts", help="comma-separated: single,cluster")
     args = parser.parse_args(argv)
     plan = Plan(**(SMOKE if args.smoke else {}))
-    for key in ("connections", "latency_saves", "burst", "bursts", "unwatched", "rate",
+    for key in ("connections", "latency_saves", "burst", "bursts", "receive", "rate",
                 "layouts"):  # fmt: skip
         if getattr(args, key) is not None:
             setattr(plan, key, getattr(args, key))
