@@ -274,11 +274,11 @@ def sizing(given: dict, target: Target, fraction: Callable[[int], float]) -> dic
         gateways += 1
     # Each publish is written to every gateway listening on its channel.
     listening = max(1.0, fraction(gateways) * gateways)
-    per_publish = given["redis_base_us"] + listening * given["redis_per_gateway_us"]
+    per_update = given["redis_base_us"] + listening * given["redis_per_gateway_us"]
     # The busiest master's share, measured on 3, as a factor over an even one.
-    # (per_publish is all masters' CPU per update: one master's if S = 1.)
+    # (per_update is all masters' CPU per update: one master's if S = 1.)
     skew = given["busiest_share"] * given["masters"]
-    busiest = target.updates * per_publish * skew / 1e6  # on one master: cores
+    busiest = target.updates * per_update * skew / 1e6  # on one master: cores
     return {
         "feasible": True,
         "gateways": gateways,
@@ -286,7 +286,7 @@ def sizing(given: dict, target: Target, fraction: Callable[[int], float]) -> dic
             gateway_busy(given, target, gateways, fraction(gateways)), 3
         ),
         "listening_per_publish": round(listening, 1),
-        "redis_us_per_publish": round(per_publish, 1),
+        "redis_us_per_update": round(per_update, 1),
         "skew": round(skew, 2),
         "masters": max(1, math.ceil(busiest / target.headroom)),
         "memory_gib": round(
@@ -425,7 +425,7 @@ def _sized(s: dict) -> str:
     over = f" (more than the {BUCKETS} buckets)" if masters > BUCKETS else ""
     return (
         f"{s['gateways']:,} ({s['gateway_busy']:.0%} busy) | {masters}{over}, "
-        f"{s['redis_us_per_publish']} µs per publish"
+        f"{s['redis_us_per_update']} µs per update"
     )
 
 
