@@ -285,7 +285,7 @@ def sizing(given: dict, target: Target, fraction: Callable[[int], float]) -> dic
         "gateway_busy": round(
             gateway_busy(given, target, gateways, fraction(gateways)), 3
         ),
-        "listening_per_publish": round(listening, 1),
+        "listening": round(listening, 1),
         "redis_us_per_update": round(per_update, 1),
         "skew": round(skew, 2),
         "masters": max(1, math.ceil(busiest / target.headroom)),

@@ -1,6 +1,6 @@
 """The same load through one Redis and through a Redis Cluster (issue 24, item 7).
 
-    python -m bench.cluster            # 1,500 connections, about 4 minutes on 2 cores
+    python -m bench.cluster            # 1,500 connections, about 3.5 minutes on 2 cores
     python -m bench.cluster --smoke    # 60 connections, seconds (the test suite's)
     python -m bench.cluster --report   # rewrite CLUSTER.md from cluster_results.json
 
