@@ -1,14 +1,16 @@
 """The load client: one process holding many WebSocket connections to one server.
 
 Run by the harness as ``python -m bench.harness.client --ws ws://127.0.0.1:PORT/ws
---url /api/item/1/ --conns N``. It talks to the harness over stdin/stdout in
-JSON lines:
+--url /api/item/1/ --conns N`` (``--url`` given more than once: connection i
+subscribes to the i-th, round robin; bench.cluster's mix). It talks to the
+harness over stdin/stdout in JSON lines:
 
 - it opens N connections (a bounded number of handshakes at a time, so the
   server's listen backlog never overflows) and prints ``{"event": "ready", ...}``;
 - on ``{"cmd": "measure", "marker": "\"run7 ", "expect": M, "idle": S,
   "deadline": D, "drain": L, "titles": bool}`` it counts the updates whose
-  title carries the marker until every connection has M of them, or none came
+  title carries the marker until every connection has M of them (M may be a
+  mapping of subscribed URL to count: a connection expects its URL's), or none came
   for S seconds, or D seconds passed; waits (at most L s) until the server
   stops sending; then prints ``{"event": "report", ...}``;
 - on ``{"cmd": "quit"}`` (or end of input) it closes everything and exits.
@@ -45,7 +47,7 @@ class LoadClient:
     def __init__(
         self,
         ws_url: str,
-        sub_url: str,
+        sub_urls: list[str],
         conns: int,
         headers: dict,
         cookies: list[str] | None = None,
@@ -54,7 +56,7 @@ class LoadClient:
         parts = urlsplit(ws_url)
         self.address = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.path = parts.path or "/"
-        self.sub_url = sub_url
+        self.sub_urls = sub_urls
         self.wanted = conns
         self.headers = headers
         # Connection i sends cookies[i % len(cookies)]: many users, one process.
@@ -144,7 +146,7 @@ class LoadClient:
                 conn = Connection(
                     self.address,
                     self.path,
-                    self.sub_url,
+                    self.sub_urls[len(self.conns) % len(self.sub_urls)],
                     headers,
                     self.tally,
                     self.source,
@@ -175,8 +177,10 @@ class LoadClient:
         self.tally.start(command["marker"].encode(), command["titles"])
         for conn in self.conns:
             conn.updates = 0
+            per_url = isinstance(expect, dict)
+            conn.expect = expect.get(conn.subscribe_url, 0) if per_url else expect
         live = [c for c in self.conns if c.state == SUBSCRIBED]
-        goal = expect * len(live)
+        goal = sum(c.expect for c in live)
         cpu = cpu_now()
         stop_at = time.monotonic() + command["deadline"]
         quiet_since, seen = time.monotonic(), 0
@@ -186,7 +190,7 @@ class LoadClient:
                 seen, quiet_since = self.tally.count, time.monotonic()
             elif seen and time.monotonic() - quiet_since > idle:
                 break
-        report = self._report(expect, live, cpu_now() - cpu)
+        report = self._report(goal, live, cpu_now() - cpu)
         # Complete: anything more would be a duplicate, a short wait shows it.
         quiet = 0.2 if self.tally.count >= goal else idle
         report["late"] = self.drain(quiet, command["drain"])
@@ -209,15 +213,15 @@ class LoadClient:
         self.tally.marker = None
         return seen - before
 
-    def _report(self, expect: int, live: list[Connection], cpu: float) -> dict:
-        short = [c for c in live if c.updates < expect]
+    def _report(self, goal: int, live: list[Connection], cpu: float) -> dict:
+        short = [c for c in live if c.updates < c.expect]
         return {
             "event": "report",
             "connections": len(live),
             "delivered": self.tally.count,
-            "expected": expect * len(live),
+            "expected": goal,
             "short_connections": len(short),
-            "extra": sum(max(0, c.updates - expect) for c in live),
+            "extra": sum(max(0, c.updates - c.expect) for c in live),
             "closed": sum(c.state == CLOSED for c in live),
             "close_codes": sorted({c.close_code for c in live if c.close_code})[:5],
             "errors": sorted({c.error for c in live if c.error})[:5],
@@ -259,7 +263,9 @@ def serve(client: LoadClient, connect_timeout: float) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ws", required=True, help="ws://host:port/path")
-    parser.add_argument("--url", required=True, help="the URL to subscribe to")
+    parser.add_argument(
+        "--url", action="append", required=True, help="the URL(s) to subscribe to"
+    )
     parser.add_argument("--conns", type=int, required=True)
     parser.add_argument("--header", action="append", default=[], help="Name: value")
     parser.add_argument(

@@ -3,6 +3,8 @@
     python -m bench.harness.driver latency --run 3 --rate 20 --count 200 [--pk 1]
         saves item 1 (or --pk) every 1/rate s; its title holds the run, the sequence
         number and the time just before save(), when the latency clock starts;
+    python -m bench.harness.driver latency ... --pks 1,2,3
+        saves those items in turn (save seq is of item pks[seq % len(pks)]);
     python -m bench.harness.driver latency ... --vary-level
         the same, each save also moving a field of VISIBILITY_FIELDS (the
         item's level, 0 <-> 1: nobody loses the item, every gateway asks again);
@@ -24,11 +26,17 @@ import django
 
 
 def latency(
-    run: int, rate: float, count: int, pk: int = 1, vary_level: bool = False
+    run: int,
+    rate: float,
+    count: int,
+    pk: int = 1,
+    vary_level: bool = False,
+    pks: list[int] | None = None,
 ) -> dict:
     from bench.site.benchapp.models import Item
 
-    item = Item.objects.get(pk=pk)
+    by_pk = Item.objects.in_bulk(pks or [pk])
+    turn = [by_pk[p] for p in pks or [pk]]
     times: dict[int, float] = {}
     start = time.monotonic()
     behind = 0.0
@@ -39,6 +47,7 @@ def latency(
         if delay > 0:
             time.sleep(delay)
         behind = max(behind, -delay)
+        item = turn[seq % len(turn)]
         now = time.time()
         item.title = f"run{run} seq={seq} t={now:.6f}"
         fields = ["title"]
@@ -76,13 +85,15 @@ def main() -> None:
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--run", type=int, required=True, help="marks the titles")
     parser.add_argument("--pk", type=int, default=1, help="the item to save")
+    parser.add_argument("--pks", help="comma-separated items to save in turn")
     parser.add_argument(
         "--vary-level", action="store_true", help="each save changes a visibility field"
     )
     args = parser.parse_args()
     django.setup()
     if args.mode == "latency":
-        result = latency(args.run, args.rate, args.count, args.pk, args.vary_level)
+        pks = [int(p) for p in args.pks.split(",")] if args.pks else None
+        result = latency(args.run, args.rate, args.count, args.pk, args.vary_level, pks)
     else:
         result = burst(args.run, args.count)
     sys.stdout.write(json.dumps(result) + "\n")

@@ -69,6 +69,7 @@ class Clients:
         cookies: list[str] | None = None,
         sources: list[str] | None = None,
         connect_timeout: float | None = None,
+        urls: list[str] | None = None,
     ) -> None:
         count = max(1, math.ceil(conns / per_process))
         shares = [conns // count + (i < conns % count) for i in range(count)]
@@ -80,6 +81,8 @@ class Clients:
         ]
         if connect_timeout:
             extra = [[*e, "--connect-timeout", str(connect_timeout)] for e in extra]
+        # Connection j of each process subscribes to urls[j % len(urls)].
+        extra = [[*e, *(a for u in urls or [] for a in ("--url", u))] for e in extra]
         spawned = [
             self._spawn(ctx, ws_url, share, headers, cookies or [], extra[i])
             for i, share in enumerate(shares)
@@ -98,7 +101,9 @@ class Clients:
         extra: list[str],
     ) -> tuple[subprocess.Popen, str]:
         args = [sys.executable, "-m", "bench.harness.client", "--ws", ws_url, *extra]
-        args += ["--url", SUBSCRIBE_URL, "--conns", str(conns)]
+        if "--url" not in extra:
+            args += ["--url", SUBSCRIBE_URL]
+        args += ["--conns", str(conns)]
         for name, value in headers.items():
             args += ["--header", f"{name}: {value}"]
         for cookie in cookies:
@@ -135,9 +140,15 @@ class Clients:
         }
 
     def start_measuring(
-        self, run: int, expect: int, deadline: float, titles: bool, plan_idle: float
+        self,
+        run: int,
+        expect: int | dict[str, int],
+        deadline: float,
+        titles: bool,
+        plan_idle: float,
     ) -> None:
-        """Count the updates of save run ``run``; returns once every process counts."""
+        """Count the updates of save run ``run`` (``expect`` per connection, or
+        per subscribed URL); returns once every process counts."""
         self.deadline = deadline + DRAIN_LIMIT
         command = {"cmd": "measure", "marker": f'"run{run} ', "expect": expect}
         command.update(idle=plan_idle, deadline=deadline, drain=DRAIN_LIMIT)

@@ -158,6 +158,7 @@ class Connection:
         self.outbox = bytearray()
         self.key = base64.b64encode(os.urandom(16))
         self.updates = 0
+        self.expect = 0  # updates this measurement should bring (client.py sets it)
         self.other_frames = 0
         self.close_code: int | None = None
         self.error: str | None = None
