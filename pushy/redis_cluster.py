@@ -200,11 +200,15 @@ def channels_of(update: Any) -> list[str]:
     return found
 
 
-def interest(url: str) -> list[str]:
+def interest(url: str, object_only: bool = False) -> list[str]:
     """The channels a gateway needs for a subscriber of ``url``: the object's,
     and those of the collection it may be (which a gateway cannot tell; a
-    filtered list's is its collection's), one per bucket."""
+    filtered list's is its collection's), one per bucket. ``object_only``: the
+    subscriber said ``url`` is one object (docs/protocol.md, ``"object"``):
+    its channel alone (a URL with a query string is never one object)."""
     base = without_query(url)
+    if object_only and base == url:
+        return [object_channel(url)]
     found = [collection_channel(n, base) for n in range(BUCKETS)]
     if base == url:
         found.append(object_channel(url))

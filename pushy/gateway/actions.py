@@ -99,15 +99,20 @@ class ClientActions:
         if not _valid_url(url):
             self.error(connection, "invalid", "url must be a URL string", url)
             return
+        hint = request.get("object", False)
+        if hint is not False and _hint_problem(connection, url, hint, self.error):
+            return
         if "version" not in request:  # protocol v1
-            self.subscribe(connection, url, join=join)
+            self.subscribe(connection, url, join=join, object_only=hint)
             return
         seen = request["version"]
         if seen is not None and not valid_version(seen):
             message = "version must be a non-negative integer or null"
             self.error(connection, "invalid", message, url)
             return
-        self.subscribe(connection, url, versioned=True, seen=seen, join=join)
+        self.subscribe(
+            connection, url, versioned=True, seen=seen, join=join, object_only=hint
+        )
 
     def join_request(self, connection: Connection, request: dict) -> None:
         """A join: a subscribe (the same checks and authorization) that also
@@ -134,7 +139,10 @@ class ClientActions:
         versioned: bool = False,
         seen: int | None = None,
         join: bool = False,
+        object_only: bool = False,
     ) -> None:
+        """``object_only``: the client said ``url`` is one object (Redis
+        Cluster: its channel alone; elsewhere it changes nothing)."""
         if url not in connection.urls:
             limits = self.limits
             if len(connection.urls) >= limits.max_subscriptions:
@@ -146,11 +154,15 @@ class ClientActions:
             allowed = self._allowed_now(connection, url)
             if allowed is None:  # not in the cache: ask, off the event loop
                 ask = self._ask_and_subscribe
-                connection.wait_for(ask, connection, url, versioned, seen, join)
+                connection.wait_for(
+                    ask, connection, url, versioned, seen, join, object_only
+                )
                 return
             if not allowed:
                 connection.wait_for(self.forbidden, connection, url)
                 return
+            self.hub.subscribe(connection, url, object_only)
+        elif not object_only:  # said of it before: no longer only an object
             self.hub.subscribe(connection, url)
         self._answer(connection, url, versioned, seen, join)
 
@@ -161,6 +173,7 @@ class ClientActions:
         versioned: bool,
         seen: int | None,
         join: bool = False,
+        object_only: bool = False,
     ) -> None:
         """A subscribe whose decision was not cached (in a greenlet)."""
         try:
@@ -173,7 +186,7 @@ class ClientActions:
         if not allowed:
             self.forbidden(connection, url)
             return
-        self.hub.subscribe(connection, url)
+        self.hub.subscribe(connection, url, object_only)
         self._answer(connection, url, versioned, seen, join)
 
     def _answer(
@@ -315,6 +328,25 @@ HANDLERS: dict[str, Handler] = {
     "join": ClientActions.join_request,
     "leave": ClientActions.leave_request,
 }
+
+
+def _hint_problem(
+    connection: Connection, url: str, hint: Any, error: Callable[..., None]
+) -> bool:
+    """Whether a subscribe's ``"object"`` is refused (answered with an error):
+    true or false only, and true never of a URL with a query string, which is
+    a filtered list (docs/protocol.md)."""
+    if hint is not True:
+        error(connection, "invalid", "object must be true or false", url)
+        return True
+    if "?" in url:
+        message = (
+            "object: true names one object, and a URL with a query string is a "
+            "list (filtered): subscribe to it without object"
+        )
+        error(connection, "invalid", message, url)
+        return True
+    return False
 
 
 def _valid_url(url: Any) -> bool:

@@ -24,9 +24,9 @@ logger = logging.getLogger(__name__)
 class Interest(Protocol):
     """What the hub tells of the URLs it holds (interest.py's ``Interest``)."""
 
-    def want(self, url: str) -> None: ...
+    def want(self, url: str, object_only: bool = False) -> None: ...
 
-    def drop(self, url: str) -> None: ...
+    def drop(self, url: str, object_only: bool = False) -> None: ...
 
 
 class Subscriber(Protocol):
@@ -74,9 +74,14 @@ class Hub:
         # Told of every subscription that ends (presence.py: a member present
         # on a URL leaves it with its subscription, revoked ones included).
         self.on_unsubscribe: Callable[[Subscriber, str], object] | None = None
-        # Told of a URL's first subscriber and of its last (Redis Cluster:
-        # the channels it needs, interest.py); None: every update comes anyway.
+        # Told of a URL's first subscriber and of its last, of each kind
+        # (Redis Cluster: the channels it needs, interest.py); None: every
+        # update comes anyway, and a subscriber's "object" hint is ignored.
         self.interest: Interest | None = None
+        # With an interest: each URL's subscribers that did not say it is one
+        # object (they need its collection's channels too). Kept for these,
+        # so that hinted object URLs, the many, cost nothing more here.
+        self.wide: dict[str, set[Subscriber]] = {}
 
     def use_gate(self, gate: Filter) -> None:
         """Send every update through ``gate`` from now on (before any subscribe)."""
@@ -90,8 +95,14 @@ class Hub:
         for url in list(connection.urls):
             self.unsubscribe(connection, url)
 
-    def subscribe(self, connection: Subscriber, url: str) -> None:
+    def subscribe(
+        self, connection: Subscriber, url: str, object_only: bool = False
+    ) -> None:
+        """``object_only``: the subscriber said ``url`` is one object (a
+        subscription of it widens when it comes again without saying so)."""
         if url in connection.urls:
+            if not object_only and self.interest is not None:
+                self._widen(connection, url)
             return
         # Interned: every connection subscribed to a URL holds the one string
         # (the by_url key), not the copy its own message was parsed into.
@@ -102,15 +113,41 @@ class Hub:
         subscribers = self.by_url.get(url)
         if subscribers is None:
             subscribers = self.by_url[url] = set()
-            if self.interest is not None:
-                self.interest.want(url)
             base = without_query(url)
             if base != url:
                 self.filtered.setdefault(base, set()).add(url)
+        if self.interest is not None:
+            self._want(connection, url, subscribers, object_only)
         subscribers.add(connection)
         self.subscriptions += 1
         if self.gate is not None:
             self.gate.forget(url)
+
+    def _want(
+        self, connection: Subscriber, url: str, subscribers: set, object_only: bool
+    ) -> None:
+        """Tell the interest of the first subscriber of ``url`` of its kind
+        (``subscribers``: those before ``connection``)."""
+        wide = self.wide.get(url)
+        if object_only:
+            if len(subscribers) == len(wide or ()):  # no hinted one yet
+                self.interest.want(url, True)
+            return
+        if wide is None:
+            wide = self.wide[url] = set()
+            self.interest.want(url)
+        wide.add(connection)
+
+    def _widen(self, connection: Subscriber, url: str) -> None:
+        """A hinted subscriber subscribed again without the hint: it needs
+        the collection's channels too (they are wanted before the object-only
+        kind may be dropped, so the object's channel is held throughout)."""
+        wide = self.wide.get(url)
+        if wide is not None and connection in wide:
+            return
+        self._want(connection, url, self.by_url[url], False)
+        if len(self.by_url[url]) == len(self.wide[url]):  # no hinted one left
+            self.interest.drop(url, True)
 
     def unsubscribe(self, connection: Subscriber, url: str) -> None:
         if url not in connection.urls:
@@ -120,16 +157,28 @@ class Hub:
         subscribers = self.by_url.get(url)
         if subscribers is not None:
             subscribers.discard(connection)
+            if self.interest is not None:
+                self._unwant(connection, url, subscribers)
             if not subscribers:
                 del self.by_url[url]
                 self._unfilter(url)
-                if self.interest is not None:
-                    self.interest.drop(url)
         self.subscriptions -= 1
         if self.gate is not None:
             self.gate.forget(url)
         if self.on_unsubscribe is not None:
             self.on_unsubscribe(connection, url)
+
+    def _unwant(self, connection: Subscriber, url: str, subscribers: set) -> None:
+        """Tell the interest of the last subscriber of ``url`` of its kind
+        (``subscribers``: those left)."""
+        wide = self.wide.get(url)
+        if wide is not None and connection in wide:
+            wide.discard(connection)
+            if not wide:
+                del self.wide[url]
+                self.interest.drop(url)
+        elif len(subscribers) == len(wide or ()):  # no hinted one left
+            self.interest.drop(url, True)
 
     def _unfilter(self, url: str) -> None:
         base = without_query(url)

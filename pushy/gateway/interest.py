@@ -6,7 +6,9 @@ every bucket), so an update reaches only the gateways with a subscriber of its
 object or collection.
 
 - ``Interest`` counts, per channel, the subscribed URLs needing it (the hub
-  tells it of a URL's first subscriber and of its last), and routes each
+  tells it of a URL's first subscriber of each kind and of its last: one
+  that said the URL is an object needs its channel only, any other all 13;
+  both kinds together need the union), and routes each
   channel to the ``Batch`` of the master owning its slot. A channel no URL
   needs any more stays subscribed for ``grace`` seconds (a page reloading
   subscribes again at once: no churn).
@@ -133,29 +135,41 @@ def by_slot(channels: Iterable[str]) -> list[list[str]]:
     return [list(group) for _, group in grouped]
 
 
+# A URL's kinds of subscribers (bits): those who said it is one object, the others.
+OBJECT, ANY = 1, 2
+
+
 class Interest:
     """Which shard channels the gateway's subscribed URLs need (see the module)."""
 
     def __init__(
         self,
-        channels_for: Callable[[str], list[str]],
+        channels_for: Callable[[str, bool], list[str]],
         route: Callable[[str], Batch | None],
         grace: float = GRACE,
     ) -> None:
-        self.channels_for = channels_for
+        self.channels_for = channels_for  # (url, object_only) -> its channels
         self.route = route  # the Batch of a channel's master (None: not known yet)
         self.grace = grace
         self.counts: dict[str, int] = {}
+        # A subscribed URL: the kinds of its subscribers (OBJECT | ANY bits).
+        self.kinds: dict[str, int] = {}
         # A subscribed URL (less its query): the baseline of the first version
         # lookup answering it once its channels were held, or None.
         self.since: dict[str, int | None] = {}
         self.leaving: dict[str, float] = {}  # channel: when it may be dropped
         self._sweeper: gevent.Greenlet | None = None
 
-    def want(self, url: str) -> None:
-        """``url`` has its first subscriber on this gateway."""
+    def want(self, url: str, object_only: bool = False) -> None:
+        """``url`` has its first subscriber of this kind on this gateway
+        (``object_only``: one that said the URL is an object)."""
+        kind = OBJECT if object_only else ANY
+        kinds = self.kinds.get(url, 0)
+        if kinds & kind:
+            return
+        self.kinds[url] = kinds | kind
         self.since.setdefault(without_query(url), None)
-        for channel in self.channels_for(url):
+        for channel in self.channels_for(url, object_only):
             count = self.counts.get(channel, 0)
             self.counts[channel] = count + 1
             if count == 0 and self.leaving.pop(channel, None) is None:
@@ -163,11 +177,19 @@ class Interest:
                 if batch is not None:
                     batch.add(channel)
 
-    def drop(self, url: str) -> None:
-        """``url`` lost its last subscriber on this gateway."""
-        self.since.pop(without_query(url), None)
+    def drop(self, url: str, object_only: bool = False) -> None:
+        """``url`` lost its last subscriber of this kind on this gateway."""
+        kind = OBJECT if object_only else ANY
+        kinds = self.kinds.get(url, 0)
+        if not kinds & kind:
+            return
+        if kinds == kind:
+            del self.kinds[url]
+            self.since.pop(without_query(url), None)
+        else:
+            self.kinds[url] = kinds & ~kind
         due = time.monotonic() + self.grace
-        for channel in self.channels_for(url):
+        for channel in self.channels_for(url, object_only):
             count = self.counts.get(channel, 0) - 1
             if count > 0:
                 self.counts[channel] = count
@@ -187,9 +209,14 @@ class Interest:
         return [*self.counts, *self.leaving]
 
     def ready(self, url: str, timeout: float) -> bool:
-        """Wait until the channels of ``url`` are subscribed; False: not in time."""
+        """Wait until the channels ``url`` needs now are subscribed (those of
+        every kind of its subscribers; none when it has none left); False:
+        not in time."""
+        kinds = self.kinds.get(url, 0)
+        if not kinds:
+            return True
         deadline = time.monotonic() + timeout
-        for channel in self.channels_for(url):
+        for channel in self.channels_for(url, not kinds & ANY):
             batch = self.route(channel)
             left = max(deadline - time.monotonic(), 0.0)
             if batch is not None and not batch.wait(channel, left):

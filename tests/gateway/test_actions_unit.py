@@ -305,3 +305,40 @@ def test_a_bad_message_or_frame_is_answered_to_its_client_only(gateway):
     assert texts(good)[-1] == {"type": "pong"} and good.sock.close_codes() == []
     assert good.state is State.OPEN and hub.by_url["/a/"] == {good}
     assert shared.stats.errors == 2
+
+
+@pytest.mark.parametrize(
+    "hint, message",
+    [
+        ("yes", "object must be true or false"),
+        (1, "object must be true or false"),
+        (None, "object must be true or false"),
+    ],
+)
+def test_a_bad_object_hint_is_refused_before_anything_is_registered(
+    gateway, hint, message
+):
+    sent, connection = answers(
+        gateway, {"action": "subscribe", "url": "/a/", "object": hint}
+    )
+    assert sent == [
+        {"type": "error", "code": "invalid", "message": message, "url": "/a/"}
+    ]
+    assert not connection.urls
+
+
+def test_an_object_hint_on_a_filtered_list_is_refused(gateway):
+    gateway.authorizer.allowed["/a/?s=open"] = True
+    sent, connection = answers(
+        gateway,
+        {"action": "subscribe", "url": "/a/?s=open", "object": True},
+        {"action": "subscribe", "url": "/a/?s=open", "object": False},
+        {"action": "subscribe", "url": "/a/", "object": True},
+    )
+    assert sent[0]["code"] == "invalid" and sent[0]["url"] == "/a/?s=open"
+    assert "query string is a list" in sent[0]["message"]
+    assert sent[1:] == [
+        {"type": "subscribed", "url": "/a/?s=open"},
+        {"type": "subscribed", "url": "/a/"},
+    ]
+    assert connection.urls == {"/a/?s=open", "/a/"}
