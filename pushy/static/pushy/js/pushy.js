@@ -159,23 +159,53 @@
      * options.coalesce (default: this.coalesce) false: every update, not only
      * the last of each URL within an animation frame. options.version: the
      * version of url the page's data is from (rendered by the server), so that
-     * a change made before the subscription is answered with a resync. */
+     * a change made before the subscription is answered with a resync.
+     * options.object true: url is one object, not a list (docs/protocol.md,
+     * "object"): on a Redis Cluster its gateway then needs one channel for
+     * it, not 13; a list said to be one hears none of its members. One
+     * subscription per url: while any of its callbacks did not say so, it
+     * is subscribed as it would be without (the wider wins). */
     subscribe(url, callback, options) {
       if (typeof callback !== "function") {
         throw new TypeError("pushy.subscribe(url, callback): callback is not a function");
       }
+      const object = Boolean(options && options.object === true);
+      if (object && url.includes("?")) {
+        throw new TypeError("pushy.subscribe(url, callback, {object: true}): " + url +
+          " has a query string, so it is a list, not one object");
+      }
+      const coalesce = options && options.coalesce !== undefined ? options.coalesce : null;
       let callbacks = this._subscriptions.get(url);
       if (!callbacks) {
-        callbacks = new Map();
+        callbacks = new Map([[callback, { coalesce: coalesce, object: object }]]);
         this._subscriptions.set(url, callbacks);
         if (options && typeof options.version === "number") {
           this._versions.set(url, options.version);
         }
         this._log("subscribe", url);
         this._sendSubscribe(url);
+        return;
       }
-      const coalesce = options && options.coalesce !== undefined ? options.coalesce : null;
-      callbacks.set(callback, { coalesce: coalesce });
+      const narrow = this._objectOnly(url);
+      callbacks.set(callback, { coalesce: coalesce, object: object });
+      if (narrow && !object) {
+        this._log("subscribe (no longer only an object)", url);
+        this._sendSubscribe(url);
+      }
+    }
+
+    /* Whether every callback of url said it is one object. */
+    _objectOnly(url) {
+      const callbacks = this._subscriptions.get(url);
+      if (!callbacks) {
+        return false;
+      }
+      for (const options of callbacks.values()) {
+        if (!options.object) {
+          return false;
+        }
+      }
+      return true;
     }
 
     /* Stop calling callback for url; without a callback, stop them all. */
@@ -221,7 +251,7 @@
         entry = { callbacks: new Set(), you: null, last: null };
         this._presence.set(url, entry);
         this._log("join", url);
-        this._send({ action: "join", url: url });
+        this._sendJoin(url);
       }
       entry.callbacks.add(callback);
       if (entry.last !== null) {
@@ -373,7 +403,7 @@
         this._sendSubscribe(url);
       }
       for (const url of this._presence.keys()) {
-        this._send({ action: "join", url: url });
+        this._sendJoin(url);
       }
       this._timers.stable = setTimeout(() => {
         this._failures = 0;
@@ -453,7 +483,23 @@
      * knows versions answers whether it changed since; others ignore it. */
     _sendSubscribe(url) {
       const version = this._versions.has(url) ? this._versions.get(url) : null;
-      this._send({ action: "subscribe", url: url, version: version });
+      const message = { action: "subscribe", url: url, version: version };
+      if (this._objectOnly(url)) {
+        message.object = true;
+      }
+      this._send(message);
+    }
+
+    /* Join url. Presence needs no update of url: its subscription is asked
+     * for as one object's (one channel on a Redis Cluster), which a
+     * subscription of url for updates widens as it needs (the gateway never
+     * narrows one). A URL with a query string cannot be said to be one. */
+    _sendJoin(url) {
+      const message = { action: "join", url: url };
+      if (!url.includes("?")) {
+        message.object = true;
+      }
+      this._send(message);
     }
 
     /* A subscribe the gateway had no time to answer ("busy": its
@@ -474,7 +520,7 @@
           this._sendSubscribe(url);
         }
         if (this._presence.has(url)) {
-          this._send({ action: "join", url: url });
+          this._sendJoin(url);
         }
       }, wait * 1000);
     }
@@ -744,6 +790,8 @@
   const EVENTS_ATTR = "data-pushy-events";
   const VERSION_ATTR = "data-pushy-version";
   const REFRESH_ATTR = "data-pushy-refresh";
+  // The URL is one object's (the template tag says so of a model instance).
+  const OBJECT_ATTR = "data-pushy-object";
   // Refusals of a subscribe that may pass later: asked again (_subscribeLater).
   const RETRIED_CODES = new Set(["busy", "timeout"]);
   // Set on a refreshed element whose refresh URL answered 403, and on one of
@@ -798,6 +846,7 @@
       this.bound = new Map(); // element -> the URL it is bound to
       this.elements = new Map(); // url -> Set of its bound elements
       this.held = new Set(); // URLs our callback is subscribed to
+      this.narrow = new Set(); // held URLs subscribed as one object's only
       this.releases = new Map(); // url -> timer of its release
       this.observer = null;
       this.callback = (message) => this.deliver(message);
@@ -828,6 +877,7 @@
         this.app.unsubscribe(url, this.callback);
       }
       this.held.clear();
+      this.narrow.clear();
       this.bound.clear();
       this.elements.clear();
     }
@@ -881,7 +931,10 @@
       if (url === null || url === "") {
         return;
       }
-      const problem = urlProblem(url);
+      let problem = urlProblem(url);
+      if (!problem && element.hasAttribute(OBJECT_ATTR) && url.includes("?")) {
+        problem = "data-pushy-object names one object, and a URL with a query string is a list";
+      }
       if (problem) {
         const shown = url.length > 200 ? url.slice(0, 200) + "…" : url;
         this.app._error({ type: "error", code: "invalid", url: shown, message: problem + ": not subscribed" });
@@ -897,16 +950,25 @@
       this.hold(url, element);
     }
 
-    /* Subscribe to url unless it is held already or its release is pending. */
+    /* Subscribe to url unless it is held already or its release is pending;
+     * as one object's while every element of it has data-pushy-object. */
     hold(url, element) {
       clearTimeout(this.releases.get(url));
       this.releases.delete(url);
+      const object = element.hasAttribute(OBJECT_ATTR);
       if (this.held.has(url)) {
+        if (!object && this.narrow.delete(url)) {
+          this.app.subscribe(url, this.callback, {}); // widened
+        }
         return;
       }
       this.held.add(url);
+      if (object) {
+        this.narrow.add(url);
+      }
       const version = Number(element.getAttribute(VERSION_ATTR));
-      const options = Number.isSafeInteger(version) && version >= 0 ? { version: version } : undefined;
+      const options = Number.isSafeInteger(version) && version >= 0 ? { version: version } : {};
+      options.object = object;
       this.app.subscribe(url, this.callback, options);
     }
 
@@ -929,6 +991,7 @@
     release(url) {
       this.releases.delete(url);
       if (!this.elements.has(url) && this.held.delete(url)) {
+        this.narrow.delete(url);
         this.app.unsubscribe(url, this.callback);
       }
     }
