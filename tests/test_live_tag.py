@@ -53,7 +53,7 @@ def test_an_instance_gets_its_api_url_an_id_and_a_refresh(no_version):
                   shot=Shot(pk=3, title="Dawn"))  # fmt: skip
     assert html.split("</script>", 1)[1] == (
         '<div id="pushy-testapp-shot-3" data-pushy-url="/api/shot/3/" '
-        "data-pushy-refresh><b>Dawn</b></div>"
+        "data-pushy-object data-pushy-refresh><b>Dawn</b></div>"
     )
 
 
@@ -81,10 +81,32 @@ def test_options_id_refresh_url_and_other_attributes(no_version):
     assert attributes == {
         "id": "row-1",
         "data-pushy-url": "/api/shot/1/",
+        "data-pushy-object": None,
         "data-pushy-refresh": "/rows/1/",
         "class": "row",
         "hx-swap": "outerHTML",
     }
+
+
+def test_an_instance_says_it_is_one_object_a_list_does_not(no_version):
+    """data-pushy-object: pushy.js subscribes with "object": true (on a Redis
+    Cluster, one channel instead of 13), only where the URL is one object's."""
+    source = "{% pushy_live target %}{% endpushy_live %}"
+    [(_, one)] = elements(source, target=Shot(pk=1))
+    [(_, listed)] = elements(source, target=Shot.objects.none())
+    [(_, string)] = elements(source, target="/api/shot/1/")
+    assert "data-pushy-object" in one
+    assert "data-pushy-object" not in listed and "data-pushy-object" not in string
+    # Said explicitly: an instance whose URL is also a list, a URL string.
+    [(_, no)] = elements(
+        "{% pushy_live target object=False %}{% endpushy_live %}", target=Shot(pk=1)
+    )
+    [(_, yes)] = elements(
+        "{% pushy_live '/api/shot/1/' object=True %}{% endpushy_live %}"
+    )
+    assert "data-pushy-object" not in no and "data-pushy-object" in yes
+    with pytest.raises(TemplateSyntaxError, match="query string"):
+        render("{% pushy_live '/api/shot/?s=1' object=True %}{% endpushy_live %}")
 
 
 def test_refresh_false_leaves_only_the_subscription(no_version):

@@ -92,6 +92,11 @@ def do_pushy_live(parser: template.base.Parser, token: template.base.Token) -> L
     - ``id``: default ``pushy-<app_label>-<model_name>-<pk>`` for an instance,
       ``pushy-<the URL's words>`` for a URL; the same on every rendering, since
       the refresh finds the element again by its id;
+    - ``object``: whether the URL is one object's (``data-pushy-object``: on
+      a Redis Cluster its gateway holds one channel for it, not 13); default
+      true for a model instance, false otherwise. ``object=False`` for an
+      instance whose URL is also a list (another model's
+      ``get_api_list_url()``): an object subscription hears no member;
     - ``refresh``: omitted or true, the page itself is fetched again; a URL
       string, that URL; false, no refresh (only ``data-pushy-url``: events for
       htmx or a script);
@@ -132,10 +137,12 @@ class LiveNode(template.Node):
     def render(self, context: template.Context) -> str:
         options = {name: value.resolve(context) for name, value in self.options.items()}
         tag = _tag_name(options.pop("tag", "div"))
-        url, default_id = _url_and_id(self.target.resolve(context))
+        target = self.target.resolve(context)
+        url, default_id = _url_and_id(target)
         attributes = {
             "id": options.pop("id", None) or default_id,
             "data-pushy-url": url,
+            "data-pushy-object": _one_object(target, url, options.pop("object", None)),
         }
         refresh = options.pop("refresh", True)
         if refresh is not False and refresh is not None:
@@ -225,6 +232,24 @@ def _url_and_id(target: Any) -> tuple[str, str]:
     meta = target._meta
     pk = re.sub(r"[^A-Za-z0-9_-]", "-", str(target.pk))
     return url, f"pushy-{meta.app_label}-{meta.model_name}-{pk}"
+
+
+def _one_object(target: Any, url: str, said: Any) -> bool:
+    """Whether the element says its URL is one object's (``data-pushy-object``:
+    on a Redis Cluster, one channel for it instead of 13): a model instance's
+    is, unless ``object=False``; a URL string's when ``object=True``."""
+    if said is None:
+        return (
+            isinstance(target, models.Model)
+            and target.pk is not None
+            and ("?" not in url)
+        )
+    if said and "?" in url:
+        raise template.TemplateSyntaxError(
+            f"pushy_live: object=True names one object, and {url} has a query "
+            "string: it is a list"
+        )
+    return bool(said)
 
 
 def _words_id(url: str) -> str:

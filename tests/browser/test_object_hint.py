@@ -8,8 +8,10 @@ from __future__ import annotations
 import pytest
 
 from tests.browser.test_client_logic import app  # noqa: F401 (a fixture)
-from tests.browser.test_declarative import site  # noqa: F401 (a fixture)
-from tests.browser.test_declarative import wait_for
+from tests.browser.test_declarative import (
+    site,  # noqa: F401 (a fixture)
+    wait_for,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(60)]
 

@@ -37,7 +37,9 @@ def test_presence_joins_calls_back_and_fires_an_event(app):  # noqa: F811
     }""",
         URL,
     )
-    assert app.evaluate("last().sent") == [{"action": "join", "url": URL}]
+    assert app.evaluate("last().sent") == [
+        {"action": "join", "url": URL, "object": True}
+    ]
     app.evaluate(
         f"""() => {{
         last().receive({{type: "subscribed", url: "{URL}"}});
@@ -112,7 +114,9 @@ def test_a_presence_element_shows_the_others_unless_its_event_is_cancelled(
     }""",
         URL,
     )
-    assert app.evaluate("last().sent") == [{"action": "join", "url": URL}]
+    assert app.evaluate("last().sent") == [
+        {"action": "join", "url": URL, "object": True}
+    ]
     app.evaluate(f"() => {{ last().receive({JOINED}); last().receive({PRESENCE}); }}")
     # bob, and one anonymous visitor: the others of this page's person.
     assert app.evaluate("document.getElementById('shown').textContent") == "bob, +1"

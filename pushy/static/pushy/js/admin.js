@@ -6,7 +6,8 @@
  * A save made by this page itself is not "someone else": once the form is
  * submitted, updates are ignored (the page is about to be replaced).
  * It also joins the change form's own URL (presence) and shows who else has it
- * open: "bob (since 14:02) is also editing this shot."
+ * open: "bob (since 14:02) is also editing this shot." Both are subscribed as
+ * one object's (the join by pushy.js itself): one channel each on a cluster.
  */
 (function (global) {
   "use strict";
@@ -88,6 +89,8 @@
   }
 
   const options = Number.isSafeInteger(rendered) && rendered >= 0 ? { version: rendered } : {};
+  // The object's own URL: on a Redis Cluster its one channel, not 13.
+  options.object = !url.includes("?");
   global.pushy.subscribe(url, heard, options);
 
   /* Presence: who else has this change form open, above the form. */
