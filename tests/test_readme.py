@@ -72,7 +72,7 @@ def test_the_smallest_live_page_renders_as_pasted(monkeypatch):
     assert 'src="/static/pushy/js/pushy.js"' in html
     assert (
         '<div id="pushy-testapp-shot-3" data-pushy-url="/api/shot/3/" '
-        "data-pushy-refresh><h2>Dawn</h2> ★★☆☆☆</div>"
+        "data-pushy-object data-pushy-refresh><h2>Dawn</h2> ★★☆☆☆</div>"
     ) in html
 
 
