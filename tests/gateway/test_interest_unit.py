@@ -13,21 +13,13 @@ from pushy import redis_cluster
 from pushy.gateway.hub import Hub
 from pushy.gateway.interest import Batch, Interest
 from pushy.gateway.stats import Stats
+from tests.gateway.test_hub_unit import Subscriber
 
 URL = "/api/shot/7/"
 OBJECT = redis_cluster.object_channel(URL)
 LISTS = [redis_cluster.collection_channel(n, URL) for n in range(12)]
 
 pytestmark = pytest.mark.timeout(10)
-
-
-class Subscriber:
-    def __init__(self) -> None:
-        self.urls: set[str] = set()
-        self.url_bytes = 0
-
-    def send(self, frame: bytes) -> None:
-        pass
 
 
 @pytest.fixture
