@@ -151,6 +151,10 @@ def book_key(number: int) -> str:
     return tag(number) + ":version:book"
 
 
+def history_key(number: int) -> str:
+    return tag(number) + ":version:history"
+
+
 def sender_key(number: int, sender: str) -> str:
     return tag(number) + ":version:sender:" + sender
 
@@ -264,6 +268,24 @@ def _lose(cluster: redis.RedisCluster, channel: str, body: str) -> int:
     return max(floors)
 
 
+def replay(cluster: redis.RedisCluster, url: str, seen: int) -> list[bytes] | None:
+    """The messages about ``url`` after ``seen`` from every bucket's history,
+    in version order; None unless every book's history vouches for the gap
+    (an object's own messages are in its bucket, its collection's members'
+    in any)."""
+    with redis_errors():
+        pipe = cluster.pipeline(transaction=False)
+        for number in range(BUCKETS):
+            keys = (book_key(number), history_key(number))
+            args = versions.replay_args(url, seen)
+            pipe.execute_command("EVAL", versions.REPLAY_SCRIPT, 2, *keys, *args)
+        replies = pipe.execute()
+    if any(not reply or int(reply[0]) != 1 for reply in replies):
+        return None
+    found = [body for reply in replies for body in reply[1:]]
+    return sorted(found, key=versions.version_of)
+
+
 # The publisher's commands ----------------------------------------------------------
 
 
@@ -274,16 +296,16 @@ def publish_command(update: Any, ttl: int, sender: str, seq: str, body: bytes) -
         ttl, update_channel(number, update.model), body, update.url,
         update.collection, seq,
     )  # fmt: skip
-    keys = (book_key(number), sender_key(number, sender))
-    return ("EVALSHA", PUBLISH_SHA, 2, *keys, *args)
+    keys = (book_key(number), sender_key(number, sender), history_key(number))
+    return ("EVALSHA", PUBLISH_SHA, 3, *keys, *args)
 
 
 def move_command(ttl: int, sender: str, url: str, collection: str | None) -> tuple:
     """Moves the versions of ``url`` (and its collection) without publishing."""
     number = bucket(url)
     args = versions.publish_args(ttl, "", b"", url, collection, "")
-    keys = (book_key(number), sender_key(number, sender))
-    return ("EVALSHA", PUBLISH_SHA, 2, *keys, *args)
+    keys = (book_key(number), sender_key(number, sender), history_key(number))
+    return ("EVALSHA", PUBLISH_SHA, 3, *keys, *args)
 
 
 def command_slot(command: tuple) -> int | None:

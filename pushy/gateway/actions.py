@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from pushy.gateway.hub import Hub
     from pushy.gateway.permissions import Authorizer
     from pushy.gateway.presence import Presence
+    from pushy.gateway.replay import Replay
     from pushy.gateway.shared import Shared
     from pushy.gateway.versions import VersionBook
 
@@ -54,10 +55,13 @@ class ClientActions:
         versions: VersionBook,
         authorizer: Authorizer,
         presence: Presence | None = None,
+        replay: Replay | None = None,
     ) -> None:
         self.limits, self.stats = shared.limits, shared.stats
         self.hub, self.versions, self.authorizer = hub, versions, authorizer
         self.presence = presence
+        # Reads what a returning client missed (replay.py); None: resyncs only.
+        self.replay = replay
         # One line per refused subscription, but no faster than one a second.
         self._refusals = Throttled(logger, interval=1.0)
 
@@ -145,8 +149,15 @@ class ClientActions:
             if not allowed:
                 connection.wait_for(self.forbidden, connection, url)
                 return
-            self.hub.subscribe(connection, url)
+            self._register(connection, url, seen)
         self._answer(connection, url, versioned, seen, join)
+
+    def _register(self, connection: Connection, url: str, seen: int | None) -> None:
+        """Subscribe ``connection`` to ``url``; when it comes back with a version
+        to replay from, hold what reaches it until the replay is read."""
+        if seen is not None and self.replay is not None and self.replay.enabled:
+            connection.hold()
+        self.hub.subscribe(connection, url)
 
     def _ask_and_subscribe(
         self,
@@ -167,7 +178,7 @@ class ClientActions:
         if not allowed:
             self.forbidden(connection, url)
             return
-        self.hub.subscribe(connection, url)
+        self._register(connection, url, seen)
         self._answer(connection, url, versioned, seen, join)
 
     def _answer(
@@ -190,10 +201,36 @@ class ClientActions:
     def _answer_versioned(
         self, connection: Connection, url: str, seen: int | None, join: bool = False
     ) -> None:
-        for frame in self.versions.subscribed(connection, url, seen):
-            connection.send(frame)
+        # Held since the subscription was registered (_register), if it was
+        # just now: the answer and the missed updates go out before the rest.
+        holding = connection.holding
+        frames: list[bytes] = []
+        try:
+            frames = self.versions.subscribed(
+                connection, url, seen, lambda seen: self._missed(connection, url, seen)
+            )
+        finally:
+            if holding:
+                connection.release(frames)
+        if not holding:
+            for frame in frames:
+                connection.send(frame)
         if join:
             self._join(connection, url)
+
+    def _missed(self, connection: Connection, url: str, seen: int) -> list | None:
+        """The updates of ``url`` the client missed after ``seen`` (None: resync
+        it). Only while the connection holds what it is sent: otherwise live
+        ones may already have gone out ahead of them (a resubscribe, a hold
+        given up), and the client resyncs."""
+        missed = None
+        if connection.holding and self.replay is not None:
+            missed = self.replay.missed(connection, url, seen)
+            if not connection.holding:  # given up while it was read: too late
+                missed = None
+        if missed is None:
+            self.stats.version_resyncs += 1
+        return missed
 
     def _join(self, connection: Connection, url: str) -> None:
         """Present ``connection`` on ``url`` as its person (in a greenlet: the

@@ -48,6 +48,8 @@ CHUNK = 1000
 
 
 _Question = tuple[list[str], gevent.event.AsyncResult, bool]
+# The updates a client missed after a version, as frames; None: resync instead.
+Replayer = Callable[[int], list[bytes] | None] | None
 
 
 class VersionBook:
@@ -204,12 +206,16 @@ class VersionBook:
 
     # Answers -------------------------------------------------------------
 
-    def subscribed(self, connection: Any, url: str, seen: int | None) -> list[bytes]:
+    def subscribed(
+        self, connection: Any, url: str, seen: int | None, replay: Replayer = None
+    ) -> list[bytes]:
         """The frames answering a subscribe that carried ``version`` (``seen``).
 
-        ``subscribed`` with the version the client now holds, then a resync of
-        ``url`` if it changed after ``seen``. Without an answer from Redis,
-        ``subscribed`` has no version: the client resyncs, as protocol v1 does.
+        ``subscribed`` with the version the client now holds, then, if ``url``
+        changed after ``seen``, the updates missed (``replay(seen)``, when it
+        can tell them: replay.py) or a resync of ``url``. Without an answer
+        from Redis, ``subscribed`` has no version: the client resyncs, as
+        protocol v1 does.
         """
         self.clients.add(connection)
         key = without_query(url)  # a filtered list has its collection's version
@@ -218,7 +224,11 @@ class VersionBook:
             return [replies.subscribed(url)]
         frames = [replies.subscribed(url, snapshot.baseline)]
         if seen is not None and snapshot.changed_since(key, seen, self.ttl):
-            frames.append(replies.resync(url, snapshot.baseline))
+            missed = None if replay is None else replay(seen)
+            if missed is None:
+                frames.append(replies.resync(url, snapshot.baseline))
+            else:
+                frames += missed
         return frames
 
     def after_outage(self, hub: Any, horizon: int | None) -> Iterable[Any]:
