@@ -12,6 +12,7 @@ Everything the comparison depends on lives in one sorted set, the *book*
 - ``u:<url>``: the URL's latest version (entries older than ``VERSION_TTL`` by
   Redis' clock are pruned a few at a time by the publish script);
 - ``:last``: the last version given out;
+- ``:given``: the last version given to an update (where the history starts);
 - ``:epoch:<run_id>:<floor>`` at score -1: the counting now in force began at
   version ``floor`` on the Redis process ``run_id``.
 
@@ -86,7 +87,7 @@ local function new_epoch(above, jump)
   local floor = math.max(now, last + 1, above + 1) + jump
   redis.call('ZREMRANGEBYSCORE', book, -1, -1)
   redis.call('ZADD', book, -1, ':epoch:' .. run_id() .. ':' .. fmt(floor),
-             floor, ':last')
+             floor, ':last', floor, ':given')
   return floor
 end
 """
@@ -95,7 +96,8 @@ end
 # published, by version, each stored as "<url>\n<collection>\n<body>", and the
 # member ":since", scored S: every message with a version above S is in it.
 # A history that is new, expired or evicted starts at the last version given
-# out before (what came earlier is not in it); trimming (by count, by age)
+# to an update before (the book's ":given"; lookups move ":last" past it
+# without one), since what came earlier is not in it; trimming (by count, by age)
 # moves S up to the last version removed; versions moved without a message
 # (nothing to replay) move S to theirs. So S tells a replay whether the
 # history holds all of a gap, whatever Redis dropped (REPLAY_SCRIPT).
@@ -105,9 +107,9 @@ local function history_gap(v)
   redis.call('DEL', history)
   redis.call('ZADD', history, v, ':since')
 end
-local function history_add(v, last, body, keep, seconds)
+local function history_add(v, given, body, keep, seconds)
   if redis.call('EXISTS', history) == 0 then
-    redis.call('ZADD', history, fmt(last), ':since')
+    redis.call('ZADD', history, fmt(given), ':since')
   end
   redis.call('ZADD', history, v, ARGV[4] .. '\\n' .. ARGV[5] .. '\\n' .. body)
   -- Ranks: 0 is ":since" (the lowest score), then the messages, oldest first.
@@ -145,6 +147,9 @@ end
 local _, floor = epoch()
 if not floor then floor = new_epoch(0, 0) end
 local last = last_or(floor)
+-- Read before pruning (which may take it after a quiet day). None: a book
+-- from before ":given" was kept: only what follows ":last" is known.
+local given = tonumber(redis.call('ZSCORE', book, ':given')) or last
 local version = math.max(last + 1, now)
 if version % 8 == 0 then  -- one publish in 8 prunes up to a batch
   local old = redis.call('ZRANGEBYSCORE', book, 0,
@@ -153,9 +158,10 @@ if version % 8 == 0 then  -- one publish in 8 prunes up to a batch
 end
 local v = fmt(version)
 if ARGV[5] ~= '' then
-  redis.call('ZADD', book, v, ':last', v, 'u:' .. ARGV[4], v, 'u:' .. ARGV[5])
+  redis.call('ZADD', book, v, ':last', v, ':given', v, 'u:' .. ARGV[4],
+             v, 'u:' .. ARGV[5])
 else
-  redis.call('ZADD', book, v, ':last', v, 'u:' .. ARGV[4])
+  redis.call('ZADD', book, v, ':last', v, ':given', v, 'u:' .. ARGV[4])
 end
 local keep = tonumber(ARGV[9])
 if ARGV[2] == '' then
@@ -163,7 +169,7 @@ if ARGV[2] == '' then
   return {0, v}
 end
 local body = string.sub(ARGV[3], 1, -2) .. ',"version":' .. v .. '}'
-if keep > 0 then history_add(v, last, body, keep, tonumber(ARGV[10])) end
+if keep > 0 then history_add(v, given, body, keep, tonumber(ARGV[10])) end
 return {redis.call('PUBLISH', ARGV[2], body), v}
 """
 )
@@ -220,7 +226,8 @@ return fmt(floor)
 # own, or as their collection) published after version ``seen``, oldest first,
 # after a 1; or {0} when the history cannot vouch for the whole gap: ``seen``
 # is from another epoch or Redis process, or past the last version given out,
-# or older than what the history holds (its ":since" above it, or no history).
+# or older than what the history holds (its ":since" above it; without a
+# history, an update given a version after it).
 REPLAY_SCRIPT = (
     _PRELUDE
     + """
@@ -229,8 +236,10 @@ local run, floor = epoch()
 if not floor or run ~= run_id() or seen < floor or seen > last_or(floor) then
   return {0}
 end
+-- No history (none kept yet, expired, evicted): it would start at ":given".
 local since = redis.call('ZSCORE', KEYS[2], ':since')
-if not since or tonumber(since) > seen then return {0} end
+  or redis.call('ZSCORE', book, ':given') or last_or(floor)
+if tonumber(since) > seen then return {0} end
 local found = {1}
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. fmt(seen), '+inf')) do
   local a = string.find(m, '\\n', 1, true)

@@ -92,9 +92,25 @@ def test_a_history_lost_while_the_book_stayed_vouches_only_for_what_follows(
     after = publish(store, "/a/1/", n=1)
     store.delete(versions.history_key())  # evicted, expired, flushed alone
     assert replayed(store, "/a/1/", seen) is None
+    assert replayed(store, "/a/1/", after) == []  # nothing given a version since
     publish(store, "/a/1/", n=2)
     assert replayed(store, "/a/1/", seen) is None  # n=1 is lost
     assert replayed(store, "/a/1/", after) == [2]
+
+
+def test_lookups_between_updates_leave_the_history_vouching_for_their_gap(store):
+    # A lookup moves ":last" (its baseline) without an update: a history
+    # begun after it still holds every update after the version held before.
+    versions.lookup(store, [])
+    seen = versions.lookup(store, ["/a/1/"]).baseline
+    versions.lookup(store, [])
+    publish(store, "/a/1/", n=1)
+    assert replayed(store, "/a/1/", seen) == [1]
+    store.delete(versions.history_key())
+    seen = versions.lookup(store, []).baseline
+    versions.lookup(store, [])
+    publish(store, "/a/1/", n=2)
+    assert replayed(store, "/a/1/", seen) == [2]
 
 
 def test_a_book_lost_while_the_history_stayed_is_a_new_epoch(store):
