@@ -87,6 +87,8 @@ class ClientActions:
             self.error(connection, "invalid", "url must be a URL string", url)
             return
         self.hub.unsubscribe(connection, url)
+        if self.replay is not None:
+            self.replay.reaching(connection, url, None)
         connection.send(replies.unsubscribed(url))
 
     def subscribe_request(
@@ -98,6 +100,8 @@ class ClientActions:
             self.error(connection, "invalid", "url must be a URL string", url)
             return
         if "version" not in request:  # protocol v1
+            if self.replay is not None:
+                self.replay.reaching(connection, url, None)
             self.subscribe(connection, url, join=join)
             return
         seen = request["version"]
@@ -206,9 +210,11 @@ class ClientActions:
         holding = connection.holding
         frames: list[bytes] = []
         try:
-            frames = self.versions.subscribed(
+            frames, current = self.versions.subscribed(
                 connection, url, seen, lambda seen: self._missed(connection, url, seen)
             )
+            if self.replay is not None:
+                self.replay.reaching(connection, url, seen if current else None)
         finally:
             if holding:
                 connection.release(frames)

@@ -26,6 +26,7 @@ one step: every update it lacks arrived later, with a later version).
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Any
 
 import redis
@@ -57,6 +58,22 @@ class Replay:
         self.stats = stats
         self.enabled = enabled
         self._log = Throttled(logger)
+        # connection -> {url: v}: every update of url after v reaches it (its
+        # replay or answer "unchanged", then live): another URL's replay
+        # leaves those out, so a page holding an object and its collection
+        # gets each update once, as live (hub.py).
+        self._reaching: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def reaching(self, connection: Any, url: str, since: int | None) -> None:
+        """Every update of ``url`` after ``since`` reaches ``connection`` (None:
+        not known, as after a resync, a protocol v1 subscribe, an unsubscribe)."""
+        known = self._reaching.get(connection)
+        if since is not None:
+            if known is None:
+                known = self._reaching[connection] = {}
+            known[url] = since
+        elif known is not None:
+            known.pop(url, None)
 
     def missed(self, connection: Any, url: str, seen: int) -> list[bytes] | None:
         """The frames of the updates of ``url`` after version ``seen`` that
@@ -73,7 +90,8 @@ class Replay:
             frames = [
                 replies.update(update)
                 for update in self._updates(bodies, url, base)
-                if self._visible(connection, url, update)
+                if not self._sent_elsewhere(connection, url, update)
+                and self._visible(connection, url, update)
             ]
         except (CannotReplay, ValueError, Refused, Dropped):
             return None
@@ -92,6 +110,24 @@ class Replay:
             for update in updates
             if update.collection == base
         ]
+
+    def _sent_elsewhere(self, connection: Any, subscribed: str, update: Update) -> bool:
+        """Whether ``update`` reached ``connection`` through another URL it holds
+        (the object's, or its collection's), replayed or live. A filtered list
+        is told of its members whatever else the client holds (hub.py)."""
+        known = self._reaching.get(connection)
+        if (
+            not known
+            or update.version is None
+            or without_query(subscribed) != subscribed
+        ):
+            return False
+        for other in (update.url, update.collection):
+            if other != subscribed and other in connection.urls:
+                since = known.get(other)
+                if since is not None and update.version > since:
+                    return True
+        return False
 
     def _visible(self, connection: Any, subscribed: str, update: Update) -> bool:
         """Whether to send ``update``; CannotReplay when it must not be left out

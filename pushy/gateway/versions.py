@@ -208,8 +208,10 @@ class VersionBook:
 
     def subscribed(
         self, connection: Any, url: str, seen: int | None, replay: Replayer = None
-    ) -> list[bytes]:
-        """The frames answering a subscribe that carried ``version`` (``seen``).
+    ) -> tuple[list[bytes], bool]:
+        """The frames answering a subscribe that carried ``version`` (``seen``),
+        and whether the client holds every update of ``url`` after ``seen``
+        once they are sent (no resync, nothing unknown).
 
         ``subscribed`` with the version the client now holds, then, if ``url``
         changed after ``seen``, the updates missed (``replay(seen)``, when it
@@ -221,15 +223,14 @@ class VersionBook:
         key = without_query(url)  # a filtered list has its collection's version
         snapshot = self.lookup([key])
         if snapshot is None:
-            return [replies.subscribed(url)]
+            return [replies.subscribed(url)], False
         frames = [replies.subscribed(url, snapshot.baseline)]
-        if seen is not None and snapshot.changed_since(key, seen, self.ttl):
-            missed = None if replay is None else replay(seen)
-            if missed is None:
-                frames.append(replies.resync(url, snapshot.baseline))
-            else:
-                frames += missed
-        return frames
+        if seen is None or not snapshot.changed_since(key, seen, self.ttl):
+            return frames, seen is not None
+        missed = None if replay is None else replay(seen)
+        if missed is None:
+            return [*frames, replies.resync(url, snapshot.baseline)], False
+        return frames + missed, True
 
     def after_outage(self, hub: Any, horizon: int | None) -> Iterable[Any]:
         """Resync, per URL, what changed since ``horizon``; the clients left over.
