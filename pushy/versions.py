@@ -108,20 +108,24 @@ local function history_gap(v)
   redis.call('ZADD', history, v, ':since')
 end
 local function history_add(v, given, body, keep, seconds)
-  if redis.call('EXISTS', history) == 0 then
-    redis.call('ZADD', history, fmt(given), ':since')
-  end
-  redis.call('ZADD', history, v, ARGV[4] .. '\\n' .. ARGV[5] .. '\\n' .. body)
+  -- NX: ":since" only where there was no history (new, expired, evicted).
+  local added = redis.call('ZADD', history, 'NX', fmt(given), ':since',
+                           v, ARGV[4] .. '\\n' .. ARGV[5] .. '\\n' .. body)
   -- Ranks: 0 is ":since" (the lowest score), then the messages, oldest first.
-  local old = redis.call('ZCOUNT', history, '-inf',
-                         '(' .. fmt(now - seconds * 1000000)) - 1
-  local drop = math.max(old, redis.call('ZCARD', history) - 1 - keep)
+  -- Trimmed in batches (up to an eighth of ``keep`` over it, at most 32), and
+  -- by age one publish in 8, as the book is pruned: a few commands per publish.
+  local drop = redis.call('ZCARD', history) - 1 - keep
+  if drop < math.min(32, math.floor(keep / 8) + 1) then drop = 0 end
+  if added == 2 or tonumber(v) % 8 == 0 then
+    drop = math.max(drop, redis.call('ZCOUNT', history, '-inf',
+                                     '(' .. fmt(now - seconds * 1000000)) - 1)
+    redis.call('EXPIRE', history, seconds * 2)
+  end
   if drop > 0 then
     local edge = redis.call('ZRANGE', history, drop, drop, 'WITHSCORES')
     redis.call('ZREMRANGEBYRANK', history, 0, drop)
     redis.call('ZADD', history, edge[2], ':since')
   end
-  redis.call('EXPIRE', history, seconds)
 end
 """
 

@@ -246,10 +246,51 @@ def one_run(
     }
 
 
+def publish_cost(redis_url: str, calls: int = 20_000, rounds: int = 3) -> dict:
+    """Redis time per publish script call (``INFO commandstats``), history off
+    and on, alternately: a 200-byte update of one of 1,000 objects per call."""
+    import redis
+    from django.test import override_settings
+
+    from pushy import conf, versions
+
+    store = redis.Redis.from_url(redis_url)
+    sha = store.script_load(versions.PUBLISH_SCRIPT)
+    body = json.dumps({"url": "", "event": "update", "pad": "x" * 150}).encode()
+    found: dict[int, list[float]] = {0: [], 1000: []}
+    for _ in range(rounds):
+        for length in found:
+            settings = {**conf.user_settings(), "HISTORY_LENGTH": length}
+            with override_settings(PUSHY_SETTINGS=settings):
+                keys = (versions.book_key(), versions.sender_key("bench"),
+                        versions.history_key())  # fmt: skip
+                store.delete(*keys)
+                store.config_resetstat()
+                pipe = store.pipeline(transaction=False)
+                for n in range(calls):
+                    url = f"/api/item/{n % 1000}/"
+                    args = versions.publish_args(
+                        86400, "bench", body, url, "/api/item/", ""
+                    )
+                    pipe.evalsha(sha, 3, *keys, *args)
+                    if len(pipe) >= 1000:
+                        pipe.execute()
+                pipe.execute()
+                stat = store.info("commandstats")["cmdstat_evalsha"]
+                found[length].append(round(stat["usec_per_call"], 2))
+    store.close()
+    return {
+        "calls": calls,
+        "usec_per_call_history_off": found[0],
+        "usec_per_call_history_on": found[1000],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--rate", type=float, default=20.0, help="saves per second")
+    parser.add_argument("--cost-only", action="store_true", help="publish cost only")
     args = parser.parse_args(argv)
     from tests.support.servers import RedisServer
 
@@ -264,11 +305,12 @@ def main(argv: list[str] | None = None) -> int:
         def start_gateway(port: int | None = None, **pushy_settings: Any) -> Any:
             return Gateway(server.url, pushy_settings=pushy_settings, port=port).start()
 
+        cost = publish_cost(server.url)
         runs = [
             one_run(start_gateway, server.url, history, args.clients, args.rate)
-            for history in (0, 1000)
+            for history in ((0, 1000) if not args.cost_only else ())
         ]
-    print(json.dumps({"runs": runs}, indent=2))
+    print(json.dumps({"publish_cost": cost, "runs": runs}, indent=2))
     return 0
 
 
