@@ -240,7 +240,8 @@ def _lookup(
     )
     pipe = cluster.pipeline(transaction=False)
     for number in range(BUCKETS):
-        pipe.zadd(book_key(number), {":last": merged.baseline}, gt=True)
+        baseline = merged.baseline
+        pipe.zadd(book_key(number), {":last": baseline, ":looked": baseline}, gt=True)
     pipe.execute()
     return merged
 

@@ -13,6 +13,8 @@ Everything the comparison depends on lives in one sorted set, the *book*
   Redis' clock are pruned a few at a time by the publish script);
 - ``:last``: the last version given out;
 - ``:given``: the last version given to an update (where the history starts);
+- ``:looked``: the last baseline a lookup gave (with ``:given``, tells whether
+  something else moved ``:last``: a release without the history);
 - ``:epoch:<run_id>:<floor>`` at score -1: the counting now in force began at
   version ``floor`` on the Redis process ``run_id``.
 
@@ -81,6 +83,16 @@ end
 local function last_or(floor)
   return tonumber(redis.call('ZSCORE', book, ':last')) or floor
 end
+-- Where a history of this book may start: after ":given", the last version
+-- given to an update by this script; or after ":last" when something else
+-- moved it past both ":given" and ":looked" (a lookup's): a publisher or a
+-- gateway of an earlier release, whose updates no history holds.
+local function history_start(last)
+  local given = tonumber(redis.call('ZSCORE', book, ':given')) or last
+  local looked = tonumber(redis.call('ZSCORE', book, ':looked')) or 0
+  if last > math.max(given, looked) then return last, true end
+  return given, false
+end
 -- A new epoch: the floor passes the clock, the last version and ``above``.
 local function new_epoch(above, jump)
   local last = tonumber(redis.call('ZSCORE', book, ':last')) or 0
@@ -143,6 +155,7 @@ PUBLISH_SCRIPT = (
     + _HISTORY
     + """
 local ttl = tonumber(ARGV[1])
+local keep = tonumber(ARGV[9])
 if ARGV[6] ~= '' then
   local seq = tonumber(ARGV[6])
   if seq <= (tonumber(redis.call('GET', KEYS[2])) or 0) then return {-1, 0} end
@@ -151,9 +164,13 @@ end
 local _, floor = epoch()
 if not floor then floor = new_epoch(0, 0) end
 local last = last_or(floor)
--- Read before pruning (which may take it after a quiet day). None: a book
--- from before ":given" was kept: only what follows ":last" is known.
-local given = tonumber(redis.call('ZSCORE', book, ':given')) or last
+-- Read before pruning (which may take ":given" after a quiet day).
+local given = last
+if keep > 0 then
+  local unknown
+  given, unknown = history_start(last)
+  if unknown then redis.call('DEL', KEYS[3]) end
+end
 local version = math.max(last + 1, now)
 if version % 8 == 0 then  -- one publish in 8 prunes up to a batch
   local old = redis.call('ZRANGEBYSCORE', book, 0,
@@ -167,7 +184,6 @@ if ARGV[5] ~= '' then
 else
   redis.call('ZADD', book, v, ':last', v, ':given', v, 'u:' .. ARGV[4])
 end
-local keep = tonumber(ARGV[9])
 if ARGV[2] == '' then
   if keep > 0 then history_gap(v) end
   return {0, v}
@@ -200,7 +216,7 @@ if horizon > last then
   last = floor
 end
 local baseline = fmt(math.max(last, now))
-redis.call('ZADD', book, baseline, ':last')
+redis.call('ZADD', book, baseline, ':last', baseline, ':looked')
 local result = {baseline, fmt(floor), fmt(now)}
 for i = 4, #ARGV do
   local v = redis.call('ZSCORE', book, 'u:' .. ARGV[i])
@@ -240,10 +256,14 @@ local run, floor = epoch()
 if not floor or run ~= run_id() or seen < floor or seen > last_or(floor) then
   return {0}
 end
+local start = history_start(last_or(floor))
 -- No history (none kept yet, expired, evicted): it would start at ":given".
-local since = redis.call('ZSCORE', KEYS[2], ':since')
-  or redis.call('ZSCORE', book, ':given') or last_or(floor)
+local since = redis.call('ZSCORE', KEYS[2], ':since') or start
 if tonumber(since) > seen then return {0} end
+-- The last update given a version must be in it: publishers that keep no
+-- history (HISTORY_LENGTH 0, an earlier release) still give versions.
+local newest = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')[2] or since
+if tonumber(newest) < start then return {0} end
 local found = {1}
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. fmt(seen), '+inf')) do
   local a = string.find(m, '\\n', 1, true)

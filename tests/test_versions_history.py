@@ -153,3 +153,29 @@ def test_no_history_with_length_zero(store, settings):
     publish(store, "/a/1/", n=1)
     assert not store.exists(versions.history_key())
     assert replayed(store, "/a/1/", seen) is None
+
+
+def test_updates_published_without_the_history_are_not_replayed_over(store, settings):
+    # A publisher with HISTORY_LENGTH 0 still gives versions: a history left
+    # from before does not hold its updates.
+    seen = publish(store, "/a/1/", n=0)
+    publish(store, "/a/1/", n=1)
+    settings.PUSHY_SETTINGS = {**settings.PUSHY_SETTINGS, "HISTORY_LENGTH": 0}
+    publish(store, "/a/1/", n=2)
+    assert replayed(store, "/a/1/", seen) is None
+
+
+def test_an_earlier_release_moving_the_versions_is_not_replayed_over(store):
+    # A publisher or gateway of a release without the history moves ":last"
+    # (its script sets neither ":given" nor ":looked"): what it published may be
+    # in the gap, in no history.
+    seen = publish(store, "/a/1/", n=0)
+    publish(store, "/a/1/", n=1)
+    last = store.zscore(versions.book_key(), ":last")
+    store.zadd(versions.book_key(), {":last": last + 10, "u:/a/1/": last + 10})
+    assert replayed(store, "/a/1/", seen) is None
+    # The next publish starts the history again after it.
+    after = publish(store, "/a/1/", n=2)
+    assert replayed(store, "/a/1/", seen) is None
+    publish(store, "/a/1/", n=3)
+    assert replayed(store, "/a/1/", after) == [3]
