@@ -124,6 +124,19 @@ def test_a_hold_past_the_queue_bound_gives_up_and_sends_in_order():
     assert writer.sock.sent == b"".join([*live, b"answer"])
 
 
+def test_a_close_while_holding_sends_the_close_and_nothing_held():
+    writer = RecordingWriter(FakeSocket())
+    writer.hold()
+    writer.send(update(1))
+    writer.send_last(b"close")
+    writer.release([b"answer"])  # the replay's answer: too late, sealed
+    writer.send(update(2))
+    writer.shared.loop.run()
+    assert writer.sock.sent == b"close" and not writer.holding
+    writer.hold()  # nothing to hold on a sealed writer
+    assert not writer.holding
+
+
 def test_big_frames_go_out_alone_as_the_shared_object():
     writer = RecordingWriter(FakeSocket())
     big = [update(n, size=WRITE_BATCH // 2 + 10) for n in range(3)]
