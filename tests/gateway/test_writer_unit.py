@@ -129,6 +129,7 @@ def test_a_close_while_holding_sends_the_close_and_nothing_held():
     writer.hold()
     writer.send(update(1))
     writer.send_last(b"close")
+    assert not writer.holding  # what was held is let go at once
     writer.release([b"answer"])  # the replay's answer: too late, sealed
     writer.send(update(2))
     writer.shared.loop.run()
