@@ -725,7 +725,11 @@ class Sender:
             keys: Any = self.id
             make = self._cluster.command
         else:
-            keys, make = (versions.book_key(), versions.sender_key(self.id)), _command
+            keys = (
+                versions.book_key(), versions.sender_key(self.id),
+                versions.history_key(),
+            )  # fmt: skip
+            make = _command
         for item in self.queue:
             if len(attempt.items) >= MAX_BATCH or (only and item.job is not only):
                 break
@@ -973,7 +977,7 @@ class Sender:
         return [("late", episode)] if episode.confirmed else []
 
 
-def _command(item: _Item, ttl: int, keys: tuple[str, str]) -> tuple:
+def _command(item: _Item, ttl: int, keys: tuple[str, ...]) -> tuple:
     update = item.update
     if item.mode == VERSIONED:
         args = versions.publish_args(

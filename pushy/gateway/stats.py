@@ -50,6 +50,11 @@ COUNTERS = {
     "updates_hidden": "Hidden messages sent: an update made an object invisible "
     "to a subscriber who saw it",
     "revocations": "Subscriptions ended because their user may no longer GET them",
+    "replays": "Subscribes with a version answered with the updates missed, "
+    "from the history (no resync)",
+    "updates_replayed": "Updates sent from the history to returning clients",
+    "version_resyncs": "Subscribes with a version answered with a resync (the URL "
+    "changed, and the history did not cover the gap or is off)",
     "loop_stalls": "Times the event loop woke 50 ms or more late (nothing was sent)",
     "gc_full_collections": "Full (generation 2) garbage collections",
 }

@@ -48,6 +48,8 @@ CHUNK = 1000
 
 
 _Question = tuple[list[str], gevent.event.AsyncResult, bool]
+# The updates a client missed after a version, as frames; None: resync instead.
+Replayer = Callable[[int], list[bytes] | None] | None
 
 
 class VersionBook:
@@ -204,23 +206,32 @@ class VersionBook:
 
     # Answers -------------------------------------------------------------
 
-    def subscribed(self, connection: Any, url: str, seen: int | None) -> list[bytes]:
-        """The frames answering a subscribe that carried ``version`` (``seen``).
+    def subscribed(
+        self, connection: Any, url: str, seen: int | None, replay: Replayer = None
+    ) -> tuple[list[bytes], bool]:
+        """The frames answering a subscribe that carried ``version`` (``seen``),
+        and whether the client holds every update of ``url`` after ``seen``
+        once they are sent (no resync, nothing unknown).
 
-        ``subscribed`` with the version the client now holds, then a resync of
-        ``url`` if it changed after ``seen``. Without an answer from Redis,
-        ``subscribed`` has no version: the client resyncs, as protocol v1 does.
+        ``subscribed`` with the version the client now holds, then, if ``url``
+        changed after ``seen``, the updates missed (``replay(seen)``, when it
+        can tell them: replay.py) or a resync of ``url``. Without an answer
+        from Redis, ``subscribed`` has no version: the client resyncs, as
+        protocol v1 does.
         """
         self.clients.add(connection)
         key = without_query(url)  # a filtered list has its collection's version
         snapshot = self.lookup([key])
         if snapshot is None:
-            return [replies.subscribed(url)]
+            return [replies.subscribed(url)], False
         self.answered(key, snapshot.baseline)
         frames = [replies.subscribed(url, snapshot.baseline)]
-        if seen is not None and snapshot.changed_since(key, seen, self.ttl):
-            frames.append(replies.resync(url, snapshot.baseline))
-        return frames
+        if seen is None or not snapshot.changed_since(key, seen, self.ttl):
+            return frames, seen is not None
+        missed = None if replay is None else replay(seen)
+        if missed is None:
+            return [*frames, replies.resync(url, snapshot.baseline)], False
+        return frames + missed, True
 
     def answered(self, url: str, baseline: int) -> None:
         """A subscribe to ``url`` was answered with ``baseline`` (a cluster's
