@@ -106,10 +106,11 @@ class Liveness:
 
 
 class Backoff:
-    """Delays between attempts: doubling from FIRST_BACKOFF up to MAX_BACKOFF."""
+    """Delays between attempts: doubling from FIRST_BACKOFF up to ``cap``."""
 
-    def __init__(self) -> None:
+    def __init__(self, cap: float = MAX_BACKOFF) -> None:
         self.delay = FIRST_BACKOFF
+        self.cap = cap
 
     @property
     def fresh(self) -> bool:
@@ -119,7 +120,7 @@ class Backoff:
     def next(self) -> float:
         """The delay before the next attempt (each one twice the last)."""
         delay = self.delay
-        self.delay = min(delay * 2, MAX_BACKOFF)
+        self.delay = min(delay * 2, self.cap)
         return delay
 
     def reset(self) -> None:
@@ -269,6 +270,7 @@ class Listener:
                     pubsub.close()
                 if client is not None:
                     client.close()
+                self._down()
             gevent.sleep(self._backoff.next())
 
     def _subscribe(self, pubsub: redis.client.PubSub) -> None:
@@ -296,6 +298,9 @@ class Listener:
             if self.hooks.subscribed is not None:
                 self.hooks.subscribed()
 
+    def _down(self) -> None:
+        """The subscription ended (any reason); it is retried after a backoff."""
+
     def _lost(self, error: Exception) -> None:
         # The first failure since a success is worth a warning; the retries not.
         log = logger.warning if self._backoff.fresh else logger.debug
@@ -321,6 +326,7 @@ class Listener:
             if message is not None:
                 liveness.heard(now)
                 if message["type"] != kind:
+                    self._notice(pubsub, message)
                     continue
                 if message["channel"] in self.controls:
                     self._control(message["channel"], message["data"])
@@ -340,6 +346,10 @@ class Listener:
             if liveness.ping_due(now):
                 pubsub.ping(PING_TOKEN)
                 liveness.pinged(now)
+
+    def _notice(self, pubsub: redis.client.PubSub, message: dict) -> None:
+        """A message that is no update (a pong, a subscription's change): the
+        cluster's listener learns from these that a slot moved away."""
 
     def _control(self, channel: bytes, body: bytes) -> None:
         """Hand a control message to its handler; a failure ends only that one."""

@@ -199,6 +199,7 @@ class Gateway:
                 sorted(conf.model_labels()),
                 dataclasses.replace(hooks, update=update),
                 controls,
+                coverage=self.versions.uncovered,
                 **options,
             )
         else:

@@ -35,6 +35,10 @@ COUNTERS = {
     "redis_reconnects": "Times the Redis subscription was re-established",
     "redis_ping_timeouts": "Redis subscriptions dropped for not answering a PING",
     "listener_restarts": "Times the Redis listener restarted after an error of its own",
+    "cluster_map_changes": "Times the gateway followed a change of the Redis "
+    "Cluster's slot map (a failover, slots migrated)",
+    "cluster_channels_moved": "Channels the gateway subscribed on another master "
+    "after a change of the Redis Cluster's slot map",
     "session_loads": "Sessions read to learn a connection's user",
     "authorizations": "Authorization questions answered by the site (view runs)",
     "questions_refused": "Authorization questions refused (error busy): too many "
