@@ -266,7 +266,10 @@ class ClusterListener:
         current = {a: tuple(m.channels) for a, m in self.masters.items()}
         if shares == current and not self.orphans:
             return False
-        moved = cluster_topology.moves(current, shares)
+        before = {a: [*m.channels] for a, m in self.masters.items()}
+        for channel, (address, _) in self.orphans.items():
+            before.setdefault(address, []).append(channel)
+        moved = cluster_topology.moves(before, shares)
         for address in set(self.masters) - set(shares):
             self.masters.pop(address).stop()
         for address, channels in shares.items():
@@ -337,7 +340,7 @@ class ClusterListener:
         if self.masters.get(master.address) is not master:
             return  # a listener being replaced
         self.orphans[channel] = (master.address, time.monotonic())
-        logger.info("Redis at %s unsubscribed the gateway from %s", master, channel)
+        logger.debug("Redis at %s unsubscribed the gateway from %s", master, channel)
         self._changed()
         self.watcher.suspect(f"{master} unsubscribed channels whose slot moved")
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import gevent
 import gevent.event
@@ -61,11 +61,13 @@ def read_shares(url: str, channels: Iterable[str]) -> Shares:
     return {address: tuple(found) for address, found in shares.items()}
 
 
-def owners(shares: Shares) -> dict[str, Address]:
+def owners(shares: Mapping[Address, Iterable[str]]) -> dict[str, Address]:
     return {channel: address for address, found in shares.items() for channel in found}
 
 
-def moves(old: Shares, new: Shares) -> dict[tuple[Address | None, Address], int]:
+def moves(
+    old: Mapping[Address, Iterable[str]], new: Shares
+) -> dict[tuple[Address | None, Address], int]:
     """How many channels went from which master (None: none had them) to which."""
     before = owners(old)
     counted: collections.Counter[tuple[Address | None, Address]] = collections.Counter()

@@ -1,0 +1,273 @@
+"""Redis Cluster mode through a failover and a resharding (issue 24), end to
+end: a private 3 + 3 cluster per test (tests/support/cluster.py; these tests
+change it for good), a real gateway, saves published by the sender.
+
+The promise is the single Redis's: the gateway follows (a master killed, its
+replica promoted; a slot migrated), /health says meanwhile, and every page ends
+up showing the database: each save arrives, or the page is told to resync and
+then gets the final state.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import websocket
+from redis.crc import key_slot
+
+from pushy import conf, sending
+from pushy import redis_cluster as mode
+from tests.gateway.clients import Client
+from tests.support.cluster import ClusterServers
+from tests.support.gateway import Gateway
+from tests.testapp.models import Shot
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(60),
+    pytest.mark.django_db(transaction=True),
+]
+
+OPEN = {"AUTHORIZE": "pushy.authorization.allow_all"}
+# The node timeout of these clusters: a dead master's replica takes over
+# about 2 s after it died (election included).
+NODE_TIMEOUT_MS = 1000
+
+
+@pytest.fixture
+def cluster():
+    """A private cluster: these tests kill masters and move slots."""
+    servers = ClusterServers(node_timeout_ms=NODE_TIMEOUT_MS).start()
+    try:
+        if servers.version < (7,):
+            pytest.skip(f"Redis {servers.version} has no sharded pub/sub")
+        yield servers
+    finally:
+        servers.stop()
+
+
+@pytest.fixture
+def cluster_url(cluster, settings):
+    """pushy pointed at the cluster (the sender follows the setting)."""
+    url = "redis+cluster://" + ",".join(
+        f"127.0.0.1:{node.port}" for node in cluster.nodes
+    )
+    settings.PUSHY_SETTINGS = {**settings.PUSHY_SETTINGS, "REDIS_URL": url}
+    assert sending.get().cluster
+    yield url
+    sending.get().flush(5)  # nothing left for the next test's Redis
+
+
+@pytest.fixture
+def gateway(cluster_url):
+    with Gateway(cluster_url, pushy_settings=OPEN) as running:
+        assert running.wait_for_health(200, 10) is not None
+        yield running
+
+
+class Reader:
+    """A client whose messages a thread collects, while the test saves."""
+
+    def __init__(self, ws_url: str) -> None:
+        self.client = Client(ws_url)
+        self.messages: list[dict] = []
+        self._lock = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def subscribe(self, url: str, **version: int | None) -> dict:
+        """Subscribe; with ``version=``, as a client that keeps versions."""
+        answer = self.client.request(action="subscribe", url=url, **version)
+        assert answer["type"] == "subscribed", answer
+        return answer
+
+    def start(self) -> Reader:
+        self.client.ws.settimeout(0.2)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+        return self
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message = json.loads(self.client.ws.recv())
+            except websocket.WebSocketTimeoutException:
+                continue
+            except (websocket.WebSocketException, OSError, ValueError):
+                return
+            with self._lock:
+                self.messages.append(message)
+                self._lock.notify_all()
+
+    def wait_for(self, done, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while not done(self.messages):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"not received in time: {self.messages}")
+                self._lock.wait(left)
+
+    def close(self) -> None:
+        self.client.close()
+        if self._thread is not None:
+            self._thread.join(5)
+
+
+def shots_on(cluster: ClusterServers, node, count: int) -> list[Shot]:
+    """Shots whose URLs' buckets are on ``node``, and not bucket 0's (control)."""
+    found = []
+    while len(found) < count:
+        shot = Shot.objects.create(title="start")
+        number = mode.bucket(url_of(shot))
+        if number and cluster.owner(slot_of(number)) is node:
+            found.append(shot)
+        assert shot.pk < 500
+    return found
+
+
+def url_of(shot: Shot) -> str:
+    return f"/api/shot/{shot.pk}/"
+
+
+def slot_of(bucket: int) -> int:
+    return key_slot(mode.tag(bucket).encode())
+
+
+def titles(messages: list[dict], url: str) -> list[str]:
+    return [
+        m["data"]["title"]
+        for m in messages
+        if m["type"] == "update" and m["url"] == url and m.get("data")
+    ]
+
+
+def resynced(messages: list[dict], url: str) -> bool:
+    """A resync of ``url`` (or of everything) was received."""
+    return any(m["type"] == "resync" and m.get("url", url) == url for m in messages)
+
+
+def save(shot: Shot, title: str) -> None:
+    shot.title = title
+    shot.save()
+
+
+def assert_shows_the_database(reader: Reader, saved: dict[str, list[str]]) -> None:
+    """Every save arrived, or the URL was resynced; the last one arrived last."""
+    for url, made in saved.items():
+        arrived = titles(reader.messages, url)
+        assert arrived[-1] == made[-1], (url, arrived)
+        missed = [title for title in made if title not in arrived]
+        assert not missed or resynced(reader.messages, url), (url, missed)
+
+
+def test_a_master_killed_is_followed_and_every_page_ends_up_right(cluster, gateway):
+    victim = cluster.masters[0]
+    shots = shots_on(cluster, victim, 3)
+    urls = [url_of(shot) for shot in shots]
+    versioned = Reader(gateway.ws_url)
+    plain = Reader(gateway.ws_url)
+    held = {}
+    for url in urls:
+        held[url] = versioned.subscribe(url, version=None)["version"]
+        versioned.subscribe(url, version=held[url])
+        plain.subscribe(url)
+    versioned.start(), plain.start()
+    saved: dict[str, list[str]] = {url: [] for url in urls}
+    promoted = threading.Thread(target=cluster.wait_for_promotion, args=(0,))
+    try:
+        cluster.kill_master(0)
+        promoted.start()
+        unhealthy = []
+        round_ = 0
+        # Saves go on while the cluster fails over and the gateway follows.
+        while promoted.is_alive() or not unhealthy or round_ < 3:
+            round_ += 1
+            for shot in shots:
+                save(shot, f"during {round_}")
+                saved[url_of(shot)].append(shot.title)
+            status, body = gateway.get("/health")
+            if status == 503:
+                unhealthy.append(json.loads(body))
+            assert round_ < 100, "the cluster did not fail over"
+            time.sleep(0.1)
+        promoted.join()
+        assert gateway.wait_for_health(200, 15) < 15
+        for shot in shots:
+            save(shot, "final")
+            saved[url_of(shot)].append("final")
+
+        def finals(messages):
+            return all(titles(messages, url)[-1:] == ["final"] for url in urls)
+
+        versioned.wait_for(finals)
+        plain.wait_for(finals)
+    finally:
+        versioned.close()
+        plain.close()
+    assert_shows_the_database(versioned, saved)
+    assert_shows_the_database(plain, saved)
+    assert {"type": "resync"} in plain.messages  # it sent no versions
+    # /health said so while the victim's channels had no subscription.
+    assert unhealthy[0]["reason"] == "redis_subscription_down"
+    assert any("not subscribed" in h.get("detail", "") for h in unhealthy)
+    stats = gateway.get_json("/stats")
+    assert stats["cluster_map_changes"] >= 1
+    assert stats["cluster_channels_moved"] >= 4  # a bucket's models, and more
+    log = gateway.output()
+    new = cluster.masters[0]
+    assert f"to 127.0.0.1:{new.port}" in log.split("slot map changed")[1]
+    assert "resync:" in log
+    print(log)
+    # The promoted replica is another Redis process: a page coming back with a
+    # version from before is resynced (a new epoch), changed or not.
+    returning = Client(gateway.ws_url)
+    try:
+        for url in urls:
+            answer = returning.request(action="subscribe", url=url, version=held[url])
+            assert answer["type"] == "subscribed", answer
+            assert returning.recv() == {
+                "type": "resync",
+                "url": url,
+                "version": answer["version"],
+            }
+    finally:
+        returning.close()
+
+
+def test_a_slot_migrated_is_followed_and_updates_keep_arriving(cluster, gateway):
+    source, target = cluster.masters[0], cluster.masters[1]
+    shot = shots_on(cluster, source, 1)[0]
+    url = url_of(shot)
+    reader = Reader(gateway.ws_url)
+    reader.subscribe(url, version=reader.subscribe(url, version=None)["version"])
+    reader.start()
+    saved = {url: []}
+    try:
+        save(shot, "before")
+        saved[url].append("before")
+        reader.wait_for(lambda messages: "before" in titles(messages, url))
+
+        def halfway():  # the keys are on the target, the slot still the source's
+            save(shot, "halfway")
+            saved[url].append("halfway")
+
+        number = mode.bucket(url)
+        assert cluster.migrate_slot(slot_of(number), target, halfway) >= 2
+        gateway.wait_for_log("slot map changed")
+        assert gateway.wait_for_health(200, 10) < 10
+        save(shot, "after")
+        saved[url].append("after")
+        reader.wait_for(lambda messages: titles(messages, url)[-1:] == ["after"])
+    finally:
+        reader.close()
+    assert_shows_the_database(reader, saved)
+    stats = gateway.get_json("/stats")
+    # The bucket's channels (one per model) went from the source to the target.
+    assert stats["cluster_map_changes"] == 1
+    assert stats["cluster_channels_moved"] == len(conf.model_labels())
+    moved = f"from 127.0.0.1:{source.port} to 127.0.0.1:{target.port}"
+    assert moved in gateway.output(), gateway.output()
+    assert stats["redis_reconnects"] >= 1  # the target's listener, made anew
