@@ -306,9 +306,10 @@ class ClusterServers:
         """Move ``slot`` and its keys to ``target`` (a master); the keys moved.
 
         The steps of ``redis-cli --cluster reshard``: IMPORTING on the target,
-        MIGRATING on the source, MIGRATE each key, then NODE on both and on
-        every other master. ``halfway()`` is called with the keys moved and
-        the slot still the source's (commands on its keys are answered ASK).
+        MIGRATING on the source, MIGRATE each key, then NODE on the target,
+        the source and every other master. ``halfway()`` is called once the
+        target owns the slot and before the source knows (its subscribers have
+        not been told; commands there on the slot's keys are answered ASK).
         """
         source = self.owner(slot)
         with _clients(source, target) as (src, dst):
@@ -320,8 +321,6 @@ class ClusterServers:
                     "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys
                 )
                 moved += len(keys)
-        if halfway is not None:
-            halfway()
         # The target first: then the source, which unsubscribes its channels.
         others = [n for n in self._live_masters() if n not in (source, target)]
         for node in [target, source, *others]:
@@ -329,6 +328,8 @@ class ClusterServers:
                 client.execute_command(
                     "CLUSTER", "SETSLOT", slot, "NODE", target.node_id
                 )
+            if node is target and halfway is not None:
+                halfway()
         return moved
 
     def _live_masters(self) -> list[ClusterNode]:
