@@ -299,3 +299,35 @@ def test_a_promoted_replica_starts_a_new_epoch_for_pages_coming_back(cluster, ga
         }
     finally:
         returning.close()
+
+
+def test_the_sender_follows_a_migrating_slot_and_keeps_each_update_versioned(
+    cluster, cluster_url
+):
+    shot = shots_on(cluster, cluster.masters[0], 1)[0]
+    url = url_of(shot)
+    assert sending.get().flush(5)
+    target = cluster.masters[1]
+    sender = sending.get()
+    plain = sender.stats["plain"]
+
+    def version() -> int:
+        client = cluster.client()
+        try:
+            return int(client.zscore(mode.book_key(mode.bucket(url)), "u:" + url))
+        finally:
+            client.close()
+
+    versions = [version()]
+
+    def halfway():  # the source answers ASK: nothing runs there
+        sender.publish_quietly([shot_update(shot.pk, title="halfway")])
+
+    cluster.migrate_slot(slot_of(mode.bucket(url)), target, halfway)
+    assert sender.flush(5)  # then MOVED: the map read again, sent to the target
+    versions.append(version())
+    sender.publish_quietly([shot_update(shot.pk, title="after")])
+    assert sender.flush(5)
+    versions.append(version())
+    assert versions == sorted(set(versions))  # each update moved the version
+    assert sender.stats["plain"] == plain  # none went without its version

@@ -288,6 +288,7 @@ class ClusterListener:
         """``shares`` without the orphans it still gives to the master that
         dropped them, for ORPHAN_PATIENCE seconds (the node that answered
         ``CLUSTER SLOTS`` may not have heard of the move yet)."""
+        shares = {address: found for address, found in shares.items() if found}
         now = time.monotonic()
         stale = {
             channel
