@@ -96,6 +96,10 @@ class MasterListener(Listener):
     def address(self) -> Address:
         return (self.host, self.port)
 
+    @property
+    def where(self) -> str:
+        return f"{self} (master of a Redis Cluster)"
+
     def _client(self) -> redis.Redis:
         return redis.Redis(
             host=self.host,

@@ -291,12 +291,17 @@ class Listener:
         self._backoff.reset()
         if self._resync_due:
             self._resync_due = False
-            logger.warning("Redis subscription to %s is back", redacted(self.url))
+            logger.warning("Redis subscription to %s is back", self.where)
             self.hooks.resync()
         else:
-            logger.info("subscribed to %s at %s", self.pattern, redacted(self.url))
+            logger.info("subscribed to %s at %s", self.pattern, self.where)
             if self.hooks.subscribed is not None:
                 self.hooks.subscribed()
+
+    @property
+    def where(self) -> str:
+        """Where it subscribes, for log lines (no password)."""
+        return redacted(self.url)
 
     def _down(self) -> None:
         """The subscription ended (any reason); it is retried after a backoff."""
@@ -306,7 +311,7 @@ class Listener:
         log = logger.warning if self._backoff.fresh else logger.debug
         log(
             "Redis subscription at %s lost or refused (%s); retrying in %.1fs",
-            redacted(self.url),
+            self.where,
             error,
             self._backoff.delay,
         )
