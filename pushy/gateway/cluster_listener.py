@@ -365,6 +365,11 @@ class ClusterListener:
         None at start: nothing was missed then).
         """
         first = not self._map
+        if slot_map == self._map and not self.parked.wanted and self._anchored():
+            # The usual periodic check: no channel is looked at.
+            self._settle_orphans(slot_map)
+            self._changed()
+            return False
         before = self._shares()
         self._settle_orphans(slot_map)
         self._map = list(slot_map)
@@ -420,6 +425,9 @@ class ClusterListener:
                     continue
                 leaving.append((channel, fixed, waiter))
         return leaving
+
+    def _anchored(self) -> bool:
+        return all(self.anchors.get(a) in b.wanted for a, b in self.batches.items())
 
     def _anchor(self, address: Address, batch: Batch) -> None:
         """Hold a channel of a slot ``address`` owns, in ``batch`` (anew when
