@@ -197,7 +197,11 @@ class Gateway:
             update = cluster_listener.dispatch_in_bucket(self.versions, self.dispatch)
             hooks = dataclasses.replace(hooks, update=update)
             self.listener: Any = cluster_listener.ClusterListener(
-                redis_url, hooks, controls, **options
+                redis_url,
+                hooks,
+                controls,
+                coverage=self.versions.uncovered,
+                **options,
             )
             self.hub.interest = self.versions.interest = self.listener.interest
         else:

@@ -37,6 +37,10 @@ COUNTERS = {
     "listener_restarts": "Times the Redis listener restarted after an error of its own",
     "shard_batches": "Batches of SSUBSCRIBE/SUNSUBSCRIBE calls sent (Redis Cluster: "
     "channels follow the clients' subscriptions)",
+    "cluster_map_changes": "Times the gateway followed a change of the Redis "
+    "Cluster's slot map (a failover, slots migrated)",
+    "cluster_channels_moved": "Channels the gateway subscribed on another master "
+    "after a change of the Redis Cluster's slot map",
     "session_loads": "Sessions read to learn a connection's user",
     "authorizations": "Authorization questions answered by the site (view runs)",
     "questions_refused": "Authorization questions refused (error busy): too many "

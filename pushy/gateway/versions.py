@@ -250,18 +250,23 @@ class VersionBook:
         others = [c for c in hub.connections if c not in self.clients]
         urls = sorted({url for c in versioned for url in c.urls})
         snapshot = self.lookup(sorted({without_query(u) for u in urls}), resyncs=True)
-        if snapshot is None:
+        if snapshot is None or horizon is None:
+            if snapshot is not None:  # no update and no lookup yet: nothing to compare
+                self.saw_baseline(snapshot.baseline)
+            _log_resync(0, 0, len(others) + len(versioned))
             return others + versioned
-        if horizon is None:  # no update and no lookup yet: nothing to compare
-            self.saw_baseline(snapshot.baseline)
-            return others + versioned
+        told: set[Any] = set()
+        changed = 0
         for url in urls:
             if self.changed_since(snapshot, without_query(url), horizon):
+                changed += 1
                 frame = replies.resync(url, snapshot.baseline)
                 for connection in list(hub.by_url.get(url, ())):
                     if connection in self.clients:
                         connection.send(frame)
+                        told.add(connection)
         self.saw_baseline(snapshot.baseline)
+        _log_resync(changed, len(told), len(others))
         return others
 
     def changed_since(self, snapshot: Snapshot, url: str, horizon: Any) -> bool:
@@ -278,3 +283,13 @@ class VersionBook:
         snapshot = self.lookup([])
         if snapshot is not None:
             self.saw_baseline(snapshot.baseline)
+
+
+def _log_resync(urls: int, versioned: int, everything: int) -> None:
+    """What a resync after an outage (or a new epoch) told the clients."""
+    logger.info(
+        "resync: %d URL%s changed, resynced on %d client%s that sent versions; "
+        "%d client%s told to reload everything",
+        urls, "" if urls == 1 else "s", versioned, "" if versioned == 1 else "s",
+        everything, "" if everything == 1 else "s",
+    )  # fmt: skip
