@@ -406,6 +406,14 @@ def _positive_int(name: str, value: Any, raw: dict) -> Iterator[Error]:
         )
 
 
+def _non_negative_int(name: str, value: Any, raw: dict) -> Iterator[Error]:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        yield _error(
+            10,
+            f"PUSHY_SETTINGS[{name!r}] must be a non-negative int, not {value!r}.",
+        )
+
+
 def _optional_positive_int(name: str, value: Any, raw: dict) -> Iterator[Error]:
     if value is None:
         return
@@ -442,6 +450,7 @@ def _of_value(check: Callable[[Any], Iterable[CheckMessage]]) -> SettingCheck:
 # How each kind of check in pushy.settings_table is done; each yields its errors.
 _CHECKS: dict[str, SettingCheck] = {
     settings_table.POSITIVE_INT: _positive_int,
+    settings_table.NON_NEGATIVE_INT: _non_negative_int,
     settings_table.OPTIONAL_POSITIVE_INT: _optional_positive_int,
     settings_table.POSITIVE_NUMBER: _positive_number,
     settings_table.AT_LEAST_ONE_SECOND: _at_least_one_second,

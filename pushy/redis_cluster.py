@@ -50,14 +50,19 @@ def _sharded(script: str) -> str:
     return sharded
 
 
+# The collection channel's ARGV index: after versions.publish_args' 10.
+COLLECTION_ARG = 11
+
+
 def _to_both(script: str) -> str:
     """The publish script sending to the object's channel (ARGV[2]) and, when
-    ARGV[9] names one, to its collection's (both in the object's slot)."""
+    the argument after ``versions.publish_args``' names one, to its
+    collection's (both in the object's slot)."""
     one = "return {redis.call('SPUBLISH', ARGV[2], body), v}"
     both = (
         "local heard = redis.call('SPUBLISH', ARGV[2], body)\n"
-        "if ARGV[9] ~= '' then\n"
-        "  heard = heard + redis.call('SPUBLISH', ARGV[9], body)\n"
+        f"if ARGV[{COLLECTION_ARG}] ~= '' then\n"
+        f"  heard = heard + redis.call('SPUBLISH', ARGV[{COLLECTION_ARG}], body)\n"
         "end\n"
         "return {heard, v}"
     )
@@ -174,6 +179,10 @@ def tag(number: int) -> str:
 
 def book_key(number: int) -> str:
     return tag(number) + ":version:book"
+
+
+def history_key(number: int) -> str:
+    return tag(number) + ":version:history"
 
 
 def sender_key(number: int, sender: str) -> str:
@@ -293,7 +302,8 @@ def _lookup(
     )
     pipe = cluster.pipeline(transaction=False)
     for number in range(BUCKETS):
-        pipe.zadd(book_key(number), {":last": merged.baseline}, gt=True)
+        baseline = merged.baseline
+        pipe.zadd(book_key(number), {":last": baseline, ":looked": baseline}, gt=True)
     pipe.execute()
     return merged
 
@@ -321,6 +331,24 @@ def _lose(cluster: redis.RedisCluster, channel: str, body: str) -> int:
     return max(floors)
 
 
+def replay(cluster: redis.RedisCluster, url: str, seen: int) -> list[bytes] | None:
+    """The messages about ``url`` after ``seen`` from every bucket's history,
+    in version order; None unless every book's history vouches for the gap
+    (an object's own messages are in its bucket, its collection's members'
+    in any)."""
+    with redis_errors():
+        pipe = cluster.pipeline(transaction=False)
+        for number in range(BUCKETS):
+            keys = (book_key(number), history_key(number))
+            args = versions.replay_args(url, seen)
+            pipe.execute_command("EVAL", versions.REPLAY_SCRIPT, 2, *keys, *args)
+        replies = pipe.execute()
+    if any(not reply or int(reply[0]) != 1 for reply in replies):
+        return None
+    found = [body for reply in replies for body in reply[1:]]
+    return sorted(found, key=versions.version_of)
+
+
 # The publisher's commands ----------------------------------------------------------
 
 
@@ -329,16 +357,16 @@ def publish_command(update: Any, ttl: int, sender: str, seq: str, body: bytes) -
     number = bucket(update.url)
     channel, *collection = channels_of(update)
     args = versions.publish_args(ttl, channel, body, update.url, update.collection, seq)
-    keys = (book_key(number), sender_key(number, sender))
-    return ("EVALSHA", PUBLISH_SHA, 2, *keys, *args, *(collection or [""]))
+    keys = (book_key(number), sender_key(number, sender), history_key(number))
+    return ("EVALSHA", PUBLISH_SHA, 3, *keys, *args, *(collection or [""]))
 
 
 def move_command(ttl: int, sender: str, url: str, collection: str | None) -> tuple:
     """Moves the versions of ``url`` (and its collection) without publishing."""
     number = bucket(url)
     args = versions.publish_args(ttl, "", b"", url, collection, "")
-    keys = (book_key(number), sender_key(number, sender))
-    return ("EVALSHA", PUBLISH_SHA, 2, *keys, *args)
+    keys = (book_key(number), sender_key(number, sender), history_key(number))
+    return ("EVALSHA", PUBLISH_SHA, 3, *keys, *args)
 
 
 def plain_command(update: Any, body: bytes) -> tuple:

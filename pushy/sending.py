@@ -210,6 +210,15 @@ class _Loss:
     def body(self) -> str:
         return resync_request(self.models, sorted(self.reasons))
 
+    def floor_only(self) -> _Loss:
+        """The floors still to move, the resync request being sent (a cluster's
+        book that did not take its ``LOSE_SCRIPT``)."""
+        again = _Loss()
+        again.models.update(self.models)
+        again.reasons |= self.reasons
+        again.publish = False
+        return again
+
 
 class _Attempt:
     """One pipeline: its commands, what each answer means, the answers read."""
@@ -303,6 +312,9 @@ class _Link:
             return self.conn.can_read(0)  # TLS records are not data: ask
         except (redis.ConnectionError, OSError, ValueError):
             return True
+
+    def redirected(self) -> None:
+        """One Redis sends nobody elsewhere (a cluster's link reads its map)."""
 
     def setup(self) -> list[tuple]:
         """Commands sent first: name the connection, load the scripts."""
@@ -725,7 +737,11 @@ class Sender:
             keys: Any = self.id
             make = self._cluster.command
         else:
-            keys, make = (versions.book_key(), versions.sender_key(self.id)), _command
+            keys = (
+                versions.book_key(), versions.sender_key(self.id),
+                versions.history_key(),
+            )  # fmt: skip
+            make = _command
         for item in self.queue:
             if len(attempt.items) >= MAX_BATCH or (only and item.job is not only):
                 break
@@ -754,7 +770,7 @@ class Sender:
                 if self.cluster:  # every other book's floor first
                     *others, last = self._cluster.lose_commands(channel, loss.body())
                     for command in others:
-                        attempt.add(command, ("floor", None))
+                        attempt.add(command, ("floor", loss))
                     attempt.add(last, ("lose", loss, True))
                 else:
                     args = versions.lose_args(None, channel, loss.body())
@@ -814,7 +830,7 @@ class Sender:
         True if anything moved on (the thread backs off when nothing did).
         """
         replies = attempt.replies[attempt.setup :]
-        ran = _last_ran(attempt.meanings, replies)
+        ran = _last_ran(attempt.meanings, replies, self._group)
         loaded = attempt.loaded and len(attempt.replies) >= attempt.setup
         now = time.monotonic()
         notes: list[tuple] = []
@@ -827,7 +843,8 @@ class Sender:
                 reply = replies[position]
                 if isinstance(reply, NoScriptError) and loaded:
                     reply = ScriptRefused(f"{reply} (after SCRIPT LOAD)")
-                self._answer(meaning, reply, position < ran, now, notes)
+                stranded = _stranded(meaning, position, ran, self._group)
+                self._answer(meaning, reply, stranded, now, notes)
             for item in attempt.items:
                 item.taken = False
             if error is not None:  # a publish() that cannot have reached Redis
@@ -849,6 +866,9 @@ class Sender:
         """One answer. Whatever changes what the next attempt sends is progress."""
         kind, detail = meaning[0], meaning[1]
         failed = isinstance(reply, Exception)
+        if failed and self.cluster and self._cluster.redirected(reply):
+            self._redirected(meaning, reply, stranded, notes)
+            return
         oom = out_of_memory(reply)
         if not failed or (oom and self.writes_ok):
             self.moved += 1
@@ -873,6 +893,31 @@ class Sender:
             self.moved += 1
             if kind == "move":
                 self.unversioned.clear()
+
+    def _redirected(
+        self, meaning: tuple, reply: Exception, stranded: bool, notes: list
+    ) -> None:
+        """The cluster did not run the command on that master (a failover, a
+        slot migrating or migrated): it goes again, on the master the slot map
+        names once read again. Nothing ran, so an update keeps its number,
+        unless a later one of its bucket ran (then it goes plainly, as after
+        NOSCRIPT)."""
+        self.link.redirected()
+        if self._cluster.moved(reply):
+            self.moved += 1  # the map read again sends it right: no backoff
+        kind, detail = meaning[0], meaning[1]
+        if kind == "update" and stranded:
+            self._go_plain(detail, reply, stranded, notes)
+        elif kind == "count":
+            self.owed_counts[detail] += meaning[2]
+        elif kind in ("lose", "floor"):
+            self.lose_after = 0.0
+            self._owe_loss(detail if kind == "lose" else detail.floor_only())
+        # An update not stranded stays queued; a move stays in ``unversioned``.
+
+    def _group(self, item: _Item) -> int:
+        """Updates whose sends share a sender key (a cluster's: one per bucket)."""
+        return redis_cluster.bucket(item.update.url) if self.cluster else 0
 
     def _answer_update(
         self, item: _Item, reply: Any, stranded: bool, now: float, notes: list
@@ -973,7 +1018,7 @@ class Sender:
         return [("late", episode)] if episode.confirmed else []
 
 
-def _command(item: _Item, ttl: int, keys: tuple[str, str]) -> tuple:
+def _command(item: _Item, ttl: int, keys: tuple[str, ...]) -> tuple:
     update = item.update
     if item.mode == VERSIONED:
         args = versions.publish_args(
@@ -986,13 +1031,20 @@ def _command(item: _Item, ttl: int, keys: tuple[str, str]) -> tuple:
     return ("PUBLISH", update.channel, update.encode())
 
 
-def _last_ran(meanings: list[tuple], replies: list[Any]) -> int:
-    """The position of the last update whose script ran (-1: none)."""
-    last = -1
+def _last_ran(meanings: list[tuple], replies: list[Any], group: Any) -> dict[int, int]:
+    """Per ``group`` of updates, the position of the last one whose script ran."""
+    last = {}
     for position, reply in enumerate(replies):
-        if meanings[position][0] == "update" and isinstance(reply, list):
-            last = position
+        meaning = meanings[position]
+        if meaning[0] == "update" and isinstance(reply, list):
+            last[group(meaning[1])] = position
     return last
+
+
+def _stranded(meaning: tuple, position: int, ran: dict, group: Any) -> bool:
+    """Whether a later update sharing the sender key of this one's ran: the
+    script would skip this one as a repeat now (PUBLISH_SCRIPT's ``seq``)."""
+    return meaning[0] == "update" and position < ran.get(group(meaning[1]), -1)
 
 
 def _patience(step: float, deadline: float | None) -> float:

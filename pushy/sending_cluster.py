@@ -14,6 +14,7 @@ import select
 from typing import Any
 
 import redis
+from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
 
 from pushy import redis_cluster, sending, versions
 
@@ -28,6 +29,18 @@ def command(item: Any, ttl: int, sender: str) -> tuple:
     if item.mode == sending.PLAIN_BARE:
         update = update.replace(data=None)
     return redis_cluster.plain_command(update, update.encode())
+
+
+def redirected(reply: object) -> bool:
+    """Whether the cluster refused to run a command where it was sent: MOVED
+    (the slot has another master: a failover, a migration done), ASK or
+    TRYAGAIN (the slot is migrating), CLUSTERDOWN (no master for it yet)."""
+    return isinstance(reply, (AskError, TryAgainError, ClusterDownError))
+
+
+def moved(reply: object) -> bool:
+    """A MOVED answer: reading the slot map again sends the command right."""
+    return isinstance(reply, MovedError)
 
 
 def lose_commands(channel: str, body: str) -> list[tuple]:
@@ -49,6 +62,10 @@ class ClusterLink:
 
     A set-up command (``CLIENT SETNAME``, ``SCRIPT LOAD``) goes to every master;
     its answer is the first refusal among theirs, else the last one.
+
+    The slot map is read again before connecting anew (a connection failed: a
+    master may have died and its replica taken over) and after the cluster
+    sent a command elsewhere (``redirected()``).
     """
 
     def __init__(self, name: str) -> None:
@@ -62,11 +79,17 @@ class ClusterLink:
         self.poller: Any = None
         self.fresh = False  # no answer read yet
         self.load = True  # load the script before the next batch
+        self.remap = False  # read the slot map before connecting again
 
     def drop(self) -> None:
         conns, self.conns, self.poller = self.conns, {}, None
+        self.remap = True
         for conn in conns.values():
             conn.disconnect()
+
+    def redirected(self) -> None:
+        """The cluster sent a command elsewhere: read the map, connect anew."""
+        self.remap = True
 
     def ready(self, timeout: float) -> None:
         """A connection to each master (all anew if any is gone or stale)."""
@@ -74,12 +97,17 @@ class ClusterLink:
         if client is not self.client:
             self.drop()
             self.client = client
-        if self.conns and not self._stale():
+            self.remap = False  # a new client has just read the map
+        if self.conns and not self.remap and not self._stale():
             self.fresh = False
             return
+        remap = self.remap
         self.drop()
         with redis_cluster.redis_errors():
+            if remap:
+                client.nodes_manager.initialize()
             self._connect(client, timeout)
+        self.remap = False
         self.fresh = self.load = True
 
     def _connect(self, client: redis.RedisCluster, timeout: float) -> None:
@@ -135,7 +163,7 @@ class ClusterLink:
         with redis_cluster.redis_errors():
             name = slots.get_node_from_slot(slot).name
         conn = self.conns.get(name)
-        if conn is None:  # a master unknown when connecting: no resharding yet
+        if conn is None:  # the map changed since connecting: read it, reconnect
             raise redis.ConnectionError(f"slot {slot} is on {name}, not connected")
         return conn
 

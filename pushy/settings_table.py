@@ -17,6 +17,7 @@ from typing import Any
 
 # How a value is checked: the names pushy.checks maps to its check functions.
 POSITIVE_INT = "positive int"
+NON_NEGATIVE_INT = "non-negative int"
 OPTIONAL_POSITIVE_INT = "positive int or None"
 POSITIVE_NUMBER = "positive number"
 AT_LEAST_ONE_SECOND = "positive number, at least 1"
@@ -229,6 +230,18 @@ SETTINGS: tuple[Setting, ...] = (
         24 * 60 * 60,
         POSITIVE_INT,
         "Seconds a URL's version is kept in Redis after its last change.",
+    ),
+    Setting(
+        "HISTORY_LENGTH",
+        1000,
+        NON_NEGATIVE_INT,
+        "Updates kept per version book for returning clients to replay; 0: none.",
+    ),
+    Setting(
+        "HISTORY_SECONDS",
+        120,
+        POSITIVE_INT,
+        "Seconds an update stays in the replay history at most.",
     ),
     Setting(
         "PUBLISH_TIMEOUT",

@@ -12,6 +12,9 @@ Everything the comparison depends on lives in one sorted set, the *book*
 - ``u:<url>``: the URL's latest version (entries older than ``VERSION_TTL`` by
   Redis' clock are pruned a few at a time by the publish script);
 - ``:last``: the last version given out;
+- ``:given``: the last version given to an update (where the history starts);
+- ``:looked``: the last baseline a lookup gave (with ``:given``, tells whether
+  something else moved ``:last``: a release without the history);
 - ``:epoch:<run_id>:<floor>`` at score -1: the counting now in force began at
   version ``floor`` on the Redis process ``run_id``.
 
@@ -80,28 +83,79 @@ end
 local function last_or(floor)
   return tonumber(redis.call('ZSCORE', book, ':last')) or floor
 end
+-- Where a history of this book may start: after ":given", the last version
+-- given to an update by this script; or after ":last" when something else
+-- moved it past both ":given" and ":looked" (a lookup's): a publisher or a
+-- gateway of an earlier release, whose updates no history holds.
+local function history_start(last)
+  local given = tonumber(redis.call('ZSCORE', book, ':given')) or last
+  local looked = tonumber(redis.call('ZSCORE', book, ':looked')) or 0
+  if last > math.max(given, looked) then return last, true end
+  return given, false
+end
 -- A new epoch: the floor passes the clock, the last version and ``above``.
 local function new_epoch(above, jump)
   local last = tonumber(redis.call('ZSCORE', book, ':last')) or 0
   local floor = math.max(now, last + 1, above + 1) + jump
   redis.call('ZREMRANGEBYSCORE', book, -1, -1)
   redis.call('ZADD', book, -1, ':epoch:' .. run_id() .. ':' .. fmt(floor),
-             floor, ':last')
+             floor, ':last', floor, ':given')
   return floor
 end
 """
 
-# Lua: KEYS = book, sender; ARGV = ttl, channel, body, url, collection or '',
-# seq or '', jump, prune batch. The body is the update's JSON object; the
-# version is added as its last member. ``seq`` numbers a publisher's sends: a
-# send that repeats one Redis already ran (a retry after a timeout) is skipped,
-# so an update is delivered once and never after a later one of the same
-# publisher. An empty channel only moves the versions (nothing is published).
+# Lua, the publish script's history (KEYS[3]): a sorted set of the messages
+# published, by version, each stored as "<url>\n<collection>\n<body>", and the
+# member ":since", scored S: every message with a version above S is in it.
+# A history that is new, expired or evicted starts at the last version given
+# to an update before (the book's ":given"; lookups move ":last" past it
+# without one), since what came earlier is not in it; trimming (by count, by age)
+# moves S up to the last version removed; versions moved without a message
+# (nothing to replay) move S to theirs. So S tells a replay whether the
+# history holds all of a gap, whatever Redis dropped (REPLAY_SCRIPT).
+_HISTORY = """
+local history = KEYS[3]
+local function history_gap(v)
+  redis.call('DEL', history)
+  redis.call('ZADD', history, v, ':since')
+end
+local function history_add(v, given, body, keep, seconds)
+  -- NX: ":since" only where there was no history (new, expired, evicted).
+  local added = redis.call('ZADD', history, 'NX', fmt(given), ':since',
+                           v, ARGV[4] .. '\\n' .. ARGV[5] .. '\\n' .. body)
+  -- Ranks: 0 is ":since" (the lowest score), then the messages, oldest first.
+  -- Trimmed in batches (up to an eighth of ``keep`` over it, at most 32), and
+  -- by age one publish in 8, as the book is pruned: a few commands per publish.
+  local drop = redis.call('ZCARD', history) - 1 - keep
+  if drop < math.min(32, math.floor(keep / 8) + 1) then drop = 0 end
+  if added == 2 or tonumber(v) % 8 == 0 then
+    drop = math.max(drop, redis.call('ZCOUNT', history, '-inf',
+                                     '(' .. fmt(now - seconds * 1000000)) - 1)
+    redis.call('EXPIRE', history, seconds * 2)
+  end
+  if drop > 0 then
+    local edge = redis.call('ZRANGE', history, drop, drop, 'WITHSCORES')
+    redis.call('ZREMRANGEBYRANK', history, 0, drop)
+    redis.call('ZADD', history, edge[2], ':since')
+  end
+end
+"""
+
+# Lua: KEYS = book, sender, history; ARGV = ttl, channel, body, url,
+# collection or '', seq or '', jump, prune batch, history length (0: none),
+# history seconds. The body is the update's JSON object; the version is added
+# as its last member, and the message is kept in the history (``_HISTORY``).
+# ``seq`` numbers a publisher's sends: a send that repeats one Redis already
+# ran (a retry after a timeout) is skipped, so an update is delivered once and
+# never after a later one of the same publisher. An empty channel only moves
+# the versions (nothing is published).
 # Returns {receivers, version}, or {-1, 0} for a repeat.
 PUBLISH_SCRIPT = (
     _PRELUDE
+    + _HISTORY
     + """
 local ttl = tonumber(ARGV[1])
+local keep = tonumber(ARGV[9])
 if ARGV[6] ~= '' then
   local seq = tonumber(ARGV[6])
   if seq <= (tonumber(redis.call('GET', KEYS[2])) or 0) then return {-1, 0} end
@@ -110,6 +164,13 @@ end
 local _, floor = epoch()
 if not floor then floor = new_epoch(0, 0) end
 local last = last_or(floor)
+-- Read before pruning (which may take ":given" after a quiet day).
+local given = last
+if keep > 0 then
+  local unknown
+  given, unknown = history_start(last)
+  if unknown then redis.call('DEL', KEYS[3]) end
+end
 local version = math.max(last + 1, now)
 if version % 8 == 0 then  -- one publish in 8 prunes up to a batch
   local old = redis.call('ZRANGEBYSCORE', book, 0,
@@ -118,12 +179,17 @@ if version % 8 == 0 then  -- one publish in 8 prunes up to a batch
 end
 local v = fmt(version)
 if ARGV[5] ~= '' then
-  redis.call('ZADD', book, v, ':last', v, 'u:' .. ARGV[4], v, 'u:' .. ARGV[5])
+  redis.call('ZADD', book, v, ':last', v, ':given', v, 'u:' .. ARGV[4],
+             v, 'u:' .. ARGV[5])
 else
-  redis.call('ZADD', book, v, ':last', v, 'u:' .. ARGV[4])
+  redis.call('ZADD', book, v, ':last', v, ':given', v, 'u:' .. ARGV[4])
 end
-if ARGV[2] == '' then return {0, v} end
+if ARGV[2] == '' then
+  if keep > 0 then history_gap(v) end
+  return {0, v}
+end
 local body = string.sub(ARGV[3], 1, -2) .. ',"version":' .. v .. '}'
+if keep > 0 then history_add(v, given, body, keep, tonumber(ARGV[10])) end
 return {redis.call('PUBLISH', ARGV[2], body), v}
 """
 )
@@ -150,7 +216,7 @@ if horizon > last then
   last = floor
 end
 local baseline = fmt(math.max(last, now))
-redis.call('ZADD', book, baseline, ':last')
+redis.call('ZADD', book, baseline, ':last', baseline, ':looked')
 local result = {baseline, fmt(floor), fmt(now)}
 for i = 4, #ARGV do
   local v = redis.call('ZSCORE', book, 'u:' .. ARGV[i])
@@ -176,10 +242,44 @@ return fmt(floor)
 """
 )
 
+# Lua: KEYS = book, history; ARGV = seen, url. The messages about ``url`` (its
+# own, or as their collection) published after version ``seen``, oldest first,
+# after a 1; or {0} when the history cannot vouch for the whole gap: ``seen``
+# is from another epoch or Redis process, or past the last version given out,
+# or older than what the history holds (its ":since" above it; without a
+# history, an update given a version after it).
+REPLAY_SCRIPT = (
+    _PRELUDE
+    + """
+local seen = tonumber(ARGV[1])
+local run, floor = epoch()
+if not floor or run ~= run_id() or seen < floor or seen > last_or(floor) then
+  return {0}
+end
+local start = history_start(last_or(floor))
+-- No history (none kept yet, expired, evicted): it would start at ":given".
+local since = redis.call('ZSCORE', KEYS[2], ':since') or start
+if tonumber(since) > seen then return {0} end
+-- The last update given a version must be in it: publishers that keep no
+-- history (HISTORY_LENGTH 0, an earlier release) still give versions.
+local newest = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')[2] or since
+if tonumber(newest) < start then return {0} end
+local found = {1}
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. fmt(seen), '+inf')) do
+  local a = string.find(m, '\\n', 1, true)
+  local b = string.find(m, '\\n', a + 1, true)
+  if string.sub(m, 1, a - 1) == ARGV[2] or string.sub(m, a + 1, b - 1) == ARGV[2] then
+    found[#found + 1] = string.sub(m, b + 1)
+  end
+end
+return found
+"""
+)
+
 # Each script's SHA1, as EVALSHA names it (``call()``).
 _SHAS = {
     script: hashlib.sha1(script.encode()).hexdigest()
-    for script in (PUBLISH_SCRIPT, LOOKUP_SCRIPT, LOSE_SCRIPT)
+    for script in (PUBLISH_SCRIPT, LOOKUP_SCRIPT, LOSE_SCRIPT, REPLAY_SCRIPT)
 }
 
 # Bytes the publish script may add to a body (',"version":' and 16 digits).
@@ -202,6 +302,11 @@ def sender_key(sender: str) -> str:
     return prefix() + "sender:" + sender
 
 
+def history_key() -> str:
+    """The sorted set of recent messages, for returning clients (``_HISTORY``)."""
+    return prefix() + "history"
+
+
 def url_member(url: str) -> str:
     return "u:" + url
 
@@ -209,8 +314,12 @@ def url_member(url: str) -> str:
 def publish_args(
     ttl: int, channel: str, body: bytes, url: str, collection: str | None, seq: str
 ) -> list:
-    """ARGV for PUBLISH_SCRIPT (KEYS: ``book_key()``, ``sender_key(...)``)."""
-    return [ttl, channel, body, url, collection or "", seq, JUMP, PRUNE_BATCH]
+    """ARGV for PUBLISH_SCRIPT (KEYS: ``book_key()``, ``sender_key(...)``,
+    ``history_key()``)."""
+    return [
+        ttl, channel, body, url, collection or "", seq, JUMP, PRUNE_BATCH,
+        conf.get("HISTORY_LENGTH"), conf.get("HISTORY_SECONDS"),
+    ]  # fmt: skip
 
 
 def lookup_args(urls: list[str], horizon: int | None = None) -> list:
@@ -241,12 +350,13 @@ def load(script: str) -> tuple:
     return ("SCRIPT LOAD", script)
 
 
-def run(client: redis.Redis, script: str, args: list) -> Any:
-    """Run a version script (KEYS: ``book_key()``) in a round trip of its own:
-    ``call()``, then ``load()`` and the call again if Redis answers NOSCRIPT.
-    (The sender pipelines ``call()`` and ``load()`` itself: pushy/sending.py.)
+def run(client: redis.Redis, script: str, args: list, keys: Sequence[str] = ()) -> Any:
+    """Run a version script (KEYS: ``keys``, by default ``book_key()``) in a
+    round trip of its own: ``call()``, then ``load()`` and the call again if
+    Redis answers NOSCRIPT. (The sender pipelines ``call()`` and ``load()``
+    itself: pushy/sending.py.)
     """
-    command = call(script, [book_key()], args)
+    command = call(script, keys or [book_key()], args)
     try:
         return client.execute_command(*command)
     except NoScriptError:
@@ -278,6 +388,31 @@ def lose(
 
         return redis_cluster.lose(client, channel, body)
     return int(run(client, LOSE_SCRIPT, lose_args(expected, channel, body)))
+
+
+def replay_args(url: str, seen: int) -> list:
+    """ARGV for REPLAY_SCRIPT (KEYS: ``book_key()``, ``history_key()``)."""
+    return [seen, url]
+
+
+def replay(client: redis.Redis, url: str, seen: int) -> list[bytes] | None:
+    """The messages about ``url`` (its own, or its members' as a collection)
+    published after version ``seen``, oldest first; None when the history
+    cannot vouch that it holds all of them (see REPLAY_SCRIPT)."""
+    if _is_cluster(client):
+        from pushy import redis_cluster
+
+        return redis_cluster.replay(client, url, seen)
+    keys = [book_key(), history_key()]
+    reply = run(client, REPLAY_SCRIPT, replay_args(url, seen), keys)
+    if not reply or int(reply[0]) != 1:
+        return None
+    return list(reply[1:])
+
+
+def version_of(body: bytes) -> int:
+    """The version a published message carries (the script adds it last)."""
+    return int(body[body.rindex(b":") + 1 : -1])
 
 
 def _is_cluster(client: object) -> bool:

@@ -157,12 +157,19 @@ def test_authorize_must_be_callable():
         ("PUBLISH_TIMEOUT", 0),
         ("PUBLISH_TIMEOUT", -0.05),
         ("PUBLISH_TIMEOUT", "0.05"),
+        ("HISTORY_LENGTH", -1),
+        ("HISTORY_LENGTH", True),
+        ("HISTORY_SECONDS", 0),
     ],
 )
 def test_limits_have_the_right_type(key, value):
     (error,) = pushy_errors(**{key: value})
     assert error.id == "pushy.E010"
     assert key in error.msg
+
+
+def test_a_history_of_no_updates_is_allowed():
+    assert pushy_errors(HISTORY_LENGTH=0) == []
 
 
 def test_debug_must_be_bool():

@@ -111,26 +111,60 @@ def test_saves_reach_object_and_collection_subscribers_through_every_master(
         collection.close()
 
 
-def test_resubscribes_with_versions_are_answered_per_url(cluster_gateway):
-    made = shots(6)
+def away_while_changed(gateway, made, *changed) -> dict[str, int]:
+    """Versions a client held of ``made`` and their collection, then left
+    while ``changed`` (shots) were saved, in that order."""
     urls = [f"/api/shot/{shot.pk}/" for shot in made]
-    first = Client(cluster_gateway.ws_url)
+    first = Client(gateway.ws_url)
     held = {url: subscribe(first, url)["version"] for url in [*urls, "/api/shot/"]}
     first.close()
-    changed = made[3]
-    changed.title = "changed"
-    changed.save()
+    for n, shot in enumerate(changed):
+        shot.title = f"changed {n}"
+        shot.save()
+    return held
+
+
+def test_resubscribes_with_versions_are_sent_what_they_missed(cluster_gateway):
+    made = shots(6)
+    held = away_while_changed(cluster_gateway, made, made[3], made[1], made[3])
     again = Client(cluster_gateway.ws_url)
     try:
-        for url in urls:
-            answer = subscribe(again, url, held[url])
-            if url == f"/api/shot/{changed.pk}/":
-                assert again.recv() == {
-                    "type": "resync",
-                    "url": url,
-                    "version": answer["version"],
-                }
-        # The collection changed through a member, whichever book holds it.
+        # Each changed object's own, in order; the others nothing.
+        expected = {made[3].pk: ["changed 0", "changed 2"], made[1].pk: ["changed 1"]}
+        for shot in made:
+            url = f"/api/shot/{shot.pk}/"
+            subscribe(again, url, held[url])
+            titles = expected.get(shot.pk, [])
+            assert [again.recv()["data"]["title"] for _ in titles] == titles
+        # Sent already as the objects': the collection adds nothing.
+        subscribe(again, "/api/shot/", held["/api/shot/"])
+        assert again.request(action="ping") == {"type": "pong"}, "no resync"
+        # The collection alone: its members, from whichever books, in order.
+        alone = Client(cluster_gateway.ws_url)
+        subscribe(alone, "/api/shot/", held["/api/shot/"])
+        missed = [alone.recv() for _ in range(3)]
+        alone.close()
+        assert [m["data"]["title"] for m in missed] == [
+            f"changed {n}" for n in range(3)
+        ]
+        assert cluster_gateway.get_json("/stats")["version_resyncs"] == 0
+    finally:
+        again.close()
+
+
+def test_a_gap_past_the_history_is_a_resync_on_the_cluster(cluster_gateway, settings):
+    settings.PUSHY_SETTINGS = {**settings.PUSHY_SETTINGS, "HISTORY_LENGTH": 2}
+    made = shots(1)
+    url = f"/api/shot/{made[0].pk}/"
+    held = away_while_changed(cluster_gateway, made, *made * 3)  # one book: 3 > 2
+    again = Client(cluster_gateway.ws_url)
+    try:
+        answer = subscribe(again, url, held[url])
+        assert again.recv() == {
+            "type": "resync",
+            "url": url,
+            "version": answer["version"],
+        }
         answer = subscribe(again, "/api/shot/", held["/api/shot/"])
         assert again.recv()["type"] == "resync"
         subscribe(again, "/api/shot/", answer["version"])

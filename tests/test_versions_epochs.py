@@ -32,7 +32,7 @@ def store(pushy_redis, settings):
 
 
 def publish(store, url, *, seq="", sender="s1", collection=None, channel="c", ttl=TTL):
-    keys = [versions.book_key(), versions.sender_key(sender)]
+    keys = [versions.book_key(), versions.sender_key(sender), versions.history_key()]
     args = versions.publish_args(ttl, channel, b'{"a":1}', url, collection, seq)
     count, version = store.eval(versions.PUBLISH_SCRIPT, len(keys), *keys, *args)
     return int(count), int(version)

@@ -15,6 +15,7 @@ order and it never has more than one question waiting.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from pushy.gateway.interest import Interest
     from pushy.gateway.permissions import Authorizer
     from pushy.gateway.presence import Presence
+    from pushy.gateway.replay import Replay
     from pushy.gateway.shared import Shared
     from pushy.gateway.versions import VersionBook
 
@@ -58,12 +60,15 @@ class ClientActions:
         authorizer: Authorizer,
         presence: Presence | None = None,
         interest: Interest | None = None,
+        replay: Replay | None = None,
     ) -> None:
         self.limits, self.stats = shared.limits, shared.stats
         self.hub, self.versions, self.authorizer = hub, versions, authorizer
         self.presence = presence
         # Redis Cluster: a subscribe is answered once its channels are held.
         self.interest = interest
+        # Reads what a returning client missed (replay.py); None: resyncs only.
+        self.replay = replay
         # One line per refused subscription, but no faster than one a second.
         self._refusals = Throttled(logger, interval=1.0)
 
@@ -89,6 +94,8 @@ class ClientActions:
             self.error(connection, "invalid", "url must be a URL string", url)
             return
         self.hub.unsubscribe(connection, url)
+        if self.replay is not None:
+            self.replay.reaching(connection, url, None)
         connection.send(replies.unsubscribed(url))
 
     def subscribe_request(
@@ -103,6 +110,8 @@ class ClientActions:
         if hint is not False and _hint_problem(connection, url, hint, self.error):
             return
         if "version" not in request:  # protocol v1
+            if self.replay is not None:
+                self.replay.reaching(connection, url, None)
             self.subscribe(connection, url, join=join, object_only=hint)
             return
         seen = request["version"]
@@ -161,10 +170,19 @@ class ClientActions:
             if not allowed:
                 connection.wait_for(self.forbidden, connection, url)
                 return
-            self.hub.subscribe(connection, url, object_only)
+            self._register(connection, url, seen, object_only)
         elif not object_only:  # said of it before: no longer only an object
             self.hub.subscribe(connection, url)
         self._answer(connection, url, versioned, seen, join)
+
+    def _register(
+        self, connection: Connection, url: str, seen: int | None, object_only: bool
+    ) -> None:
+        """Subscribe ``connection`` to ``url``; when it comes back with a version
+        to replay from, hold what reaches it until the replay is read."""
+        if seen is not None and self.replay is not None and self.replay.enabled:
+            connection.hold()
+        self.hub.subscribe(connection, url, object_only)
 
     def _ask_and_subscribe(
         self,
@@ -186,7 +204,7 @@ class ClientActions:
         if not allowed:
             self.forbidden(connection, url)
             return
-        self.hub.subscribe(connection, url, object_only)
+        self._register(connection, url, seen, object_only)
         self._answer(connection, url, versioned, seen, join)
 
     def _answer(
@@ -228,15 +246,42 @@ class ClientActions:
     def _answer_versioned(
         self, connection: Connection, url: str, seen: int | None, join: bool = False
     ) -> None:
-        if self._held(url):
-            frames = self.versions.subscribed(connection, url, seen)
-        else:  # no version: this client reloads, and again at the resync to come
-            self.versions.clients.discard(connection)
-            frames = [replies.subscribed(url)]
-        for frame in frames:
-            connection.send(frame)
+        # Held since the subscription was registered (_register), if it was
+        # just now: the answer and the missed updates go out before the rest.
+        holding = connection.holding
+        frames: list[bytes] = []
+        try:
+            if self._held(url):
+                missed = functools.partial(self._missed, connection, url)
+                answer = self.versions.subscribed(connection, url, seen, missed)
+                frames, current = answer
+                if self.replay is not None:
+                    self.replay.reaching(connection, url, seen if current else None)
+            else:  # no version: this client reloads, and again at the resync to come
+                self.versions.clients.discard(connection)
+                frames = [replies.subscribed(url)]
+        finally:
+            if holding:
+                connection.release(frames)
+        if not holding:
+            for frame in frames:
+                connection.send(frame)
         if join:
             self._join(connection, url)
+
+    def _missed(self, connection: Connection, url: str, seen: int) -> list | None:
+        """The updates of ``url`` the client missed after ``seen`` (None: resync
+        it). Only while the connection holds what it is sent: otherwise live
+        ones may already have gone out ahead of them (a resubscribe, a hold
+        given up), and the client resyncs."""
+        missed = None
+        if connection.holding and self.replay is not None:
+            missed = self.replay.missed(connection, url, seen)
+            if not connection.holding:  # given up while it was read: too late
+                missed = None
+        if missed is None:
+            self.stats.version_resyncs += 1
+        return missed
 
     def _join(self, connection: Connection, url: str) -> None:
         """Present ``connection`` on ``url`` as its person (in a greenlet: the

@@ -74,6 +74,9 @@ class Endpoints:
         if reason is None:
             return "200 OK", {"status": "ok", "redis": True}
         body = {"status": "unavailable", "redis": False, "reason": reason}
+        detail = getattr(self.listener, "detail", None)  # a cluster's (what moved)
+        if reason == "redis_subscription_down" and detail:
+            body["detail"] = detail
         return "503 Service Unavailable", body
 
     def answer(self, environ: dict) -> bytes:

@@ -19,10 +19,16 @@ object or collection.
 - ``ready(url)`` waits until the URL's channels are confirmed: the gateway
   answers a subscribe (and looks its version up) only then, so no update
   published after the answer can miss this gateway.
+- When the slot map changes (``cluster_listener``: a failover, a migrated
+  slot) a channel leaves its old master's batch (``release``: Redis dropped it
+  already, or the master is gone) for the new owner's (``adopt``), its waiters
+  with it: a subscribe waits for the new owner's confirmation. Until the new
+  owner is known the channel is *parked* in a batch no listener sends.
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import time
 from collections.abc import Callable, Iterable
@@ -41,13 +47,22 @@ class Batch:
     """One master's channels: wanted, confirmed, and the commands not yet sent."""
 
     def __init__(
-        self, fixed: Iterable[str] = (), notify: Callable[[], object] = lambda: None
+        self,
+        fixed: Iterable[str] = (),
+        notify: Callable[[], object] = lambda: None,
+        parked: bool = False,
     ) -> None:
         self.fixed = set(fixed)  # always held (control channels, the anchor)
         self.wanted: set[str] = set(self.fixed)
         self.confirmed: set[str] = set()
         self.to_add: set[str] = set()
         self.to_remove: set[str] = set()
+        # SUNSUBSCRIBEs sent, not yet answered: an answer for any other channel
+        # is Redis' own (its slot left the node).
+        self.unsubscribing: collections.Counter[str] = collections.Counter()
+        # No listener: channels waiting for their slot's new owner to be known
+        # (their waiters wait on, for that owner's confirmation).
+        self.parked = parked
         self.waiters: dict[str, gevent.event.Event] = {}
         self.live = False  # the listener holds its subscription
         # A confirmation did not come in time: the listener starts over.
@@ -73,19 +88,48 @@ class Batch:
             self.to_remove.add(channel)
             self.notify()
 
+    def fix(self, channel: str) -> None:
+        """Hold ``channel`` always (a control channel, the anchor)."""
+        self.fixed.add(channel)
+        self.add(channel)
+
     def wait(self, channel: str, timeout: float) -> bool:
         """Whether ``channel`` is confirmed within ``timeout`` (at once when the
         listener is down: its resubscription resyncs every client)."""
-        if channel in self.confirmed or not self.live:
+        if channel in self.confirmed or not (self.live or self.parked):
             return True
         event = self.waiters.get(channel)
         if event is None:
             event = self.waiters[channel] = gevent.event.Event()
-        if event.wait(timeout) or not self.live:
+        if event.wait(timeout) or not (self.live or self.parked):
             return True
+        if self.parked or channel not in self.wanted:
+            return False  # moved on: its new owner's listener resyncs
         self.stuck = True  # the listener starts over (and resyncs)
         self.notify()
         return False
+
+    def release(self, channel: str) -> tuple[bool, gevent.event.Event | None]:
+        """``channel`` leaves this master (its slot moved: Redis dropped it, or
+        the master is gone): forgotten with no command. Whether it was fixed,
+        and its waiter (handed to the new owner's batch, ``adopt``)."""
+        fixed = channel in self.fixed
+        for found in (self.fixed, self.wanted, self.confirmed, self.to_add):
+            found.discard(channel)
+        self.to_remove.discard(channel)
+        return fixed, self.waiters.pop(channel, None)
+
+    def adopt(
+        self, channel: str, fixed: bool, waiter: gevent.event.Event | None
+    ) -> None:
+        """``channel`` comes from another master's batch (``release``)."""
+        if fixed:
+            self.fixed.add(channel)
+        self.add(channel)
+        if waiter is not None:
+            mine = self.waiters.setdefault(channel, waiter)
+            if mine is not waiter:
+                mine.rawlink(lambda _: waiter.set())
 
     # What the listener does -------------------------------------------------
 
@@ -96,6 +140,7 @@ class Batch:
         """The SSUBSCRIBE and SUNSUBSCRIBE calls due, channels grouped by slot."""
         adds, removes = by_slot(self.to_add), by_slot(self.to_remove)
         self.confirmed.difference_update(self.to_remove)
+        self.unsubscribing.update(self.to_remove)
         self.to_add, self.to_remove = set(), set()
         return adds, removes
 
@@ -103,6 +148,7 @@ class Batch:
         """A new connection: every wanted channel to subscribe, by slot."""
         self.live = self.stuck = False
         self.confirmed.clear()
+        self.unsubscribing.clear()
         self.to_add, self.to_remove = set(), set()
         return by_slot(self.wanted)
 
@@ -116,6 +162,16 @@ class Batch:
         if event is not None:
             event.set()
 
+    def unsubscribed(self, channel: str) -> bool:
+        """Redis confirmed an SUNSUBSCRIBE of ``channel``: whether we sent it
+        (False: Redis dropped the channel, its slot having left the node)."""
+        if self.unsubscribing[channel] <= 0:
+            return False
+        self.unsubscribing[channel] -= 1
+        if not self.unsubscribing[channel]:
+            del self.unsubscribing[channel]
+        return True
+
     def joined(self) -> None:
         self.live = True
 
@@ -123,6 +179,7 @@ class Batch:
         """The connection is gone: nobody waits for its confirmations."""
         self.live = False
         self.confirmed.clear()
+        self.unsubscribing.clear()
         waiters, self.waiters = self.waiters, {}
         for event in waiters.values():
             event.set()

@@ -106,10 +106,11 @@ class Liveness:
 
 
 class Backoff:
-    """Delays between attempts: doubling from FIRST_BACKOFF up to MAX_BACKOFF."""
+    """Delays between attempts: doubling from FIRST_BACKOFF up to ``cap``."""
 
-    def __init__(self) -> None:
+    def __init__(self, cap: float = MAX_BACKOFF) -> None:
         self.delay = FIRST_BACKOFF
+        self.cap = cap
 
     @property
     def fresh(self) -> bool:
@@ -119,7 +120,7 @@ class Backoff:
     def next(self) -> float:
         """The delay before the next attempt (each one twice the last)."""
         delay = self.delay
-        self.delay = min(delay * 2, MAX_BACKOFF)
+        self.delay = min(delay * 2, self.cap)
         return delay
 
     def reset(self) -> None:
@@ -269,6 +270,7 @@ class Listener:
                     pubsub.close()
                 if client is not None:
                     client.close()
+                self._down()
             gevent.sleep(self._backoff.next())
 
     def _subscribe(self, pubsub: redis.client.PubSub) -> None:
@@ -289,19 +291,27 @@ class Listener:
         self._backoff.reset()
         if self._resync_due:
             self._resync_due = False
-            logger.warning("Redis subscription to %s is back", redacted(self.url))
+            logger.warning("Redis subscription to %s is back", self.where)
             self.hooks.resync()
         else:
-            logger.info("subscribed to %s at %s", self.pattern, redacted(self.url))
+            logger.info("subscribed to %s at %s", self.pattern, self.where)
             if self.hooks.subscribed is not None:
                 self.hooks.subscribed()
+
+    @property
+    def where(self) -> str:
+        """Where it subscribes, for log lines (no password)."""
+        return redacted(self.url)
+
+    def _down(self) -> None:
+        """The subscription ended (any reason); it is retried after a backoff."""
 
     def _lost(self, error: Exception) -> None:
         # The first failure since a success is worth a warning; the retries not.
         log = logger.warning if self._backoff.fresh else logger.debug
         log(
             "Redis subscription at %s lost or refused (%s); retrying in %.1fs",
-            redacted(self.url),
+            self.where,
             error,
             self._backoff.delay,
         )
@@ -321,7 +331,7 @@ class Listener:
             if message is not None:
                 liveness.heard(now)
                 if message["type"] != kind:
-                    self._other(message)
+                    self._notice(pubsub, message)
                     continue
                 if message["channel"] in self.controls:
                     self._control(message["channel"], message["data"])
@@ -346,8 +356,10 @@ class Listener:
         """The next message within ``timeout`` (None: none came)."""
         return pubsub.get_message(timeout=timeout)
 
-    def _other(self, message: dict) -> None:
-        """A message that is no published one (a confirmation, a pong)."""
+    def _notice(self, pubsub: redis.client.PubSub, message: dict) -> None:
+        """A message that is no published one (a pong, a subscription's change):
+        a cluster's listener learns from these which channels it holds, and
+        that a slot moved away."""
 
     def _control(self, channel: bytes, body: bytes) -> None:
         """Hand a control message to its handler; a failure ends only that one."""

@@ -43,6 +43,7 @@ from pushy.gateway.memory import Trimmer
 from pushy.gateway.pauses import PauseMonitor
 from pushy.gateway.permissions import Authorizer, origin_allowed
 from pushy.gateway.presence import Presence, Recheck
+from pushy.gateway.replay import Replay
 from pushy.gateway.shared import Limits, Shared
 from pushy.gateway.stats import Stats
 from pushy.gateway.versions import VersionBook
@@ -196,7 +197,11 @@ class Gateway:
             update = cluster_listener.dispatch_in_bucket(self.versions, self.dispatch)
             hooks = dataclasses.replace(hooks, update=update)
             self.listener: Any = cluster_listener.ClusterListener(
-                redis_url, hooks, controls, **options
+                redis_url,
+                hooks,
+                controls,
+                coverage=self.versions.uncovered,
+                **options,
             )
             self.hub.interest = self.versions.interest = self.listener.interest
         else:
@@ -208,9 +213,12 @@ class Gateway:
                 quiet=(presence_channel(),),
                 **options,
             )
+        replay = Replay(
+            redis_url, self.authorizer, self.stats, conf.get("HISTORY_LENGTH") > 0
+        )
         self.actions = ClientActions(
             self.shared, self.hub, self.versions, self.authorizer, self.presence,
-            interest=self.listener.interest if cluster else None,
+            replay=replay, interest=self.listener.interest if cluster else None,
         )  # fmt: skip
         self.acceptor = Acceptor(
             listen_socket, self.shared, self.admission, self.on_request

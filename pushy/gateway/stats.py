@@ -37,6 +37,10 @@ COUNTERS = {
     "listener_restarts": "Times the Redis listener restarted after an error of its own",
     "shard_batches": "Batches of SSUBSCRIBE/SUNSUBSCRIBE calls sent (Redis Cluster: "
     "channels follow the clients' subscriptions)",
+    "cluster_map_changes": "Times the gateway followed a change of the Redis "
+    "Cluster's slot map (a failover, slots migrated)",
+    "cluster_channels_moved": "Channels the gateway subscribed on another master "
+    "after a change of the Redis Cluster's slot map",
     "session_loads": "Sessions read to learn a connection's user",
     "authorizations": "Authorization questions answered by the site (view runs)",
     "questions_refused": "Authorization questions refused (error busy): too many "
@@ -50,6 +54,11 @@ COUNTERS = {
     "updates_hidden": "Hidden messages sent: an update made an object invisible "
     "to a subscriber who saw it",
     "revocations": "Subscriptions ended because their user may no longer GET them",
+    "replays": "Subscribes with a version answered with the updates missed, "
+    "from the history (no resync)",
+    "updates_replayed": "Updates sent from the history to returning clients",
+    "version_resyncs": "Subscribes with a version answered with a resync (the URL "
+    "changed, and the history did not cover the gap or is off)",
     "loop_stalls": "Times the event loop woke 50 ms or more late (nothing was sent)",
     "gc_full_collections": "Full (generation 2) garbage collections",
 }

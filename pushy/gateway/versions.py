@@ -48,6 +48,8 @@ CHUNK = 1000
 
 
 _Question = tuple[list[str], gevent.event.AsyncResult, bool]
+# The updates a client missed after a version, as frames; None: resync instead.
+Replayer = Callable[[int], list[bytes] | None] | None
 
 
 class VersionBook:
@@ -204,23 +206,32 @@ class VersionBook:
 
     # Answers -------------------------------------------------------------
 
-    def subscribed(self, connection: Any, url: str, seen: int | None) -> list[bytes]:
-        """The frames answering a subscribe that carried ``version`` (``seen``).
+    def subscribed(
+        self, connection: Any, url: str, seen: int | None, replay: Replayer = None
+    ) -> tuple[list[bytes], bool]:
+        """The frames answering a subscribe that carried ``version`` (``seen``),
+        and whether the client holds every update of ``url`` after ``seen``
+        once they are sent (no resync, nothing unknown).
 
-        ``subscribed`` with the version the client now holds, then a resync of
-        ``url`` if it changed after ``seen``. Without an answer from Redis,
-        ``subscribed`` has no version: the client resyncs, as protocol v1 does.
+        ``subscribed`` with the version the client now holds, then, if ``url``
+        changed after ``seen``, the updates missed (``replay(seen)``, when it
+        can tell them: replay.py) or a resync of ``url``. Without an answer
+        from Redis, ``subscribed`` has no version: the client resyncs, as
+        protocol v1 does.
         """
         self.clients.add(connection)
         key = without_query(url)  # a filtered list has its collection's version
         snapshot = self.lookup([key])
         if snapshot is None:
-            return [replies.subscribed(url)]
+            return [replies.subscribed(url)], False
         self.answered(key, snapshot.baseline)
         frames = [replies.subscribed(url, snapshot.baseline)]
-        if seen is not None and snapshot.changed_since(key, seen, self.ttl):
-            frames.append(replies.resync(url, snapshot.baseline))
-        return frames
+        if seen is None or not snapshot.changed_since(key, seen, self.ttl):
+            return frames, seen is not None
+        missed = None if replay is None else replay(seen)
+        if missed is None:
+            return [*frames, replies.resync(url, snapshot.baseline)], False
+        return frames + missed, True
 
     def answered(self, url: str, baseline: int) -> None:
         """A subscribe to ``url`` was answered with ``baseline`` (a cluster's
@@ -239,18 +250,23 @@ class VersionBook:
         others = [c for c in hub.connections if c not in self.clients]
         urls = sorted({url for c in versioned for url in c.urls})
         snapshot = self.lookup(sorted({without_query(u) for u in urls}), resyncs=True)
-        if snapshot is None:
+        if snapshot is None or horizon is None:
+            if snapshot is not None:  # no update and no lookup yet: nothing to compare
+                self.saw_baseline(snapshot.baseline)
+            _log_resync(0, 0, len(others) + len(versioned))
             return others + versioned
-        if horizon is None:  # no update and no lookup yet: nothing to compare
-            self.saw_baseline(snapshot.baseline)
-            return others + versioned
+        told: set[Any] = set()
+        changed = 0
         for url in urls:
             if self.changed_since(snapshot, without_query(url), horizon):
+                changed += 1
                 frame = replies.resync(url, snapshot.baseline)
                 for connection in list(hub.by_url.get(url, ())):
                     if connection in self.clients:
                         connection.send(frame)
+                        told.add(connection)
         self.saw_baseline(snapshot.baseline)
+        _log_resync(changed, len(told), len(others))
         return others
 
     def changed_since(self, snapshot: Snapshot, url: str, horizon: Any) -> bool:
@@ -267,3 +283,13 @@ class VersionBook:
         snapshot = self.lookup([])
         if snapshot is not None:
             self.saw_baseline(snapshot.baseline)
+
+
+def _log_resync(urls: int, versioned: int, everything: int) -> None:
+    """What a resync after an outage (or a new epoch) told the clients."""
+    logger.info(
+        "resync: %d URL%s changed, resynced on %d client%s that sent versions; "
+        "%d client%s told to reload everything",
+        urls, "" if urls == 1 else "s", versioned, "" if versioned == 1 else "s",
+        everything, "" if everything == 1 else "s",
+    )  # fmt: skip

@@ -61,7 +61,7 @@ class Writer:
 
     __slots__ = (
         "sock", "shared", "queue", "queued_bytes", "writer", "write_wait",
-        "backlogged", "over_since", "sealed",
+        "backlogged", "over_since", "sealed", "held", "diverted",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket, shared: Shared) -> None:
@@ -77,6 +77,10 @@ class Writer:
         self.backlogged = False
         self.over_since = 0.0
         self.sealed = False  # takes no more frames (a close is queued, or aborted)
+        # Frames kept aside while a replay is read (hold()); None: not holding.
+        self.held: list[bytes] | None = None
+        # Sealed or holding: send()'s one test for both (its hot path).
+        self.diverted = False
 
     # What the writer reports; the connection acts on it.
 
@@ -97,7 +101,9 @@ class Writer:
     def send(self, frame: bytes) -> None:
         """Queue ``frame``; never blocks. See the module docstring for when a
         client counts as too slow."""
-        if self.sealed:
+        if self.diverted:  # sealed, or holding (then held is a list)
+            if self.held is not None:
+                self._keep(frame)
             return
         if self.writer is None:
             if self.shared.write_through and not self.queue:
@@ -110,11 +116,47 @@ class Writer:
         if self.backlogged:
             self._check_backlog()
 
+    def hold(self) -> None:
+        """Keep what is sent from now on aside, until ``release()``: the updates
+        a returning client missed (read from Redis meanwhile) go out first, and
+        live ones that are among them once (pushy/gateway/replay.py)."""
+        if not self.sealed:
+            self.held, self.diverted = [], True
+
+    def release(self, first: list[bytes]) -> None:
+        """Send ``first``, then what was held but not in ``first``; hold no more."""
+        held, self.held = self.held, None
+        self.diverted = self.sealed
+        for frame in first:
+            self.send(frame)
+        if held:
+            sent = set(first)
+            for frame in held:
+                if frame not in sent:
+                    self.send(frame)
+
+    def _keep(self, frame: bytes) -> None:
+        held = self.held
+        if len(held) < self.shared.limits.queue_size:
+            held.append(frame)
+            return
+        # Too much to keep aside: send it all in order, holding no more (the
+        # replay, finding nothing held, resyncs instead: ``holding``).
+        self.held, self.diverted = None, self.sealed
+        for kept in held:
+            self.send(kept)
+        self.send(frame)
+
+    @property
+    def holding(self) -> bool:
+        return self.held is not None
+
     def send_last(self, frame: bytes) -> None:
         """Queue ``frame`` (a close frame) last: nothing is queued after it."""
         if not self.sealed:
+            self.held = None  # what a replay held: not sent, the client goes
             self._enqueue(frame)
-            self.sealed = True
+            self.sealed = self.diverted = True
 
     def discard(self) -> None:
         """Forget the frames queued (a slow client's: a close goes next)."""
@@ -123,7 +165,8 @@ class Writer:
 
     def stop_writing(self) -> None:
         """Take no more frames, forget those queued, stop waiting for the socket."""
-        self.sealed = True
+        self.sealed = self.diverted = True
+        self.held = None
         self.discard()
         if self.write_wait is not None:
             self.write_wait.cancel()

@@ -1,6 +1,7 @@
 """Versions end to end (issue 13): pushy.js in Chromium with 1,000 subscriptions,
 a real gateway restarted while 10 of the objects change; exactly those 10 URLs'
-callbacks get a resync."""
+callbacks get a resync, or, with the update history on (issue 24 item 5), the
+updates they missed and no resync."""
 
 from __future__ import annotations
 
@@ -31,10 +32,17 @@ def wait_for(page, condition, what: str, timeout: float = 30) -> None:
         page.wait_for_timeout(20)
 
 
-def test_a_gateway_restart_resyncs_exactly_the_urls_that_changed(page, pushy_redis):
+@pytest.mark.parametrize("history", [0, 1000], ids=["history-off", "history-on"])
+def test_a_gateway_restart_resyncs_exactly_the_urls_that_changed(
+    page, pushy_redis, history
+):
     # Every subscription is allowed, so the test is about versions alone.
     gateway = Gateway(
-        pushy_redis.url, pushy_settings={"AUTHORIZE": "pushy.authorization.allow_all"}
+        pushy_redis.url,
+        pushy_settings={
+            "AUTHORIZE": "pushy.authorization.allow_all",
+            "HISTORY_LENGTH": history,
+        },
     )
     gateway.start()
     frames: list[list[dict]] = []  # per socket, what it received
@@ -62,9 +70,11 @@ def test_a_gateway_restart_resyncs_exactly_the_urls_that_changed(page, pushy_red
             app.reconnect_base = 0.05; app.reconnect_cap = 0.5;
             app.resync_window = 0.3;
             window.resyncs = [];
+            window.updates = [];
             for (let pk = 1; pk <= count; pk++) {
                 app.subscribe("/api/shot/" + pk + "/", (m) => {
                     if (m.type === "resync") { resyncs.push(m.url); }
+                    if (m.type === "update") { updates.push([m.url, m.version]); }
                 });
             }
             app.init();
@@ -83,11 +93,30 @@ def test_a_gateway_restart_resyncs_exactly_the_urls_that_changed(page, pushy_red
         wait_for(page, lambda: subscribed(len(frames) - 1) == COUNT, "1,000 again")
         page.wait_for_function("app._pendingResyncs.size === 0 && app.state === 'open'")
         resynced = page.evaluate("resyncs")
-        assert sorted(resynced) == sorted(f"/api/shot/{pk}/" for pk in CHANGED)
-        # The gateway said which: one resync frame per changed URL, none in all.
         last = frames[-1]
-        assert sum(1 for f in last if f.get("type") == "resync") == len(CHANGED)
         assert {"type": "resync"} not in last
+        changed = sorted(f"/api/shot/{pk}/" for pk in CHANGED)
+        if not history:
+            assert sorted(resynced) == changed
+            # The gateway said which: one resync frame per changed URL.
+            assert sum(1 for f in last if f.get("type") == "resync") == len(CHANGED)
+            return
+        # Sent what they missed instead: every update once, each URL's in order;
+        # pushy.js calls back with the newest of each (it coalesces per frame)
+        # and holds that version for its next subscribe.
+        assert resynced == []
+        sent = [(f["url"], f["version"]) for f in last if f.get("type") == "update"]
+        twice = [f"/api/shot/{pk}/" for pk in CHANGED[:3]]
+        assert sorted(url for url, _ in sent) == sorted(changed + twice)
+        page.wait_for_function(
+            f"new Set(updates.map(u => u[0])).size >= {len(CHANGED)}"
+        )
+        called = dict(page.evaluate("updates"))
+        for url in changed:
+            versions = [v for u, v in sent if u == url]
+            assert versions == sorted(set(versions))
+            assert called[url] == versions[-1]
+            assert page.evaluate(f"app._versions.get('{url}')") >= versions[-1]
         assert page.log.errors == []
     finally:
         gateway.stop()

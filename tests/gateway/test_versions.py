@@ -44,6 +44,9 @@ def test_updates_carry_growing_versions_and_the_baseline_is_not_behind(gateway):
     client.close()
 
 
+@pytest.mark.gateway_settings(
+    HISTORY_LENGTH=0
+)  # no replay: tests/gateway/test_replay.py
 def test_a_resubscribe_is_answered_per_url_changed_or_not(gateway):
     first = Client(gateway.ws_url)
     held = {

@@ -97,6 +97,47 @@ def test_send_queues_and_the_loop_callback_writes_in_one_batch():
     assert writer.shared.stats.frames_out == 3 and writer.writer is None
 
 
+def test_a_hold_keeps_frames_aside_and_release_sends_the_replay_first_once():
+    writer = RecordingWriter(FakeSocket())
+    live = [update(n) for n in range(3)]
+    writer.hold()
+    for frame in live[1:]:  # arrive while the history is read
+        writer.send(frame)
+    writer.shared.loop.run()
+    assert writer.sock.sent == b"" and writer.holding
+    # The replay read the first two (one of them also held): each goes once,
+    # in version order, then what the history lacked.
+    writer.release([b"answer", live[0], live[1]])
+    writer.shared.loop.run()
+    assert writer.sock.sent == b"".join([b"answer", *live]) and not writer.holding
+
+
+def test_a_hold_past_the_queue_bound_gives_up_and_sends_in_order():
+    writer = RecordingWriter(FakeSocket())
+    live = [update(n) for n in range(LIMITS.queue_size + 1)]
+    writer.hold()
+    for frame in live:
+        writer.send(frame)
+    assert not writer.holding  # the replay then resyncs instead
+    writer.release([b"answer"])
+    writer.shared.loop.run()
+    assert writer.sock.sent == b"".join([*live, b"answer"])
+
+
+def test_a_close_while_holding_sends_the_close_and_nothing_held():
+    writer = RecordingWriter(FakeSocket())
+    writer.hold()
+    writer.send(update(1))
+    writer.send_last(b"close")
+    assert not writer.holding  # what was held is let go at once
+    writer.release([b"answer"])  # the replay's answer: too late, sealed
+    writer.send(update(2))
+    writer.shared.loop.run()
+    assert writer.sock.sent == b"close" and not writer.holding
+    writer.hold()  # nothing to hold on a sealed writer
+    assert not writer.holding
+
+
 def test_big_frames_go_out_alone_as_the_shared_object():
     writer = RecordingWriter(FakeSocket())
     big = [update(n, size=WRITE_BATCH // 2 + 10) for n in range(3)]

@@ -11,18 +11,26 @@ given to the masters, the nodes introduced, each replica attached to its
 master. Readiness is waited on as events: each node's log line saying that it
 accepts connections, that the cluster state is ok, and, on the replicas, that
 their first sync finished. Each node is stopped by its process id.
+
+For failover and resharding tests (on a private cluster: they change it for
+good): ``kill_master(i)`` SIGKILLs a master and ``wait_for_promotion(i)`` waits
+for its replica to take over (its log line, then every live node's map);
+``migrate_slot(slot, target)`` moves a slot and its keys as ``redis-cli
+--cluster reshard`` does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import random
+import signal
 import socket
 import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import redis
 from redis.crc import key_slot
@@ -114,17 +122,18 @@ class LogWatch:
 class ClusterNode(RedisServer):
     """One cluster-enabled redis-server; its output read on by a LogWatch."""
 
-    def __init__(self) -> None:
+    def __init__(self, node_timeout_ms: int = NODE_TIMEOUT_MS) -> None:
         super().__init__(free_cluster_port())
         self.log: LogWatch | None = None
         self.node_id = ""
+        self.node_timeout_ms = node_timeout_ms
 
     def command(self) -> list[str]:
         return [
             *super().command(),
             "--cluster-enabled", "yes",
             "--cluster-config-file", "nodes.conf",
-            "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+            "--cluster-node-timeout", str(self.node_timeout_ms),
             # A replica's first sync starts at once (the default waits 5 s for
             # more replicas to share it).
             "--repl-diskless-sync-delay", "0",
@@ -153,9 +162,12 @@ class ClusterNode(RedisServer):
 class ClusterServers:
     """3 masters and 3 replicas on free ports, slots assigned, state ok."""
 
-    def __init__(self, masters: int = MASTERS) -> None:
-        self.masters = [ClusterNode() for _ in range(masters)]
-        self.replicas = [ClusterNode() for _ in range(masters)]
+    def __init__(
+        self, masters: int = MASTERS, node_timeout_ms: int = NODE_TIMEOUT_MS
+    ) -> None:
+        self.masters = [ClusterNode(node_timeout_ms) for _ in range(masters)]
+        # replicas[i] replicates masters[i] (until a failover swaps them).
+        self.replicas = [ClusterNode(node_timeout_ms) for _ in range(masters)]
         self.version: tuple[int, ...] = ()
 
     @property
@@ -246,6 +258,83 @@ class ClusterServers:
         for node in self.nodes:
             node.stop()
 
+    # Failover and resharding ------------------------------------------------
+
+    def owner(self, slot: int) -> ClusterNode:
+        """The master serving ``slot``, as the first live master's map says."""
+        client = self._live_masters()[0].client()
+        try:
+            for first, last, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                if first <= slot <= last:
+                    return next(n for n in self.nodes if n.port == int(master[1]))
+        finally:
+            client.close()
+        raise LookupError(f"slot {slot} has no master")
+
+    def kill_master(self, index: int) -> ClusterNode:
+        """SIGKILL ``masters[index]`` (no shutdown, no last words); the node."""
+        node = self.masters[index]
+        node.proc.send_signal(signal.SIGKILL)
+        node.proc.wait(10)
+        return node
+
+    def wait_for_promotion(self, index: int, timeout: float = 20) -> ClusterNode:
+        """Wait until the replica of the killed ``masters[index]`` serves its
+        slots in every live node's map; it becomes ``masters[index]``."""
+        dead, replica = self.masters[index], self.replicas[index]
+        replica.log.wait_for("Failover election won", timeout)
+        clients = [n.client() for n in self.nodes if n is not dead]
+        try:
+            _gossip_until(
+                clients,
+                lambda c: _serves(c, replica.port) and not _serves(c, dead.port),
+                "promotion",
+                timeout,
+            )
+        finally:
+            for client in clients:
+                client.close()
+        self.masters[index], self.replicas[index] = replica, dead
+        return replica
+
+    def migrate_slot(
+        self,
+        slot: int,
+        target: ClusterNode,
+        halfway: Callable[[], object] | None = None,
+    ) -> int:
+        """Move ``slot`` and its keys to ``target`` (a master); the keys moved.
+
+        The steps of ``redis-cli --cluster reshard``: IMPORTING on the target,
+        MIGRATING on the source, MIGRATE each key, then NODE on the target,
+        the source and every other master. ``halfway()`` is called once the
+        target owns the slot and before the source knows (its subscribers have
+        not been told; commands there on the slot's keys are answered ASK).
+        """
+        source = self.owner(slot)
+        with _clients(source, target) as (src, dst):
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source.node_id)
+            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target.node_id)
+            moved = 0
+            while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                src.execute_command(
+                    "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys
+                )
+                moved += len(keys)
+        # The target first: then the source, which unsubscribes its channels.
+        others = [n for n in self._live_masters() if n not in (source, target)]
+        for node in [target, source, *others]:
+            with _clients(node) as (client,):
+                client.execute_command(
+                    "CLUSTER", "SETSLOT", slot, "NODE", target.node_id
+                )
+            if node is target and halfway is not None:
+                halfway()
+        return moved
+
+    def _live_masters(self) -> list[ClusterNode]:
+        return [n for n in self.masters if n.proc is not None and n.proc.poll() is None]
+
     def __enter__(self) -> ClusterServers:
         return self.start()
 
@@ -276,6 +365,22 @@ def _key_in(slots: range) -> str:
         for key in (f"pushy-cluster-start:{i}" for i in itertools.count())
         if key_slot(key.encode()) in slots
     )
+
+
+@contextlib.contextmanager
+def _clients(*nodes: ClusterNode) -> Iterator[list[redis.Redis]]:
+    clients = [node.client() for node in nodes]
+    try:
+        yield clients
+    finally:
+        for client in clients:
+            client.close()
+
+
+def _serves(client: redis.Redis, port: int) -> bool:
+    """Whether this node's map has the master on ``port`` serving slots."""
+    slots = client.execute_command("CLUSTER", "SLOTS")
+    return any(int(entry[2][1]) == port for entry in slots)
 
 
 def _replicated(client: redis.Redis) -> int:
