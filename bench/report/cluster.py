@@ -259,8 +259,9 @@ def gateway_busy(given: dict, target: Target, gateways: int, fraction: float) ->
 
 def sizing(given: dict, target: Target, fraction: Callable[[int], float]) -> dict:
     """Gateway processes G and masters S for ``target``; ``fraction(G)``: the
-    share of the site's updates each gateway receives (1 today, 1/G at best
-    with interest-based subscription)."""
+    share of the site's updates each gateway receives (1 when every gateway
+    has list subscribers of every model, 1/G at best: interest-based
+    subscription with each URL's pages on one gateway)."""
     receiving = target.updates * given["gateway_received_us"] / 1e6
     if fraction(10**6) * receiving >= target.headroom:
         # Receiving alone fills each gateway's core, however many there are.
@@ -302,7 +303,7 @@ def model(results: dict, target: Target = Target()) -> dict:
         given = inputs(results, kind)
         found[kind] = {
             "inputs": given,
-            "today": sizing(given, target, lambda g: 1.0),
+            "every": sizing(given, target, lambda g: 1.0),
             "interest": sizing(given, target, lambda g: 1.0 / g),
         }
     return found
@@ -406,7 +407,7 @@ def sizing_text(found: dict) -> str:
         "|---|---|---|---|",
     ]
     for kind, how in (("singles", "one per transaction"), ("burst", "pipelined")):
-        for key, label in (("today", "every update (today)"), ("interest", "1/G")):
+        for key, label in (("every", "every update"), ("interest", "1/G")):
             lines.append(f"| {how} | {label} | {_sized(found[kind][key])} |")
     lines += ["", "Inputs (µs; bytes), from the cluster's columns:", ""]
     for kind, how in (("singles", "one per transaction"), ("burst", "pipelined")):
