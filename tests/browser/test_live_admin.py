@@ -242,9 +242,11 @@ def test_a_save_while_the_form_loads_or_is_offline_is_not_missed(admins, site, g
         "s = Shot.objects.get(pk=9); s.title = 'Saved while loading'; s.save()"
     )
     held[0].continue_()
+    # The form's version is older than the save: the gateway replays the save
+    # from its history (docs/protocol.md, "Versions").
     banner = demo.banner()
-    expect(banner).to_contain_text("This shot may have been changed by someone else")
-    expect(banner).to_have_attribute("data-event", "resync")
+    expect(banner).to_contain_text("This shot was changed by someone else")
+    expect(banner).to_have_attribute("data-event", "update")
 
     # Offline: the page is subscribed, the gateway goes away, a save is made
     # that no gateway hears, the gateway comes back: the page is told.
@@ -253,11 +255,17 @@ def test_a_save_while_the_form_loads_or_is_offline_is_not_missed(admins, site, g
     expect(demo.banner()).to_have_count(0)
     gateway.stop()
     demo.page.wait_for_function("pushy.state === 'reconnecting'")
+    # ... and the history that could replay it is lost (evicted, say): only
+    # a resync can tell the page now.
     site.shell(
         "from sample_site.photosession.models import Shot; "
-        "s = Shot.objects.get(pk=10); s.title = 'Saved while offline'; s.save()"
+        "s = Shot.objects.get(pk=10); s.title = 'Saved while offline'; s.save(); "
+        "from pushy import versions; from pushy.redis_clients import client_from_url; "
+        "from pushy import conf; "
+        "client_from_url(conf.get('REDIS_URL')).delete(versions.history_key())"
     )
     gateway.start()
     expect(demo.banner()).to_contain_text(
         "may have been changed by someone else", timeout=15_000
     )
+    expect(demo.banner()).to_have_attribute("data-event", "resync")
