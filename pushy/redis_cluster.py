@@ -47,7 +47,14 @@ def _sharded(script: str) -> str:
     return sharded
 
 
-PUBLISH_SCRIPT = _sharded(versions.PUBLISH_SCRIPT)
+def _counted(script: str) -> str:
+    """The publish script counting its runs in its bucket's ``load_key()``
+    (KEYS[3]), first, whatever the rest does: ``pushy_cluster_balance`` places
+    the buckets' slots by these counts (pushy/cluster_balance.py)."""
+    return "redis.call('INCR', KEYS[3])\n" + script
+
+
+PUBLISH_SCRIPT = _counted(_sharded(versions.PUBLISH_SCRIPT))
 LOSE_SCRIPT = _sharded(versions.LOSE_SCRIPT)
 PUBLISH_SHA = hashlib.sha1(PUBLISH_SCRIPT.encode()).hexdigest()
 
@@ -153,6 +160,11 @@ def book_key(number: int) -> str:
 
 def sender_key(number: int, sender: str) -> str:
     return tag(number) + ":version:sender:" + sender
+
+
+def load_key(number: int) -> str:
+    """How many publish scripts ran in bucket ``number`` (a counter in its slot)."""
+    return tag(number) + ":load"
 
 
 def update_channel(number: int, label: str) -> str:
@@ -274,16 +286,19 @@ def publish_command(update: Any, ttl: int, sender: str, seq: str, body: bytes) -
         ttl, update_channel(number, update.model), body, update.url,
         update.collection, seq,
     )  # fmt: skip
-    keys = (book_key(number), sender_key(number, sender))
-    return ("EVALSHA", PUBLISH_SHA, 2, *keys, *args)
+    return ("EVALSHA", PUBLISH_SHA, 3, *_keys(number, sender), *args)
 
 
 def move_command(ttl: int, sender: str, url: str, collection: str | None) -> tuple:
     """Moves the versions of ``url`` (and its collection) without publishing."""
     number = bucket(url)
     args = versions.publish_args(ttl, "", b"", url, collection, "")
-    keys = (book_key(number), sender_key(number, sender))
-    return ("EVALSHA", PUBLISH_SHA, 2, *keys, *args)
+    return ("EVALSHA", PUBLISH_SHA, 3, *_keys(number, sender), *args)
+
+
+def _keys(number: int, sender: str) -> tuple[str, str, str]:
+    """PUBLISH_SCRIPT's KEYS in bucket ``number``: book, sender, load counter."""
+    return (book_key(number), sender_key(number, sender), load_key(number))
 
 
 def command_slot(command: tuple) -> int | None:
