@@ -67,9 +67,8 @@ def masters(cluster: redis.RedisCluster, url: str) -> list[Master]:
     options = redis_cluster.node_options(url)
     for node in cluster.get_primaries():
         client = redis.Redis(host=node.host, port=node.port, **options)
-        found.append(
-            Master(node.name, client.execute_command("CLUSTER", "MYID"), client)
-        )
+        node_id = client.execute_command("CLUSTER", "MYID")
+        found.append(Master(node.name, node_id.decode(), client))
     return sorted(found, key=lambda m: m.name)
 
 
