@@ -33,7 +33,7 @@ import zlib
 import redis
 from redis.crc import key_slot
 
-from pushy import versions
+from pushy import cluster_balance, redis_cluster, versions
 from tests.support.cluster import SLOTS, ClusterServers
 
 PREFIX = "pushy_"
@@ -42,7 +42,8 @@ PREFIX = "pushy_"
 MODELS = {"app.hot": 60, "app.b": 15, "app.c": 10, "app.d": 10, "app.e": 5}
 OBJECTS = 10_000
 PUBLISHES = 12_000
-SEEDS = (1, 2, 3)
+# The hottest objects decide much of the spread: twenty draws of the mix.
+SEEDS = tuple(range(1, 21))
 CLUSTER_SCRIPT = versions.PUBLISH_SCRIPT.replace(
     "redis.call('PUBLISH'", "redis.call('SPUBLISH'"
 )
@@ -144,6 +145,117 @@ def scripts(client: redis.RedisCluster) -> dict:
     return results
 
 
+def counter_cost(client: redis.RedisCluster, rounds: int = 9) -> dict:
+    """Redis CPU (µs per call, ``INFO commandstats``) of the publish script
+    without and with the per-bucket counter (``redis_cluster._counted``):
+    5,000 calls of each in turn, ``rounds`` times; the medians, and the
+    median of each round's difference (the machine's load varies)."""
+    tag = "{" + even_tags(12)[0] + "}"
+    keys = [tag + ":version:book", tag + ":version:sender:x", tag + ":load"]
+    node = client.get_node_from_key(keys[0])
+    master = redis.Redis(host=node.host, port=node.port)
+    args = versions.publish_args(86400, tag + "app.hot", b'{"u":1}', "/u/", None, "")
+    scripts = {"without": CLUSTER_SCRIPT, "with": redis_cluster.PUBLISH_SCRIPT}
+    found: dict[str, list[float]] = {label: [] for label in scripts}
+    for _ in range(rounds):
+        for label, script in scripts.items():
+            sha = master.script_load(script)
+            master.config_resetstat()
+            pipe = master.pipeline(transaction=False)
+            for _ in range(5000):
+                pipe.evalsha(sha, 3, *keys, *args)
+            pipe.execute()
+            stats = master.info("commandstats")["cmdstat_evalsha"]
+            found[label].append(stats["usec_per_call"])
+    master.close()
+    added = [b - a for a, b in zip(found["without"], found["with"], strict=True)]
+    result = {f"{k} µs per publish": statistics.median(v) for k, v in found.items()}
+    result["added µs (median of rounds)"] = round(statistics.median(added), 2)
+    return result
+
+
+def balanced(cluster: ClusterServers, client: redis.RedisCluster) -> dict:
+    """12 buckets placed by load (``pushy_cluster_balance``), per draw of the
+    mix: the first half of its publishes is the counted window (the counters
+    of the real publish script), the plan is applied by migrating the slots on
+    the cluster, and the busiest master's share of the second half is measured
+    (``INFO commandstats``), beside that of the first half on the even layout,
+    to which each draw returns first."""
+    tags = ["{" + tag + "}" for tag in even_tags(12)]
+    slots = [key_slot(tag.encode()) for tag in tags]
+    url = "redis+cluster://" + ",".join(f"127.0.0.1:{m.port}" for m in cluster.masters)
+    nodes = cluster_balance.masters(client, url)
+    names = [node.name for node in nodes]
+    even = _owners(cluster, slots, nodes)
+    before, after, moved = [], [], []
+    try:
+        for seed in SEEDS:
+            _place(cluster, client, nodes, slots, even)
+            publishes = mix(seed)
+            half = len(publishes) // 2
+            counted, share = _run(cluster, client, tags, publishes[:half])
+            before.append(share)
+            placement = cluster_balance.plan(counted, even, names)
+            moved.append(len(cluster_balance.moves(even, placement)))
+            _place(cluster, client, nodes, slots, placement)
+            after.append(_run(cluster, client, tags, publishes[half:])[1])
+        _place(cluster, client, nodes, slots, even)
+    finally:
+        for node in nodes:
+            node.client.close()
+    return {
+        "even-12, first halves": _summary(before),
+        "balanced-12, second halves": _summary(after),
+        "buckets moved per draw (median, max)": [statistics.median(moved), max(moved)],
+    }
+
+
+def _owners(cluster: ClusterServers, slots: list[int], nodes) -> list[str]:
+    ports = [cluster.owner(slot).port for slot in slots]
+    return [next(n.name for n in nodes if n.port == port) for port in ports]
+
+
+def _place(cluster, client, nodes, slots: list[int], placement) -> None:
+    """Migrate the bucket slots to ``placement`` (a master's name per bucket)."""
+    by_name = {node.name: node for node in nodes}
+    current = _owners(cluster, slots, nodes)
+    for number in cluster_balance.moves(current, placement):
+        source, target = by_name[current[number]], by_name[placement[number]]
+        others = [n for n in nodes if n not in (source, target)]
+        cluster_balance.migrate(slots[number], source, target, others)
+    client.nodes_manager.initialize()  # the client's map, read again
+
+
+def _run(cluster, client, tags: list[str], publishes) -> tuple[list[int], float]:
+    """Publish through pushy's cluster script: each bucket's counted
+    publishes (its load key's delta) and the busiest master's share."""
+    loads = [tag + ":load" for tag in tags]
+    start = [int(client.get(key) or 0) for key in loads]
+    nodes = [node.client() for node in cluster.masters]
+    for node in nodes:
+        node.config_resetstat()
+    sha = client.script_load(redis_cluster.PUBLISH_SCRIPT)
+    pipe = client.pipeline(transaction=False)
+    for model, url in publishes:
+        tag = tags[bucket_of(url, len(tags))]
+        body = json.dumps({"url": url, "model": model}).encode()
+        args = versions.publish_args(86400, tag + model, body, url, None, "")
+        keys = [tag + ":version:book", tag + ":version:sender:x", tag + ":load"]
+        pipe.evalsha(sha, 3, *keys, *args)
+        if len(pipe) >= 1000:
+            pipe.execute()
+    pipe.execute()
+    calls = [
+        node.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+        for node in nodes
+    ]
+    for node in nodes:
+        node.close()
+    ends = [int(client.get(key) or 0) for key in loads]
+    counted = [end - s for end, s in zip(ends, start, strict=True)]
+    return counted, round(max(calls) / sum(calls), 3)
+
+
 def lookups(client: redis.RedisCluster, count: int = 12) -> dict:
     """ms for 1,000 URLs' versions: one book; every bucket's, per master."""
     urls = [f"/api/app.hot/{i}/" for i in range(1000)]
@@ -163,6 +275,15 @@ def lookups(client: redis.RedisCluster, count: int = 12) -> dict:
     return {
         "one book ms": _median_ms(one),
         f"{count} books ms": _median_ms(every),
+    }
+
+
+def _summary(shares: list[float]) -> dict:
+    """The busiest master's share over the draws of the mix."""
+    return {
+        "median": round(statistics.median(shares), 3),
+        "max": max(shares),
+        "draws over 0.4": f"{sum(s > 0.4 for s in shares)}/{len(shares)}",
     }
 
 
@@ -291,6 +412,8 @@ def main() -> int:
                 for name in layouts
             },
             "scripts": scripts(client),
+            "counter cost": counter_cost(client),
+            "balanced by load": balanced(cluster, client),
             "lookups": lookups(client),
             "delivery": delivery(cluster, client),
         }
