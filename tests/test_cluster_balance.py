@@ -14,6 +14,7 @@ from redis.crc import key_slot
 
 from pushy import cluster_balance, sending
 from pushy import redis_cluster as mode
+from tests import test_cluster_failover as failover
 from tests.gateway.clients import shot_update
 from tests.support.cluster import ClusterServers
 from tests.support.gateway import Gateway
@@ -26,28 +27,8 @@ pytestmark = [
 ]
 
 OPEN = {"AUTHORIZE": "pushy.authorization.allow_all"}
-
-
-@pytest.fixture
-def cluster():
-    servers = ClusterServers().start()
-    try:
-        if servers.version < (7,):
-            pytest.skip(f"Redis {servers.version} has no sharded pub/sub")
-        yield servers
-    finally:
-        servers.stop()
-
-
-@pytest.fixture
-def cluster_url(cluster, settings):
-    url = "redis+cluster://" + ",".join(
-        f"127.0.0.1:{node.port}" for node in cluster.masters
-    )
-    settings.PUSHY_SETTINGS = {**settings.PUSHY_SETTINGS, "REDIS_URL": url}
-    assert sending.get().cluster
-    yield url
-    sending.get().flush(5)
+# The failover tests' fixtures: a private cluster, pushy pointed at it.
+cluster, cluster_url = failover.cluster, failover.cluster_url
 
 
 def pks_in(buckets: set[int], each: int = 1) -> dict[int, list[int]]:

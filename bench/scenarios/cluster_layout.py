@@ -2,17 +2,20 @@
 
     python -m bench.cluster_layout     # a private 3+3 cluster (tests/support)
 
-Prints one JSON object, whose figures docs/decisions.md quotes in
-("Redis Cluster: 12 buckets by object URL"). Nothing of pushy runs here but its version
-scripts (``pushy/versions.py``), with PUBLISH made SPUBLISH as cluster mode
-would run them:
+Prints one JSON object (a run: bench/results/cluster_layout.json), whose figures
+docs/decisions.md quotes in ("Redis Cluster: 12 buckets by object URL"). Nothing
+of pushy runs here but its version scripts (``pushy/versions.py``), with PUBLISH
+made SPUBLISH as cluster mode would run them, and its balance planner:
 
 - spread: the largest share of a realistic mix of publishes a master runs (read
   from its ``INFO commandstats``), per layout: one channel per model (today's
   names), and N buckets by object URL with hash tags searched to sit in N
   evenly spaced slots, or named plainly (``{prefix:b<i>}``);
+- balanced by load: 12 buckets placed by ``pushy_cluster_balance``'s planner
+  from the counts of each draw's first half, the slots migrated on the cluster,
+  the second half measured (``balanced()``);
 - scripts: SPUBLISH inside the publish script, on a channel of the script's
-  slot and of another slot;
+  slot and of another slot; the per-bucket counter's Redis CPU per publish;
 - lookups: 1,000 URLs' versions from one book, and from every bucket's book,
   grouped per master (one pipeline each);
 - delivery: the time from SPUBLISH to a subscriber, through redis-py's
@@ -97,30 +100,42 @@ def spread(
     cluster: ClusterServers, client: redis.RedisCluster, name: str, seed: int
 ) -> dict:
     """Each master's share of the publishes of ``mix(seed)`` under ``name``."""
-    nodes = [node.client() for node in cluster.masters]
-    for node in nodes:
-        node.config_resetstat()
-    sha = client.script_load(CLUSTER_SCRIPT)
-    pipe = client.pipeline(transaction=False)
-    for model, url in mix(seed):
-        book, channel = layout_keys(name, model, url)
-        body = json.dumps({"url": url, "model": model})
-        args = versions.publish_args(86400, channel, body.encode(), url, None, "")
-        pipe.evalsha(sha, 2, book, book.replace(":book", ":sender:x"), *args)
-        if len(pipe) >= 1000:
-            pipe.execute()
-    pipe.execute()
-    calls = [
-        node.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
-        for node in nodes
-    ]
-    for node in nodes:
-        node.close()
+
+    def publishes():
+        for model, url in mix(seed):
+            book, channel = layout_keys(name, model, url)
+            body = json.dumps({"url": url, "model": model})
+            args = versions.publish_args(86400, channel, body.encode(), url, None, "")
+            yield [book, book.replace(":book", ":sender:x")], args
+
+    calls = evalsha_calls(cluster, client, CLUSTER_SCRIPT, publishes())
     total = sum(calls)
     return {
         "shares": [round(c / total, 3) for c in calls],
         "max": round(max(calls) / total, 3),
     }
+
+
+def evalsha_calls(cluster, client, script: str, calls) -> list[int]:
+    """Run ``script`` with each (keys, args) of ``calls`` in pipelines; each
+    master's count of the calls it ran (``INFO commandstats``)."""
+    nodes = [node.client() for node in cluster.masters]
+    for node in nodes:
+        node.config_resetstat()
+    sha = client.script_load(script)
+    pipe = client.pipeline(transaction=False)
+    for keys, args in calls:
+        pipe.evalsha(sha, len(keys), *keys, *args)
+        if len(pipe) >= 1000:
+            pipe.execute()
+    pipe.execute()
+    found = [
+        node.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+        for node in nodes
+    ]
+    for node in nodes:
+        node.close()
+    return found
 
 
 def bucket_masters(client: redis.RedisCluster, tags: list[str]) -> list[int]:
@@ -231,29 +246,19 @@ def _run(cluster, client, tags: list[str], publishes) -> tuple[list[int], float]
     publishes (its load key's delta) and the busiest master's share."""
     loads = [tag + ":load" for tag in tags]
     start = [int(client.get(key) or 0) for key in loads]
-    nodes = [node.client() for node in cluster.masters]
-    for node in nodes:
-        node.config_resetstat()
-    sha = client.script_load(redis_cluster.PUBLISH_SCRIPT)
-    pipe = client.pipeline(transaction=False)
-    for model, url in publishes:
-        tag = tags[bucket_of(url, len(tags))]
-        body = json.dumps({"url": url, "model": model}).encode()
-        args = versions.publish_args(86400, tag + model, body, url, None, "")
-        keys = [tag + ":version:book", tag + ":version:sender:x", tag + ":load"]
-        pipe.evalsha(sha, 3, *keys, *args)
-        if len(pipe) >= 1000:
-            pipe.execute()
-    pipe.execute()
-    calls = [
-        node.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
-        for node in nodes
-    ]
-    for node in nodes:
-        node.close()
+
+    def calls():
+        for model, url in publishes:
+            tag = tags[bucket_of(url, len(tags))]
+            body = json.dumps({"url": url, "model": model}).encode()
+            args = versions.publish_args(86400, tag + model, body, url, None, "")
+            keys = [tag + ":version:book", tag + ":version:sender:x", tag + ":load"]
+            yield keys, args
+
+    found = evalsha_calls(cluster, client, redis_cluster.PUBLISH_SCRIPT, calls())
     ends = [int(client.get(key) or 0) for key in loads]
     counted = [end - s for end, s in zip(ends, start, strict=True)]
-    return counted, round(max(calls) / sum(calls), 3)
+    return counted, round(max(found) / sum(found), 3)
 
 
 def lookups(client: redis.RedisCluster, count: int = 12) -> dict:
