@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from pushy.cluster_balance import master_loads, moves, plan, shares
 
@@ -98,3 +99,30 @@ def _every(count):
     for rest in _every(count - 1):
         for name in NAMES:
             yield [*rest, name]
+
+
+def test_the_bench_mix_leaves_no_master_over_40_percent():
+    # The bench's realistic mix (bench/scenarios/cluster_layout.py): placed by
+    # the counts of a draw's first half, the second half is measured.
+    from bench.scenarios.cluster_layout import SEEDS, mix
+    from pushy.redis_cluster import bucket
+
+    worst = []
+    for seed in SEEDS:
+        publishes = mix(seed)
+        half = len(publishes) // 2
+        counted, later = [0] * 12, [0] * 12
+        for index, (_, url) in enumerate(publishes):
+            (counted if index < half else later)[bucket(url)] += 1
+        placement = plan(counted, EVEN, NAMES)
+        worst.append(busiest(later, placement))
+    assert len(worst) == 20 and max(worst) <= 0.40, worst
+
+
+def test_the_command_needs_a_cluster(settings):
+    settings.PUSHY_SETTINGS = {
+        **settings.PUSHY_SETTINGS,
+        "REDIS_URL": "redis://127.0.0.1:1/0",
+    }
+    with pytest.raises(CommandError, match="does not name a Redis Cluster"):
+        call_command("pushy_cluster_balance", "--dry-run")
