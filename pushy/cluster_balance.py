@@ -62,13 +62,25 @@ def bucket_slots() -> list[int]:
 
 
 def masters(cluster: redis.RedisCluster, url: str) -> list[Master]:
-    """The cluster's masters, each with a connection of its own (close them)."""
-    found = []
+    """The cluster's live masters, those without slots too (a master just
+    added), as CLUSTER NODES names them; each with a connection of its own
+    (close them)."""
     options = redis_cluster.node_options(url)
-    for node in cluster.get_primaries():
-        client = redis.Redis(host=node.host, port=node.port, **options)
-        node_id = client.execute_command("CLUSTER", "MYID")
-        found.append(Master(node.name, node_id.decode(), client))
+    first = cluster.get_primaries()[0]
+    asked = redis.Redis(host=first.host, port=first.port, **options)
+    try:
+        text = asked.execute_command("CLUSTER", "NODES").decode()
+    finally:
+        asked.close()
+    found = []
+    for line in text.splitlines():
+        node_id, address, flags = line.split()[:3]
+        flags = set(flags.split(","))
+        if "master" in flags and not flags & {"fail", "noaddr", "handshake"}:
+            name = address.split("@")[0]
+            host, port = name.rsplit(":", 1)
+            client = redis.Redis(host=host, port=int(port), **options)
+            found.append(Master(name, node_id, client))
     return sorted(found, key=lambda m: m.name)
 
 
@@ -320,6 +332,9 @@ def _setslot(node: Master, slot: int, state: str, node_id: str) -> None:
 
 
 def _migrate_keys(source: Master, target: Master, keys: list) -> None:
+    # REPLACE: a key on both sides is one a MIGRATE cut off copied but did not
+    # delete; the source's copy is the live one (the slot's writes to keys it
+    # holds run there until the slot moves).
     auth: list = []
     options = source.client.connection_pool.connection_kwargs
     if options.get("password"):
@@ -327,7 +342,7 @@ def _migrate_keys(source: Master, target: Master, keys: list) -> None:
         auth = ["AUTH2", user, options["password"]]
     source.client.execute_command(
         "MIGRATE", target.host, target.port, "", 0, MIGRATE_TIMEOUT_MS,
-        *auth, "KEYS", *keys,
+        "REPLACE", *auth, "KEYS", *keys,
     )  # fmt: skip
 
 

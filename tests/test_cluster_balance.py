@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -16,7 +17,7 @@ from pushy import cluster_balance, sending
 from pushy import redis_cluster as mode
 from tests import test_cluster_failover as failover
 from tests.gateway.clients import shot_update
-from tests.support.cluster import ClusterServers
+from tests.support.cluster import ClusterNode, ClusterServers, _known
 from tests.support.gateway import Gateway
 from tests.test_cluster_failover import Reader, resynced, titles
 
@@ -44,7 +45,14 @@ def pks_in(buckets: set[int], each: int = 1) -> dict[int, list[int]]:
 
 
 def owner_of(cluster: ClusterServers, number: int) -> int:
-    return cluster.owner(key_slot(mode.tag(number).encode())).port
+    """The port of the master owning bucket ``number``'s slot (the first
+    master's map; a master added by a test too)."""
+    slot = key_slot(mode.tag(number).encode())
+    with cluster.masters[0].client() as client:
+        for first, last, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+            if first <= slot <= last:
+                return int(master[1])
+    raise LookupError(slot)
 
 
 def layout(cluster: ClusterServers) -> list[int]:
@@ -217,3 +225,31 @@ def test_a_migration_stopped_half_way_is_reported_and_finished(cluster, cluster_
             node.client.close()
     assert owner_of(cluster, 1) == target.port
     assert keys_per_slot(cluster) == before  # no key lost
+
+
+def test_a_master_added_without_slots_is_given_a_bucket(cluster, cluster_url):
+    added = ClusterNode()
+    added.launch()
+    try:
+        added.log.wait_for("Ready to accept connections", 20)
+        with added.client() as client:
+            added.node_id = client.execute_command("CLUSTER", "MYID")
+            port = cluster.masters[0].port
+            client.execute_command("CLUSTER", "MEET", "127.0.0.1", port)
+        # Until every master knows it (gossip: polled, as the support does).
+        first = cluster.masters[0].client()
+        deadline = time.monotonic() + 20
+        while added.node_id not in _known(first):
+            assert time.monotonic() < deadline, "the new master was not met"
+            time.sleep(0.05)
+        first.close()
+        added.log.wait_for("Cluster state changed: ok", 20)
+        # Four equally hot buckets, all on the first master: one each.
+        hot = pks_in({0, 1, 2, 3})
+        with Load({pks[0]: 2 for pks in hot.values()}):
+            out = run("--window", "1")
+        assert f"127.0.0.1:{added.port}: 0% -> 25%" in out, out
+        owners = {owner_of(cluster, n) for n in (0, 1, 2, 3)}
+        assert owners == {n.port for n in cluster.masters} | {added.port}
+    finally:
+        added.stop()
