@@ -70,11 +70,21 @@ def _to_both(script: str) -> str:
     return script.replace(one, both)
 
 
-PUBLISH_SCRIPT = _to_both(_sharded(versions.PUBLISH_SCRIPT))
-# Unversioned updates (``sending.PLAIN``...): the same two channels.
+def _counted(script: str) -> str:
+    """The publish script counting its runs in its bucket's ``load_key()``
+    (KEYS[4]: after the book, the sender's and the history's), first,
+    whatever the rest does: ``pushy_cluster_balance`` places the buckets'
+    slots by these counts (pushy/cluster_balance.py)."""
+    return "redis.call('INCR', KEYS[4])\n" + script
+
+
+PUBLISH_SCRIPT = _counted(_to_both(_sharded(versions.PUBLISH_SCRIPT)))
+# Unversioned updates (``sending.PLAIN``...): the same two channels (KEYS but
+# the last), and the bucket's load counter (the last).
 PLAIN_SCRIPT = (
+    "redis.call('INCR', KEYS[#KEYS])\n"
     "local heard = redis.call('SPUBLISH', KEYS[1], ARGV[1])\n"
-    "if #KEYS > 1 then heard = heard + redis.call('SPUBLISH', KEYS[2], ARGV[1]) end\n"
+    "if #KEYS > 2 then heard = heard + redis.call('SPUBLISH', KEYS[2], ARGV[1]) end\n"
     "return heard"
 )
 LOSE_SCRIPT = _sharded(versions.LOSE_SCRIPT)
@@ -187,6 +197,11 @@ def history_key(number: int) -> str:
 
 def sender_key(number: int, sender: str) -> str:
     return tag(number) + ":version:sender:" + sender
+
+
+def load_key(number: int) -> str:
+    """How many publish scripts ran in bucket ``number`` (a counter in its slot)."""
+    return tag(number) + ":load"
 
 
 def object_channel(url: str) -> str:
@@ -357,22 +372,30 @@ def publish_command(update: Any, ttl: int, sender: str, seq: str, body: bytes) -
     number = bucket(update.url)
     channel, *collection = channels_of(update)
     args = versions.publish_args(ttl, channel, body, update.url, update.collection, seq)
-    keys = (book_key(number), sender_key(number, sender), history_key(number))
-    return ("EVALSHA", PUBLISH_SHA, 3, *keys, *args, *(collection or [""]))
+    keys = _keys(number, sender)
+    return ("EVALSHA", PUBLISH_SHA, len(keys), *keys, *args, *(collection or [""]))
 
 
 def move_command(ttl: int, sender: str, url: str, collection: str | None) -> tuple:
     """Moves the versions of ``url`` (and its collection) without publishing."""
     number = bucket(url)
     args = versions.publish_args(ttl, "", b"", url, collection, "")
-    keys = (book_key(number), sender_key(number, sender), history_key(number))
-    return ("EVALSHA", PUBLISH_SHA, 3, *keys, *args)
+    keys = _keys(number, sender)
+    return ("EVALSHA", PUBLISH_SHA, len(keys), *keys, *args)
 
 
 def plain_command(update: Any, body: bytes) -> tuple:
     """An unversioned update's publish, to the same channels as a versioned one."""
-    channels = channels_of(update)
-    return ("EVAL", PLAIN_SCRIPT, len(channels), *channels, body)
+    keys = (*channels_of(update), load_key(bucket(update.url)))
+    return ("EVAL", PLAIN_SCRIPT, len(keys), *keys, body)
+
+
+def _keys(number: int, sender: str) -> tuple[str, ...]:
+    """PUBLISH_SCRIPT's KEYS in bucket ``number``: book, sender, history, load."""
+    return (
+        book_key(number), sender_key(number, sender), history_key(number),
+        load_key(number),
+    )  # fmt: skip
 
 
 def command_slot(command: tuple) -> int | None:

@@ -2,17 +2,20 @@
 
     python -m bench.cluster_layout     # a private 3+3 cluster (tests/support)
 
-Prints one JSON object, whose figures docs/decisions.md quotes in
-("Redis Cluster: 12 buckets by object URL"). Nothing of pushy runs here but its version
-scripts (``pushy/versions.py``), with PUBLISH made SPUBLISH as cluster mode
-would run them:
+Prints one JSON object (a run: bench/results/cluster_layout.json), whose figures
+docs/decisions.md quotes in ("Redis Cluster: 12 buckets by object URL"). Nothing
+of pushy runs here but its version scripts (``pushy/versions.py``), with PUBLISH
+made SPUBLISH as cluster mode would run them, and its balance planner:
 
 - spread: the largest share of a realistic mix of publishes a master runs (read
   from its ``INFO commandstats``), per layout: one channel per model (today's
   names), and N buckets by object URL with hash tags searched to sit in N
   evenly spaced slots, or named plainly (``{prefix:b<i>}``);
+- balanced by load: 12 buckets placed by ``pushy_cluster_balance``'s planner
+  from the counts of each draw's first half, the slots migrated on the cluster,
+  the second half measured (``balanced()``);
 - scripts: SPUBLISH inside the publish script, on a channel of the script's
-  slot and of another slot;
+  slot and of another slot; the per-bucket counter's Redis CPU per publish;
 - lookups: 1,000 URLs' versions from one book, and from every bucket's book,
   grouped per master (one pipeline each);
 - delivery: the time from SPUBLISH to a subscriber, through redis-py's
@@ -31,8 +34,9 @@ import time
 import zlib
 
 import redis
+from redis.crc import key_slot
 
-from pushy import redis_cluster, versions
+from pushy import cluster_balance, redis_cluster, versions
 from tests.support.cluster import ClusterServers
 
 PREFIX = "pushy_"
@@ -46,6 +50,13 @@ SEEDS = tuple(range(1, 21))
 CLUSTER_SCRIPT = versions.PUBLISH_SCRIPT.replace(
     "redis.call('PUBLISH'", "redis.call('SPUBLISH'"
 )
+
+
+def script_keys(tag: str) -> list[str]:
+    """The KEYS of pushy's cluster publish script in the bucket of ``tag``
+    (braced): book, sender, history, load counter (``redis_cluster._keys``)."""
+    version = tag + ":version:"
+    return [version + "book", version + "sender:x", version + "history", tag + ":load"]
 
 
 def even_tags(count: int, prefix: str = PREFIX) -> list[str]:
@@ -88,30 +99,42 @@ def spread(
     cluster: ClusterServers, client: redis.RedisCluster, name: str, seed: int
 ) -> dict:
     """Each master's share of the publishes of ``mix(seed)`` under ``name``."""
-    nodes = [node.client() for node in cluster.masters]
-    for node in nodes:
-        node.config_resetstat()
-    sha = client.script_load(CLUSTER_SCRIPT)
-    pipe = client.pipeline(transaction=False)
-    for model, url in mix(seed):
-        book, channel = layout_keys(name, model, url)
-        body = json.dumps({"url": url, "model": model})
-        args = versions.publish_args(86400, channel, body.encode(), url, None, "")
-        pipe.evalsha(sha, 2, book, book.replace(":book", ":sender:x"), *args)
-        if len(pipe) >= 1000:
-            pipe.execute()
-    pipe.execute()
-    calls = [
-        node.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
-        for node in nodes
-    ]
-    for node in nodes:
-        node.close()
+
+    def publishes():
+        for model, url in mix(seed):
+            book, channel = layout_keys(name, model, url)
+            body = json.dumps({"url": url, "model": model})
+            args = versions.publish_args(86400, channel, body.encode(), url, None, "")
+            yield script_keys(book[: book.index("}") + 1]), args
+
+    calls = evalsha_calls(cluster, client, CLUSTER_SCRIPT, publishes())
     total = sum(calls)
     return {
         "shares": [round(c / total, 3) for c in calls],
         "max": round(max(calls) / total, 3),
     }
+
+
+def evalsha_calls(cluster, client, script: str, calls) -> list[int]:
+    """Run ``script`` with each (keys, args) of ``calls`` in pipelines; each
+    master's count of the calls it ran (``INFO commandstats``)."""
+    nodes = [node.client() for node in cluster.masters]
+    for node in nodes:
+        node.config_resetstat()
+    sha = client.script_load(script)
+    pipe = client.pipeline(transaction=False)
+    for keys, args in calls:
+        pipe.evalsha(sha, len(keys), *keys, *args)
+        if len(pipe) >= 1000:
+            pipe.execute()
+    pipe.execute()
+    found = [
+        node.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+        for node in nodes
+    ]
+    for node in nodes:
+        node.close()
+    return found
 
 
 def bucket_masters(client: redis.RedisCluster, tags: list[str]) -> list[int]:
@@ -141,7 +164,8 @@ def publish_cost(cluster: ClusterServers, client: redis.RedisCluster) -> dict:
     sending to one channel (an object's) and to two (its collection's too),
     with a subscriber on each, as a gateway following both would be."""
     tag = redis_cluster.tags(PREFIX)[0]
-    book = tag + ":version:book"
+    keys = script_keys(tag)
+    book = keys[0]
     channels = [tag + "o:/api/app.hot/1/", tag + "c:/api/app.hot/"]
     node = client.get_node_from_key(book)
     master = redis.Redis(host=node.host, port=node.port)
@@ -157,7 +181,7 @@ def publish_cost(cluster: ClusterServers, client: redis.RedisCluster) -> dict:
         args = versions.publish_args(86400, channels[0], body.encode(), "/u/", None, "")
         pipe = master.pipeline(transaction=False)
         for _ in range(5000):
-            pipe.evalsha(sha, 2, book, book + ":s", *args, collection)
+            pipe.evalsha(sha, len(keys), *keys, *args, collection)
         pipe.execute()
         stats = master.info("commandstats")["cmdstat_evalsha"]
         result[f"{label} µs per publish"] = round(stats["usec_per_call"], 1)
@@ -166,6 +190,108 @@ def publish_cost(cluster: ClusterServers, client: redis.RedisCluster) -> dict:
     pubsub.close()
     master.close()
     return result
+
+
+def counter_cost(client: redis.RedisCluster, rounds: int = 9) -> dict:
+    """Redis CPU (µs per call, ``INFO commandstats``) of the publish script
+    without and with the per-bucket counter (``redis_cluster._counted``):
+    5,000 calls of each in turn, ``rounds`` times; the medians, and the
+    median of each round's difference (the machine's load varies)."""
+    tag = "{" + even_tags(12)[0] + "}"
+    keys = script_keys(tag)
+    node = client.get_node_from_key(keys[0])
+    master = redis.Redis(host=node.host, port=node.port)
+    args = versions.publish_args(86400, tag + "app.hot", b'{"u":1}', "/u/", None, "")
+    args.append("")  # no collection channel
+    uncounted = redis_cluster._to_both(CLUSTER_SCRIPT)
+    scripts = {"without": uncounted, "with": redis_cluster.PUBLISH_SCRIPT}
+    found: dict[str, list[float]] = {label: [] for label in scripts}
+    for _ in range(rounds):
+        for label, script in scripts.items():
+            sha = master.script_load(script)
+            master.config_resetstat()
+            pipe = master.pipeline(transaction=False)
+            for _ in range(5000):
+                pipe.evalsha(sha, len(keys), *keys, *args)
+            pipe.execute()
+            stats = master.info("commandstats")["cmdstat_evalsha"]
+            found[label].append(stats["usec_per_call"])
+    master.close()
+    added = [b - a for a, b in zip(found["without"], found["with"], strict=True)]
+    result = {f"{k} µs per publish": statistics.median(v) for k, v in found.items()}
+    result["added µs (median of rounds)"] = round(statistics.median(added), 2)
+    return result
+
+
+def balanced(cluster: ClusterServers, client: redis.RedisCluster) -> dict:
+    """12 buckets placed by load (``pushy_cluster_balance``), per draw of the
+    mix: the first half of its publishes is the counted window (the counters
+    of the real publish script), the plan is applied by migrating the slots on
+    the cluster, and the busiest master's share of the second half is measured
+    (``INFO commandstats``), beside that of the first half on the even layout,
+    to which each draw returns first."""
+    tags = ["{" + tag + "}" for tag in even_tags(12)]
+    slots = [key_slot(tag.encode()) for tag in tags]
+    url = "redis+cluster://" + ",".join(f"127.0.0.1:{m.port}" for m in cluster.masters)
+    nodes = cluster_balance.masters(client, url)
+    names = [node.name for node in nodes]
+    even = _owners(cluster, slots, nodes)
+    before, after, moved = [], [], []
+    try:
+        for seed in SEEDS:
+            _place(cluster, client, nodes, slots, even)
+            publishes = mix(seed)
+            half = len(publishes) // 2
+            counted, share = _run(cluster, client, tags, publishes[:half])
+            before.append(share)
+            placement = cluster_balance.plan(counted, even, names)
+            moved.append(len(cluster_balance.moves(even, placement)))
+            _place(cluster, client, nodes, slots, placement)
+            after.append(_run(cluster, client, tags, publishes[half:])[1])
+        _place(cluster, client, nodes, slots, even)
+    finally:
+        for node in nodes:
+            node.client.close()
+    return {
+        "even-12, first halves": _summary(before),
+        "balanced-12, second halves": _summary(after),
+        "buckets moved per draw (median, max)": [statistics.median(moved), max(moved)],
+    }
+
+
+def _owners(cluster: ClusterServers, slots: list[int], nodes) -> list[str]:
+    ports = [cluster.owner(slot).port for slot in slots]
+    return [next(n.name for n in nodes if n.port == port) for port in ports]
+
+
+def _place(cluster, client, nodes, slots: list[int], placement) -> None:
+    """Migrate the bucket slots to ``placement`` (a master's name per bucket)."""
+    by_name = {node.name: node for node in nodes}
+    current = _owners(cluster, slots, nodes)
+    for number in cluster_balance.moves(current, placement):
+        source, target = by_name[current[number]], by_name[placement[number]]
+        others = [n for n in nodes if n not in (source, target)]
+        cluster_balance.migrate(slots[number], source, target, others)
+    client.nodes_manager.initialize()  # the client's map, read again
+
+
+def _run(cluster, client, tags: list[str], publishes) -> tuple[list[int], float]:
+    """Publish through pushy's cluster script: each bucket's counted
+    publishes (its load key's delta) and the busiest master's share."""
+    loads = [tag + ":load" for tag in tags]
+    start = [int(client.get(key) or 0) for key in loads]
+
+    def calls():
+        for model, url in publishes:
+            tag = tags[bucket_of(url, len(tags))]
+            body = json.dumps({"url": url, "model": model}).encode()
+            args = versions.publish_args(86400, tag + model, body, url, None, "")
+            yield script_keys(tag), [*args, ""]  # no collection channel
+
+    found = evalsha_calls(cluster, client, redis_cluster.PUBLISH_SCRIPT, calls())
+    ends = [int(client.get(key) or 0) for key in loads]
+    counted = [end - s for end, s in zip(ends, start, strict=True)]
+    return counted, round(max(found) / sum(found), 3)
 
 
 def lookups(client: redis.RedisCluster, count: int = 12) -> dict:
@@ -324,6 +450,8 @@ def main() -> int:
             },
             "scripts": scripts(client),
             "publish cost": publish_cost(cluster, client),
+            "counter cost": counter_cost(client),
+            "balanced by load": balanced(cluster, client),
             "lookups": lookups(client),
             "delivery": delivery(cluster, client),
         }
