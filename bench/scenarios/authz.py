@@ -119,6 +119,11 @@ def measure_burst(ctx, cookies: list[str], scenario: Scenario) -> dict:
         )  # fmt: skip
         try:
             ready = clients.wait_ready()
+            if ready.get("failed"):  # refused for good: what the gateway was doing
+                logger.error(
+                    "%d subscribes failed (%s); the gateway:\n%s",
+                    ready["failed"], ready.get("errors"), server.diagnose(),
+                )  # fmt: skip
             cold = burst(server, clients, ctx, plan)
             warm = [
                 burst(server, clients, ctx, plan) for _ in range(scenario.warm_bursts)
