@@ -28,6 +28,7 @@ urlpatterns = [
     path("fn/moved/", views.moved),
     path("fn/broken/", views.broken),
     path("fn/session/", views.writes_session),
+    path("fn/shares-locks/<int:n>/", views.shares_locks),
     path("fn/slow/<int:n>/", views.slow),
     path("fn/sleep/<int:ms>/", views.sleeps),
     path("fn/guest-order/<int:pk>/", views.guest_order),

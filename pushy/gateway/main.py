@@ -1,8 +1,9 @@
 """The gateway's entry point, in the fresh interpreter ``runpushy`` starts.
 
 ``BOOTSTRAP`` is the whole program that interpreter is given: it monkey-patches
-first, before anything has imported socket or threading, and only then imports
-this module, which sets Django up with the same settings module.
+first, before anything has imported socket or threading, then makes the locks
+the loop shares with the pool threads cooperative (locks.py), and only then
+imports this module, which sets Django up with the same settings module.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pushy.proctitle import listening_on, set_title
 BOOTSTRAP = (
     "import gevent; gevent.config.track_greenlet_tree = False; "
     "from gevent import monkey; monkey.patch_all(); "
+    "from pushy.gateway.locks import install; install(); "
     "from pushy.gateway.main import run; run()"
 )
 

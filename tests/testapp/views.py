@@ -5,20 +5,31 @@ user get for a GET": DRF permission classes, object permissions and filtered
 querysets; class-based views with the auth mixins; decorated function views.
 """
 
+import logging
 import time
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.contrib.auth.mixins import LoginRequiredMixin, PermissionRequiredMixin
+from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Q
+from django.dispatch import Signal
 from django.http import Http404, HttpResponseRedirect, JsonResponse
+from django.urls import reverse
+from django.utils.translation import gettext
 from django.views import View
 from django.views.generic import TemplateView
 from rest_framework import generics, permissions, serializers
 
+from pushy import publisher
 from tests.testapp.models import Article, Document, Post, Shot, Unpushed
+
+logger = logging.getLogger(__name__)
+# An uncached signal: each send takes its lock (Signal._live_receivers).
+noticed = Signal()
+noticed.connect(lambda **kwargs: None, weak=False)
 
 
 def detail(request, **kwargs):
@@ -62,6 +73,22 @@ def sleeps(request, ms):
     many distinct URLs (``?q=1``, ``?q=2``, ...) share."""
     time.sleep(ms / 1000)
     return JsonResponse({"ms": ms})
+
+
+def shares_locks(request, n):
+    """What views do with the locks a process shares, many times over: log
+    (a handler's lock), look up URLs and translations (asgiref's Locals), send
+    an uncached signal, use the default cache, and ask pushy's Redis client (a
+    version, as the live admin does). In the gateway these run in pool threads
+    at once (pushy/gateway/locks.py, sending._owner)."""
+    for i in range(50):
+        logger.info("shares_locks %s: %s", n, i)
+        reverse("shot-detail", kwargs={"pk": n})
+        gettext("Forbidden")
+        noticed.send(sender=None)
+        cache.set(f"shares-locks-{n}", i)
+    publisher.get_client().ping()
+    return JsonResponse({"n": n})
 
 
 def writes_session(request):

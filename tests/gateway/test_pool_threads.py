@@ -1,0 +1,49 @@
+"""Views run at once in the gateway's pool threads, in a real gateway.
+
+Each subscribe here runs ``/fn/shares-locks/<n>/`` (tests/testapp/views.py):
+a view that logs, looks up URLs and translations, sends a signal, uses the
+cache and asks pushy's Redis client, fifty times over, in the four pool
+threads at once. Before pushy/gateway/locks.py a lock contended there could
+leave a thread asleep for good (its URL refused "timeout" until a restart);
+before each thread had its own pushy Redis client (``sending._owner``), a
+connection opened in one thread failed in another and the view answered 500
+(the live admin's join was refused so, one run in ten under load).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from tests.gateway.clients import Client
+
+pytestmark = [pytest.mark.timeout(90), pytest.mark.django_db(transaction=True)]
+
+CLIENTS = 8
+ROUNDS = 5
+_numbers = itertools.count(1)
+
+
+def test_views_sharing_locks_and_redis_in_every_pool_thread_all_answer(
+    gateway, open_client
+):
+    clients: list[Client] = [open_client(gateway, timeout=20) for _ in range(CLIENTS)]
+    answers: dict[str, dict] = {}
+    for _ in range(ROUNDS):
+        asked: dict[Client, set[str]] = {client: set() for client in clients}
+        for client in clients:  # two each: MAX_QUESTIONS_PER_CONNECTION
+            for _ in range(2):
+                url = f"/fn/shares-locks/{next(_numbers)}/"
+                client.send(action="subscribe", url=url)
+                asked[client].add(url)
+        for client, urls in asked.items():
+            while urls - answers.keys():
+                reply = client.recv()
+                answers[reply["url"]] = reply
+    assert len(answers) == CLIENTS * 2 * ROUNDS
+    refused = [reply for reply in answers.values() if reply["type"] != "subscribed"]
+    assert refused == [], gateway.output()[-3000:]
+    stats = gateway.get_json("/stats")
+    assert stats["questions_overrunning"] == 0
+    assert "Cannot switch" not in gateway.output()
