@@ -77,8 +77,9 @@ def _import_ahead(site_get: bool = False) -> None:
 
     Seen once in the benchmark: pool threads importing the same modules at once
     (the URLconf and its views, the session engine, the auth backends) under
-    gevent's monkey-patched locks left three of them stuck for good. Imports
-    done here, before serving, are not done there.
+    gevent's monkey-patched locks left three of them stuck for good. The
+    import locks are cooperative now (locks.py); imports done here, before
+    serving, still spare the first questions their time.
     """
     from django.contrib.auth import get_backends, get_user, get_user_model
     from django.db import connections
