@@ -10,7 +10,8 @@ gateway received (a copy arriving on both channels of an update counts once).
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 
 import pytest
 import redis
@@ -139,27 +140,37 @@ def test_channels_follow_clients_in_batches(cluster_gateway, redis_cluster):
     assert 1 <= unsubscribed <= 6, unsubscribed
 
 
-def test_a_subscribe_is_answered_once_its_channel_is_held(
-    cluster_gateway, redis_cluster
-):
-    url = urls(300, 1)[0]
+@contextmanager
+def paused_master(redis_cluster, url: str, milliseconds: int) -> Iterator[None]:
+    """The master of ``url``'s object channel holds every client's commands
+    (CLIENT PAUSE) for ``milliseconds``, or until the block ends."""
     client = redis_cluster.client()
     node = client.get_node_from_key(mode.object_channel(url))
     client.close()
     master = redis.Redis(port=node.port)
-    page = Client(cluster_gateway.ws_url)
     try:
-        # The master holds its clients' commands (SSUBSCRIBE too) for a while.
-        master.execute_command("CLIENT", "PAUSE", 800, "ALL")
-        started = time.monotonic()
-        page.subscribe(url)
-        assert time.monotonic() - started >= 0.5
-        # Answered: the gateway holds the channel, the next update arrives.
-        assert publish([url]) == [1]
-        assert page.recv()["url"] == url
+        master.execute_command("CLIENT", "PAUSE", milliseconds, "ALL")
+        yield
     finally:
         master.execute_command("CLIENT", "UNPAUSE")
         master.close()
+
+
+def test_a_subscribe_is_answered_once_its_channel_is_held(
+    cluster_gateway, redis_cluster
+):
+    url = urls(300, 1)[0]
+    page = Client(cluster_gateway.ws_url)
+    try:
+        # The master holds its clients' commands (SSUBSCRIBE too) for a while.
+        with paused_master(redis_cluster, url, 800):
+            started = time.monotonic()
+            page.subscribe(url)
+            assert time.monotonic() - started >= 0.5
+            # Answered: the gateway holds the channel, the next update arrives.
+            assert publish([url]) == [1]
+            assert page.recv()["url"] == url
+    finally:
         page.close()
 
 
@@ -193,22 +204,16 @@ def test_a_channel_not_held_in_time_ends_in_a_resync(cluster_gateway, redis_clus
     """No silent gap: the subscribe is answered after HELD_TIMEOUT, that
     master's listener starts over, and the page is told to resync."""
     url = urls(500, 1)[0]
-    client = redis_cluster.client()
-    node = client.get_node_from_key(mode.object_channel(url))
-    client.close()
-    master = redis.Redis(port=node.port)
     page = Client(cluster_gateway.ws_url, timeout=10)
     try:
-        master.execute_command("CLIENT", "PAUSE", 3000, "ALL")
-        started = time.monotonic()
-        page.subscribe(url)
-        assert 1.5 <= time.monotonic() - started < 3.0
-        assert page.recv() == {"type": "resync"}
-        assert publish([url]) == [1]
-        assert page.recv()["url"] == url
+        with paused_master(redis_cluster, url, 3000):
+            started = time.monotonic()
+            page.subscribe(url)
+            assert 1.5 <= time.monotonic() - started < 3.0
+            assert page.recv() == {"type": "resync"}
+            assert publish([url]) == [1]
+            assert page.recv()["url"] == url
     finally:
-        master.execute_command("CLIENT", "UNPAUSE")
-        master.close()
         page.close()
 
 

@@ -840,16 +840,16 @@
    * them as they leave; one callback receives the records of a whole task, so
    * an element removed and re-added in it stays bound, and a URL left by its
    * last element is released only after app.release_delay seconds. */
-  class Declarations {
-    constructor(app) {
+  /* Elements carrying an attribute, followed as the document changes: what
+   * Declarations (data-pushy-url) and PresenceElements (data-pushy-presence)
+   * share. A subclass has begin() (the document as it is), reconcile(records)
+   * (after each change) and letGo() (stop: what it holds). */
+  class AttributeWatcher {
+    constructor(app, attribute) {
       this.app = app;
-      this.bound = new Map(); // element -> the URL it is bound to
-      this.elements = new Map(); // url -> Set of its bound elements
-      this.held = new Set(); // URLs our callback is subscribed to
-      this.narrow = new Set(); // held URLs subscribed as one object's only
+      this.attribute = attribute;
       this.releases = new Map(); // url -> timer of its release
       this.observer = null;
-      this.callback = (message) => this.deliver(message);
     }
 
     start() {
@@ -861,9 +861,9 @@
         childList: true,
         subtree: true,
         attributes: true,
-        attributeFilter: [URL_ATTR],
+        attributeFilter: [this.attribute],
       });
-      this.bindTree(document);
+      this.begin();
     }
 
     stop() {
@@ -873,6 +873,25 @@
       }
       this.releases.forEach((timer) => clearTimeout(timer));
       this.releases.clear();
+      this.letGo();
+    }
+  }
+
+  class Declarations extends AttributeWatcher {
+    constructor(app) {
+      super(app, URL_ATTR);
+      this.bound = new Map(); // element -> the URL it is bound to
+      this.elements = new Map(); // url -> Set of its bound elements
+      this.held = new Set(); // URLs our callback is subscribed to
+      this.narrow = new Set(); // held URLs subscribed as one object's only
+      this.callback = (message) => this.deliver(message);
+    }
+
+    begin() {
+      this.bindTree(document);
+    }
+
+    letGo() {
       for (const url of this.held) {
         this.app.unsubscribe(url, this.callback);
       }
@@ -1061,36 +1080,18 @@
    * (bubbling, cancelable; detail as presence() gives it) on every change;
    * unless a listener calls preventDefault(), its text becomes the others'
    * names and its data-pushy-count the number of others present. */
-  class PresenceElements {
+  class PresenceElements extends AttributeWatcher {
     constructor(app) {
-      this.app = app;
+      super(app, PRESENCE_ATTR); // its releases: url -> timer of its leave
       this.elements = new Map(); // url -> Set of elements
       this.stops = new Map(); // url -> the function that leaves it
-      this.releases = new Map(); // url -> timer of its leave
-      this.observer = null;
     }
 
-    start() {
-      if (this.observer || typeof document === "undefined" || typeof MutationObserver !== "function") {
-        return;
-      }
-      this.observer = new MutationObserver(() => this.reconcile());
-      this.observer.observe(document, {
-        childList: true,
-        subtree: true,
-        attributes: true,
-        attributeFilter: [PRESENCE_ATTR],
-      });
+    begin() {
       this.reconcile();
     }
 
-    stop() {
-      if (this.observer) {
-        this.observer.disconnect();
-        this.observer = null;
-      }
-      this.releases.forEach((timer) => clearTimeout(timer));
-      this.releases.clear();
+    letGo() {
       this.stops.forEach((stop) => stop());
       this.stops.clear();
       this.elements.clear();
