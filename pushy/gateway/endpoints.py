@@ -55,6 +55,7 @@ class Endpoints:
         snapshot["questions_waiting"] = questions.waiting
         snapshot["questions_running"] = questions.running - len(questions.overrunning)
         snapshot["questions_overrunning"] = len(questions.overrunning)
+        snapshot["questions_stuck"] = len(questions.stuck())
         if self.presence is not None:
             snapshot["presence_urls"] = len(self.presence.rooms)
             snapshot["presence_members"] = self.presence.members
@@ -71,11 +72,17 @@ class Endpoints:
             reason = "redis_subscription_down"
         else:
             reason = self.versions.problem
+        detail = None
+        if reason is None:
+            detail = self.authorizer.questions.all_stuck()
+            reason = detail and "authorization_stuck"
         if reason is None:
             return "200 OK", {"status": "ok", "redis": True}
-        body = {"status": "unavailable", "redis": False, "reason": reason}
-        detail = getattr(self.listener, "detail", None)  # a cluster's (what moved)
-        if reason == "redis_subscription_down" and detail:
+        redis_up = reason == "authorization_stuck"
+        body = {"status": "unavailable", "redis": redis_up, "reason": reason}
+        if reason == "redis_subscription_down":
+            detail = getattr(self.listener, "detail", None)  # a cluster's (what moved)
+        if detail:
             body["detail"] = detail
         return "503 Service Unavailable", body
 

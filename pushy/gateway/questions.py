@@ -43,6 +43,11 @@ UNKNOWN = "unknown"
 MAX_REFRESHES_WAITING = 1000
 # Seconds between log lines about views that overran AUTHORIZATION_TIMEOUT.
 OVERRUN_LOG_INTERVAL = 10.0
+# A question still running after this many AUTHORIZATION_TIMEOUTs (a minute at
+# the default 5 s) is taken for stuck: a view waiting on something that will not
+# come. With every thread so, /health says so (endpoints.py): nothing new can be
+# authorized here until a restart or the views return.
+STUCK_TIMEOUTS = 12
 
 
 class Refused(Exception):
@@ -132,6 +137,24 @@ class Questions:
     @property
     def waiting(self) -> int:
         return sum(map(len, self.lanes.values()))
+
+    def stuck(self) -> list[Question]:
+        """The questions running past ``STUCK_TIMEOUTS`` timeouts, oldest first."""
+        since = time.monotonic() - STUCK_TIMEOUTS * self.timeout
+        late = [q for q in self.overrunning.values() if q.started_at <= since]
+        return sorted(late, key=lambda question: question.started_at)
+
+    def all_stuck(self) -> str | None:
+        """What to tell an operator when every pool thread is stuck, else None."""
+        stuck = self.stuck()
+        if len(stuck) < self.size:
+            return None
+        seconds = time.monotonic() - stuck[-1].started_at
+        what = stuck[0].label or "an authorization question"
+        return (
+            f"all {self.size} pool threads have run one question each for "
+            f"{seconds:.0f} s or more ({what}, ...): nothing new can be authorized"
+        )
 
     # Asking --------------------------------------------------------------
 

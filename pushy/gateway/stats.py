@@ -160,6 +160,8 @@ def prometheus_text(snapshot: dict[str, Any]) -> str:
         "questions_running": "Pool threads running an authorization question",
         "questions_overrunning": "Pool threads still running a question past "
         "AUTHORIZATION_TIMEOUT",
+        "questions_stuck": "Pool threads running one question for 12 "
+        "AUTHORIZATION_TIMEOUTs or more",
     }
     for name, help_text in gauges.items():
         if snapshot.get(name) is None:

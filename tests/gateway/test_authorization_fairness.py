@@ -8,6 +8,7 @@ AUTHORIZATION_TIMEOUT is refused with a message. Loopback has all of
 127.0.0.0/8, so a socket bound to 127.0.0.2 is another client address.
 """
 
+import json
 import re
 import time
 
@@ -157,6 +158,31 @@ def test_a_view_past_the_timeout_is_refused_with_a_message(
     assert metric(metrics, "pushy_gateway_questions_overrunning") == 1
     assert metric(metrics, "pushy_gateway_questions_timed_out_total") == 1
     wait_for_stats(gw, lambda s: s["questions_overrunning"] == 0, timeout=5)
+
+
+def test_every_pool_thread_stuck_makes_health_say_so_until_one_returns(
+    django_db_setup, start_gateway, connect
+):
+    """Stuck: running 12 AUTHORIZATION_TIMEOUTs (3 s here); the view's 5 s end."""
+    gw = start_gateway(AUTHORIZATION_TIMEOUT=0.25, DB_POOL_SIZE=1)
+    client = connect(gw)
+    client.send_json(action="subscribe", url="/fn/sleep/5000/")
+    assert client.recv_json()["code"] == "timeout"
+    assert gw.get("/health")[0] == 200  # overrunning, not yet stuck
+    waited = gw.wait_for_health(503, timeout=5)
+    assert 1.5 < waited < 4.5
+    status, body = gw.get("/health")
+    assert status == 503, body
+    answer = json.loads(body)
+    assert answer["reason"] == "authorization_stuck" and answer["redis"] is True
+    assert answer["detail"].startswith(
+        "all 1 pool threads have run one question each for 3 s or more "
+        "(the authorization of /fn/sleep/5000/"
+    ), answer
+    assert gw.get_json("/stats")["questions_stuck"] == 1
+    assert metric(gw.get("/metrics")[1], "pushy_gateway_questions_stuck") == 1
+    gw.wait_for_health(200, timeout=5)  # the view returned
+    assert gw.get_json("/stats")["questions_stuck"] == 0
 
 
 def test_a_client_that_says_goodbye_while_its_question_waits_is_not_asked_for(
