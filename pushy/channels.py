@@ -60,9 +60,18 @@ PRESENCE_SUFFIX = ":presence"
 
 def presence_channel() -> str:
     """Where gateways tell each other that someone joined or left a URL."""
-    return conf.get("CHANNEL_PREFIX") + PRESENCE_SUFFIX
+    return _presence()
 
 
 def presence_key_prefix() -> str:
     """The Redis keys presence lives in (pushy/gateway/presence.py)."""
-    return conf.get("CHANNEL_PREFIX") + PRESENCE_SUFFIX + ":"
+    return _presence() + ":"
+
+
+def _presence() -> str:
+    """On a Redis Cluster, one hash tag: presence's keys and its channel share
+    a slot, so a join writes and tells in one MULTI (presence.py)."""
+    from pushy import redis_cluster
+
+    name = conf.get("CHANNEL_PREFIX") + PRESENCE_SUFFIX
+    return "{" + name + "}" if redis_cluster.enabled() else name

@@ -381,13 +381,3 @@ def test_a_master_closing_the_senders_connection_costs_no_update(
     assert publisher.publish(updates) == [0] * 12
     found = versions.lookup(sending.get_client(), [u.url for u in updates]).versions
     assert all(v > before for v in found.values())
-
-
-def test_presence_is_refused_in_words_on_a_cluster(cluster_gateway):
-    client = Client(cluster_gateway.ws_url)
-    try:
-        answer = client.request(action="join", url="/api/shot/1/")
-    finally:
-        client.close()
-    assert answer["type"] == "error" and answer["code"] == "invalid", answer
-    assert answer["message"] == "presence is not served here"

@@ -59,6 +59,7 @@ from pushy.gateway.questions import Dropped, Refused
 from pushy.gateway.rooms import Local, Room, parse_entry
 from pushy.gateway.side_redis import side_client
 from pushy.logs import Throttled
+from pushy.redis_cluster import is_cluster_url
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +125,7 @@ class Presence:
         self.loop = loop or gevent.get_hub().loop
         self.gateway = gateway or gateway_id()
         self.channel = presence_channel()
+        self.cluster = is_cluster_url(redis_url)
         self.prefix = presence_key_prefix()
         self.rooms: dict[str, Room] = {}
         # connection -> {url: person id}: where each connection is present.
@@ -177,6 +179,14 @@ class Presence:
 
     def _client(self) -> redis.Redis:
         return side_client(self.redis_url)
+
+    def _tell(self, pipe: Any, body: str) -> None:
+        """Publish a change to every gateway, in ``pipe`` (sharded on a
+        cluster: the channel shares the slot of the keys written with it)."""
+        if self.cluster:
+            pipe.spublish(self.channel, body)
+        else:
+            pipe.publish(self.channel, body)
 
     # Joining and leaving (event loop; never blocks) ------------------------
 
@@ -283,7 +293,7 @@ class Presence:
             pipe = self._client().pipeline(transaction=True)
             pipe.hset(self.url_key(url), field, json.dumps(list(entry)))
             pipe.sadd(self.url_set_key(self.gateway), url)
-            pipe.publish(self.channel, body)
+            self._tell(pipe, body)
             if read:
                 pipe.hgetall(self.url_key(url))
             answers = pipe.execute()
@@ -303,7 +313,7 @@ class Presence:
             pipe.hdel(self.url_key(url), field)
             if last:
                 pipe.srem(self.url_set_key(self.gateway), url)
-            pipe.publish(self.channel, body)
+            self._tell(pipe, body)
             pipe.execute()
         except redis.RedisError as e:
             self._failed("write a presence leave", e)
@@ -448,7 +458,7 @@ class Presence:
             pipe = client.pipeline(transaction=True)
             if fields:
                 pipe.hdel(key, *fields)
-            pipe.publish(self.channel, body_of(url))
+            self._tell(pipe, body_of(url))
             pipe.execute()
         client.delete(set_key)
 

@@ -154,18 +154,14 @@ class Gateway:
         cluster = is_cluster_url(redis_url)
         if cluster:  # Redis Cluster mode is chosen here, once (issue 24)
             from pushy.gateway import cluster_listener
-        # Presence is served on one Redis (or Sentinel), not yet on a cluster:
-        # there a join is answered "presence is not served here".
-        self.presence: Presence | None = None
-        if not cluster:
-            self.presence = Presence(
-                redis_url,
-                conf.get("PRESENCE_LIMIT"),
-                conf.get("PRESENCE_HEARTBEAT"),
-                self.loop,
-            )
-            # A subscription that ends (unsubscribe, revocation, close) leaves it.
-            self.hub.on_unsubscribe = self.presence.leave
+        self.presence: Presence | None = Presence(
+            redis_url,
+            conf.get("PRESENCE_LIMIT"),
+            conf.get("PRESENCE_HEARTBEAT"),
+            self.loop,
+        )
+        # A subscription that ends (unsubscribe, revocation, close) leaves it.
+        self.hub.on_unsubscribe = self.presence.leave
         book = cluster_listener.ClusterVersionBook if cluster else VersionBook
         self.versions = book(
             redis_url, conf.get("VERSION_TTL"), on_epoch=self.resync_clients
@@ -187,6 +183,7 @@ class Gateway:
         if self.presence is not None:
             controls[presence_channel()] = self.presence.notice
         options = dict(
+            quiet=(presence_channel(),),
             health_interval=conf.get("REDIS_HEALTH_INTERVAL"),
             # The stamp and the version are added after the publisher's size check.
             max_update_bytes=conf.get("MAX_UPDATE_BYTES")
@@ -210,7 +207,6 @@ class Gateway:
                 conf.get("CHANNEL_PREFIX") + "*",
                 hooks,
                 controls=controls,
-                quiet=(presence_channel(),),
                 **options,
             )
         replay = Replay(
