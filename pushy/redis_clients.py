@@ -134,8 +134,11 @@ def redacted(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
-def publish(client: redis.Redis, channel: str, body: str | bytes) -> int:
-    """PUBLISH, or SPUBLISH on a cluster (where gateways listen sharded)."""
+def publish(
+    client: redis.Redis | redis.RedisCluster, channel: str, body: str | bytes
+) -> Any:
+    """PUBLISH, or SPUBLISH on a cluster (where gateways listen sharded); a
+    pipeline's is queued (a cluster's ``ClusterPipeline`` is a RedisCluster)."""
     if isinstance(client, redis.RedisCluster):
         return client.spublish(channel, body)
     return client.publish(channel, body)

@@ -59,7 +59,7 @@ from pushy.gateway.questions import Dropped, Refused
 from pushy.gateway.rooms import Local, Room, parse_entry
 from pushy.gateway.side_redis import side_client
 from pushy.logs import Throttled
-from pushy.redis_cluster import is_cluster_url
+from pushy.redis_clients import publish
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,6 @@ class Presence:
         self.loop = loop or gevent.get_hub().loop
         self.gateway = gateway or gateway_id()
         self.channel = presence_channel()
-        self.cluster = is_cluster_url(redis_url)
         self.prefix = presence_key_prefix()
         self.rooms: dict[str, Room] = {}
         # connection -> {url: person id}: where each connection is present.
@@ -179,14 +178,6 @@ class Presence:
 
     def _client(self) -> redis.Redis:
         return side_client(self.redis_url)
-
-    def _tell(self, pipe: Any, body: str) -> None:
-        """Publish a change to every gateway, in ``pipe`` (sharded on a
-        cluster: the channel shares the slot of the keys written with it)."""
-        if self.cluster:
-            pipe.spublish(self.channel, body)
-        else:
-            pipe.publish(self.channel, body)
 
     # Joining and leaving (event loop; never blocks) ------------------------
 
@@ -293,7 +284,7 @@ class Presence:
             pipe = self._client().pipeline(transaction=True)
             pipe.hset(self.url_key(url), field, json.dumps(list(entry)))
             pipe.sadd(self.url_set_key(self.gateway), url)
-            self._tell(pipe, body)
+            publish(pipe, self.channel, body)
             if read:
                 pipe.hgetall(self.url_key(url))
             answers = pipe.execute()
@@ -313,7 +304,7 @@ class Presence:
             pipe.hdel(self.url_key(url), field)
             if last:
                 pipe.srem(self.url_set_key(self.gateway), url)
-            self._tell(pipe, body)
+            publish(pipe, self.channel, body)
             pipe.execute()
         except redis.RedisError as e:
             self._failed("write a presence leave", e)
@@ -458,7 +449,7 @@ class Presence:
             pipe = client.pipeline(transaction=True)
             if fields:
                 pipe.hdel(key, *fields)
-            self._tell(pipe, body_of(url))
+            publish(pipe, self.channel, body_of(url))
             pipe.execute()
         client.delete(set_key)
 
