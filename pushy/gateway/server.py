@@ -154,7 +154,7 @@ class Gateway:
         cluster = is_cluster_url(redis_url)
         if cluster:  # Redis Cluster mode is chosen here, once (issue 24)
             from pushy.gateway import cluster_listener
-        self.presence: Presence | None = Presence(
+        self.presence = Presence(
             redis_url,
             conf.get("PRESENCE_LIMIT"),
             conf.get("PRESENCE_HEARTBEAT"),
@@ -179,9 +179,8 @@ class Gateway:
         controls = {
             resync_channel(): lambda body: self.resync_requested(),
             explain_channel(): self.explainer.request,
+            presence_channel(): self.presence.notice,
         }
-        if self.presence is not None:
-            controls[presence_channel()] = self.presence.notice
         options = dict(
             quiet=(presence_channel(),),
             health_interval=conf.get("REDIS_HEALTH_INTERVAL"),
@@ -250,15 +249,14 @@ class Gateway:
         for signum in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(signum, self._on_signal, signum)
         self.listener.start()
-        if self.presence is not None:
-            self.presence.start()
+        self.presence.start()
         self.acceptor.start()
         helpers = [
             gevent.spawn(self.heartbeat.run),
             gevent.spawn(self._trim_memory),
             gevent.spawn(self._probe_versions),
         ]
-        if self.presence is not None and self.hub.gate is not None:  # members re-asked
+        if self.hub.gate is not None:  # members re-asked
             recheck = Recheck(
                 self.presence,
                 self.authorizer,
@@ -313,8 +311,7 @@ class Gateway:
         while self.hub.connections and time.monotonic() < deadline:
             gevent.sleep(0.05)
         self.listener.stop()
-        if self.presence is not None:
-            self.presence.stop()
+        self.presence.stop()
         self.authorizer.close()
         logger.info("pushy gateway stopped")
         self.stopped.set()
@@ -421,8 +418,7 @@ class Gateway:
     def resync(self) -> None:
         """Redis is back after an outage: tell clients what they may have missed."""
         self.stats.redis_reconnects += 1
-        if self.presence is not None:
-            self.presence.dirty = True  # notices were missed: read the rooms again
+        self.presence.dirty = True  # notices were missed: read the rooms again
         self.resync_clients()
 
     def resync_clients(self) -> None:
