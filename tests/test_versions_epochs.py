@@ -4,38 +4,19 @@ failovers, eviction) are in tests/chaos/."""
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-import redis
 
 from pushy import versions
 from pushy.versions import Snapshot
+from tests.support.version_book import TTL, own_book, publish
 
 pytestmark = pytest.mark.timeout(20)
-
-TTL = 86400
 
 
 @pytest.fixture
 def store(pushy_redis, settings):
-    # A book of this test's own: the epochs it starts must not move the
-    # versions other tests (and their long-lived gateways) count on.
-    settings.PUSHY_SETTINGS = {
-        **settings.PUSHY_SETTINGS,
-        "CHANNEL_PREFIX": f"epochs{uuid.uuid4().hex[:8]}_",
-    }
-    client = redis.Redis.from_url(pushy_redis.url)
-    yield client
-    client.delete(versions.book_key())
-    client.close()
-
-
-def publish(store, url, *, seq="", sender="s1", collection=None, channel="c", ttl=TTL):
-    keys = [versions.book_key(), versions.sender_key(sender), versions.history_key()]
-    args = versions.publish_args(ttl, channel, b'{"a":1}', url, collection, seq)
-    count, version = store.eval(versions.PUBLISH_SCRIPT, len(keys), *keys, *args)
-    return int(count), int(version)
+    with own_book(pushy_redis.url, settings, "epochs") as client:
+        yield client
 
 
 def lookup(store, urls, horizon=None) -> Snapshot:

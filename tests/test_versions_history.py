@@ -6,39 +6,29 @@ dropped or trimmed, is None (the client resyncs)."""
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
-import redis
 
 from pushy import versions
+from tests.support.version_book import own_book
+from tests.support.version_book import publish as run_script
 
 pytestmark = pytest.mark.timeout(20)
-
-TTL = 86400
 
 
 @pytest.fixture
 def store(pushy_redis, settings):
-    # Keys of this test's own (the epochs it starts must not move others').
-    settings.PUSHY_SETTINGS = {
-        **settings.PUSHY_SETTINGS,
-        "CHANNEL_PREFIX": f"history{uuid.uuid4().hex[:8]}_",
-        "HISTORY_LENGTH": 8,
-        "HISTORY_SECONDS": 60,
-    }
-    client = redis.Redis.from_url(pushy_redis.url)
-    yield client
-    client.delete(versions.book_key(), versions.history_key())
-    client.close()
+    history = {"HISTORY_LENGTH": 8, "HISTORY_SECONDS": 60}
+    with own_book(pushy_redis.url, settings, "history", **history) as client:
+        yield client
 
 
 def publish(store, url, collection=None, n=0, channel="c"):
-    keys = [versions.book_key(), versions.sender_key("s"), versions.history_key()]
     body = json.dumps({"url": url, "n": n}).encode()
-    args = versions.publish_args(TTL, channel, body, url, collection, "")
-    _, version = store.eval(versions.PUBLISH_SCRIPT, len(keys), *keys, *args)
-    return int(version)
+    _, version = run_script(
+        store, url, body=body, sender="s", collection=collection, channel=channel
+    )
+    return version
 
 
 def replayed(store, url, seen):
