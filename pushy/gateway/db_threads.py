@@ -3,33 +3,33 @@
 ORM work (loading a session and its user, running a view for ``can_get`` or a
 project's ``AUTHORIZE`` function) runs in a small pool of real threads,
 ``DB_POOL_SIZE`` of them (questions.py hands them out), so the event loop never
-waits on the database. Around each job (``_job``) its thread's DB connections
-are seen to as around a request (``CONN_MAX_AGE`` and ``CONN_HEALTH_CHECKS``
-are honoured), and ``_import_ahead`` imports in the main thread what the
-threads' first questions would.
+waits on the database. Around each job (``before_job``, ``after_job``: the
+pool calls them) its thread's DB connections are seen to as around a request
+(``CONN_MAX_AGE`` and ``CONN_HEALTH_CHECKS`` are honoured), and
+``_import_ahead`` imports in the main thread what the threads' first
+questions would.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from importlib import import_module
 from types import SimpleNamespace
-from typing import Any
 
 from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
 
-def _close_db_connections(load: Any = None) -> None:
+def after_job(left: int, burst: int) -> None:
     """After a job, in its pool thread: close DB connections as after a request.
 
     With CONN_MAX_AGE = 0 (the default) the connection closes, and with more it
     is kept per pool thread (so at most DB_POOL_SIZE are open) -- except while
-    other jobs are waiting or running (``load.jobs`` counts this one too): then
-    the thread keeps its connection for the next one (closing only one that
+    other jobs are waiting or running (``left`` of them, counted by the pool
+    so that of jobs ending together exactly one sees none left): then the
+    thread keeps its connection for the next one (closing only one that
     failed). Connecting costs about three times
     what a typical authorization view does (bench/results/PROFILE.md), and a burst of
     questions would otherwise connect once per question. The last job of a
@@ -38,11 +38,11 @@ def _close_db_connections(load: Any = None) -> None:
     """
     from django.db import close_old_connections, connections
 
-    if load is not None and load.jobs > 1:
+    if left > 0:
         for connection in connections.all(initialized_only=True):
             if connection.errors_occurred:
                 connection.close_if_unusable_or_obsolete()
-        _kept.burst = load.bursts
+        _kept.burst = burst
         return
     close_old_connections()
     _kept.burst = None
@@ -52,7 +52,7 @@ def _close_db_connections(load: Any = None) -> None:
 _kept = threading.local()
 
 
-def _reopen_db_connections(load: Any) -> None:
+def before_job(burst: int) -> None:
     """Before a job, in its pool thread: see to connections kept from an
     earlier burst, as Django does when a request starts.
 
@@ -66,8 +66,8 @@ def _reopen_db_connections(load: Any) -> None:
     """
     from django.db import close_old_connections
 
-    burst = getattr(_kept, "burst", None)
-    if burst is not None and burst != load.bursts:
+    kept = getattr(_kept, "burst", None)
+    if kept is not None and kept != burst:
         close_old_connections()
         _kept.burst = None
 
@@ -107,12 +107,3 @@ def _import_ahead(site_get: bool = False) -> None:
         resolver.resolve("/")  # populates the resolver's caches
     except Resolver404:
         pass
-
-
-def _job(load: Any, func: Callable[..., Any], *args: Any) -> Any:
-    """``func(*args)`` in a pool thread, its DB connections seen to around it."""
-    _reopen_db_connections(load)
-    try:
-        return func(*args)
-    finally:
-        _close_db_connections(load)

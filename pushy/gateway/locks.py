@@ -35,7 +35,8 @@ import gevent
 from gevent import monkey
 from gevent._hub_local import get_hub_if_exists
 
-_native_lock = monkey.get_original("_thread", "allocate_lock")
+# A lock of the interpreter, never gevent's (public: questions.py counts with one).
+native_lock = monkey.get_original("_thread", "allocate_lock")
 _native_ident = monkey.get_original("_thread", "get_ident")
 
 # The loop's thread (the one that installs): set by install().
@@ -51,7 +52,7 @@ class CooperativeLock:
     __slots__ = ("_native", "__weakref__")
 
     def __init__(self) -> None:
-        self._native = _native_lock()
+        self._native = native_lock()
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         if self._native.acquire(False):
@@ -83,7 +84,7 @@ class CooperativeLock:
         return self._native.locked()
 
     def _at_fork_reinit(self) -> None:
-        self._native = _native_lock()
+        self._native = native_lock()
 
     __enter__ = acquire
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from gevent.event import AsyncResult
 
 from pushy import authorization, conf
-from pushy.gateway.db_threads import _import_ahead, _job
+from pushy.gateway.db_threads import _import_ahead, after_job, before_job
 
 # Re-exported: server.py and the tests import them from here.
 from pushy.gateway.origins import origin_allowed  # noqa: F401
@@ -87,6 +87,8 @@ class Authorizer:
             conf.get("MAX_QUESTIONS_PER_CONNECTION"),
             conf.get("MAX_QUESTIONS_PER_CLIENT"),
             stats,
+            before_job=before_job,
+            after_job=after_job,
         )
         self.sessions: dict[str, SessionRead] = {}
         # (identity, url) -> (allowed, expires, the URL's mark when asked).
@@ -374,10 +376,7 @@ class Authorizer:
         A view that never answers must not hold its askers (and their readers)
         for good: past AUTHORIZATION_TIMEOUT they get ``TimedOut`` (questions.py).
         """
-        questions = self.questions
-        return questions.ask(
-            key, _job, questions, func, *args, asker=asker, label=label
-        )
+        return self.questions.ask(key, func, *args, asker=asker, label=label)
 
     def _once(
         self, key: Any, compute: Callable[..., Any], *args: Any, asker: Any = None

@@ -16,7 +16,9 @@ runs past ``timeout`` is answered ``TimedOut``; its thread cannot be stopped,
 so it stays busy until the view returns (an *overrun*), and the same question
 asked meanwhile is refused at once rather than given a second thread.
 
-Nothing here knows Django: a question is a callable and its arguments.
+Nothing here knows Django: a question is a callable and its arguments, and
+what a pool thread does around each (its database connections: db_threads.py)
+is handed in as ``before_job`` and ``after_job``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import gevent
 from gevent.event import AsyncResult
 from gevent.threadpool import ThreadPool
 
+from pushy.gateway.locks import native_lock
 from pushy.logs import Throttled
 
 logger = logging.getLogger(__name__)
@@ -111,6 +114,8 @@ class Questions:
         per_connection: int,
         per_client: int | None,
         stats: Any = None,
+        before_job: Callable[[int], None] | None = None,
+        after_job: Callable[[int, int], None] | None = None,
     ) -> None:
         self.pool = ThreadPool(size)
         self.size = size
@@ -125,14 +130,33 @@ class Questions:
         self.lanes: OrderedDict[Any, OrderedDict[Question, None]] = OrderedDict()
         self.asked_by: dict[Any, set[Question]] = {}  # connection -> its questions
         self.running = 0  # pool threads busy, overruns included
-        # Times jobs rose from none: see db_threads._reopen_db_connections.
+        # Questions not finished: waiting, or running (overruns too). A pool
+        # thread takes its own off as its function returns, under a native lock,
+        # so of jobs that finish together exactly one sees none left.
+        self._unfinished = 0
+        self._unfinished_lock = native_lock()
+        # Times the unfinished rose from none (read by pool threads).
         self.bursts = 0
+        # In the pool thread, before a job: before_job(burst); after it:
+        # after_job(questions left unfinished, burst).
+        self.before_job = before_job
+        self.after_job = after_job
         self._overrun_log = Throttled(logger, interval=OVERRUN_LOG_INTERVAL)
 
     @property
     def jobs(self) -> int:
-        """Questions waiting or running (read by pool threads: see db_threads)."""
-        return len(self.questions) + len(self.overrunning)
+        """Questions waiting or running, overruns included."""
+        return self._unfinished
+
+    def _add_unfinished(self, change: int) -> int:
+        """Count questions in (+1) or out (-1); how many are left.
+
+        Called by the loop (a question asked, or dropped unstarted) and by pool
+        threads (a function returned): a native lock, held for an addition only.
+        """
+        with self._unfinished_lock:
+            self._unfinished += change
+            return self._unfinished
 
     @property
     def waiting(self) -> int:
@@ -207,8 +231,8 @@ class Questions:
                 f"too many authorization questions waiting for {what} "
                 f"({len(self.lanes[lane])}, MAX_QUESTIONS_PER_CLIENT); try again later"
             )
-        if not self.jobs:
-            self.bursts += 1  # read by pool threads: see db_threads
+        if self._add_unfinished(1) == 1:
+            self.bursts += 1
         self.questions[key] = question
         self._enqueue(question, lane)
         self._add_asker(question, asker, lane)
@@ -267,6 +291,7 @@ class Questions:
 
     def _drop(self, question: Question) -> None:
         self._count("questions_dropped")
+        self._add_unfinished(-1)  # never started: no thread will
         self._end(question)
         question.result.set_exception(Dropped(question.key))
 
@@ -296,6 +321,7 @@ class Questions:
     def _waited_too_long(self, question: Question) -> None:
         """Not started within the timeout: refused (an event-loop callback)."""
         self._count("questions_refused")
+        self._add_unfinished(-1)  # never started: no thread will
         self._end(question)
         question.result.set_exception(
             Busy(
@@ -332,7 +358,7 @@ class Questions:
 
     def _execute(self, question: Question) -> None:
         try:
-            value = self.pool.spawn(question.func, *question.args).get()
+            value = self.pool.spawn(self._in_thread, question).get()
         except BaseException as e:  # noqa: BLE001 -- handed to the askers
             outcome: tuple[bool, Any] = (False, e)
         else:
@@ -352,6 +378,19 @@ class Questions:
             else:
                 question.result.set_exception(value)
         self._pump()
+
+    def _in_thread(self, question: Question) -> Any:
+        """In a pool thread: the question's function, with the housekeeping
+        handed in around it (a burst's last job is told it is the last)."""
+        burst = self.bursts
+        if self.before_job is not None:
+            self.before_job(burst)
+        try:
+            return question.func(*question.args)
+        finally:
+            left = self._add_unfinished(-1)
+            if self.after_job is not None:
+                self.after_job(left, burst)
 
     def _overran(self, question: Question) -> None:
         """Still running at the timeout: its askers are refused; its thread

@@ -52,7 +52,7 @@ def test_a_table_renamed_under_a_running_capture(published, pushy_redis, request
             sql("UPDATE captureapp_item_old SET title = %s", [f"renamed {i}"])
             Tag.objects.create(slug=f"t{i}")
             assert await_tag(published, f"t{i}") == []  # no resync, no update
-        output = capture.output()
+        output = capture.wait_for_log(NOT_CAPTURED)
         assert output.count(NOT_CAPTURED) == 1, output
         line = next(x for x in output.splitlines() if NOT_CAPTURED in x)
         assert "table captureapp_item does not exist" in line, line

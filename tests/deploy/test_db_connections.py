@@ -231,7 +231,7 @@ def settled(counter: Counter, expected: range, timeout: float = 5) -> int:
         (60, 1, POOL_SIZE, range(POOL_SIZE, POOL_SIZE + 1)),
         # The last job of the burst closes its connection; a thread that went
         # idle while others still worked keeps its own until its next job
-        # (pushy/gateway/db_threads.py, _close_db_connections).
+        # (pushy/gateway/db_threads.py, after_job).
         (0, 1, POOL_SIZE, range(0, POOL_SIZE)),
         # Each worker is a gateway with a pool of its own: more than one pool
         # holds them (how many of the 6 threads ran depends on how the kernel

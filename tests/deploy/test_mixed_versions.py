@@ -53,4 +53,4 @@ def test_an_update_with_keys_from_a_later_release_is_delivered(pushy_redis):
         finally:
             client.close()
             publisher.close()
-    assert "dropped an invalid message on pushy_testapp.shot" in gateway.output()
+    gateway.wait_for_log("dropped an invalid message on pushy_testapp.shot")

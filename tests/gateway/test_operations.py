@@ -97,7 +97,7 @@ def test_signal_closes_clients_with_1001_and_exits(pushy_redis, signum):
             assert client.recv_close() == (1001, "server shutting down")
         assert gw.wait(10) == 0
         assert time.monotonic() - started < 5
-        assert "pushy gateway stopped" in gw.output()
+        gw.wait_for_log("pushy gateway stopped")
         with pytest.raises(OSError):
             RawClient("127.0.0.1", gw.port, timeout=1).upgrade()
     finally:

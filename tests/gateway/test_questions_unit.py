@@ -29,9 +29,9 @@ class Asker:
 def make():
     made = []
 
-    def make(size=1, timeout=5.0, per_connection=2, per_client=100):
+    def make(size=1, timeout=5.0, per_connection=2, per_client=100, **hooks):
         stats = Stats()
-        questions = Questions(size, timeout, per_connection, per_client, stats)
+        questions = Questions(size, timeout, per_connection, per_client, stats, **hooks)
         made.append(questions)
         return questions, stats
 
@@ -172,3 +172,21 @@ def test_a_question_that_waits_past_the_timeout_is_refused_busy(make):
     while questions.overrunning:
         gevent.sleep(0.02)
     assert questions.jobs == 0 and questions.waiting == 0
+
+
+def test_of_jobs_ending_together_exactly_one_is_told_it_is_the_last(make):
+    # db_threads closes a pool thread's DB connection only after a burst's last
+    # job: were two told "others are left", an idle gateway would hold them all.
+    before, after = [], []
+    questions, _ = make(
+        size=3, before_job=before.append, after_job=lambda *a: after.append(a)
+    )
+    for burst in (1, 2):
+        together = threading.Barrier(3, timeout=10)  # all three return at once
+        asks = [
+            gevent.spawn(questions.ask, (burst, n), together.wait) for n in range(3)
+        ]
+        gevent.joinall(asks, raise_error=True)
+        assert before[-3:] == [burst] * 3
+        assert sorted(after[-3:]) == [(0, burst), (1, burst), (2, burst)]
+        assert questions.jobs == 0

@@ -81,7 +81,7 @@ def test_an_out_of_memory_redis_is_reported_and_its_end_resyncs_returning_pages(
 
     written = fill_until_oom(store)
     wait_for_reason(gateway_on, "redis_out_of_memory")
-    assert "Redis refuses writes (out of memory)" in gateway_on.output()
+    gateway_on.wait_for_log("Redis refuses writes (out of memory)")
 
     store.delete(*[f"filler:{i}" for i in range(written)])
     store.config_set("maxmemory", "0")
@@ -129,7 +129,7 @@ def test_a_new_epoch_found_by_the_probe_resyncs_connected_clients(
     assert plain.recv_until(lambda m: m["type"] == "resync", timeout=10) == {
         "type": "resync"
     }
-    assert "new version epoch" in gateway_on.output()
+    gateway_on.wait_for_log("new version epoch")
     versioned.close()
     plain.close()
     store.close()

@@ -96,7 +96,7 @@ def test_sigterm_stops_every_worker(workers):
     assert workers.wait(timeout=20) == 0
     assert time.monotonic() - started < 3 + 5  # SHUTDOWN_TIMEOUT + the kill margin
     assert not any(alive(pid) for pid in pids)
-    assert "all workers stopped" in workers.output()
+    workers.wait_for_log("all workers stopped")
 
 
 def command_line(pid: int) -> str:
