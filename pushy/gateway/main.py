@@ -2,8 +2,9 @@
 
 ``BOOTSTRAP`` is the whole program that interpreter is given: it monkey-patches
 first, before anything has imported socket or threading, then makes the locks
-the loop shares with the pool threads cooperative (locks.py), and only then
-imports this module, which sets Django up with the same settings module.
+the loop shares with the pool threads cooperative (locks.py) and sockets
+waitable from any thread (shared_sockets.py), and only then imports this
+module, which sets Django up with the same settings module.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pushy.proctitle import listening_on, set_title
 BOOTSTRAP = (
     "import gevent; gevent.config.track_greenlet_tree = False; "
     "from gevent import monkey; monkey.patch_all(); "
-    "from pushy.gateway.locks import install; install(); "
+    "from pushy.gateway import locks, shared_sockets; "
+    "locks.install(); shared_sockets.install(); "
     "from pushy.gateway.main import run; run()"
 )
 

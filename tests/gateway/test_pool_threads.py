@@ -2,12 +2,12 @@
 
 Each subscribe here runs ``/fn/shares-locks/<n>/`` (tests/testapp/views.py):
 a view that logs, looks up URLs and translations, sends a signal, uses the
-cache and asks pushy's Redis client, fifty times over, in the four pool
-threads at once. Before pushy/gateway/locks.py a lock contended there could
-leave a thread asleep for good (its URL refused "timeout" until a restart);
-before each thread had its own pushy Redis client (``sending._owner``), a
-connection opened in one thread failed in another and the view answered 500
-(the live admin's join was refused so, one run in ten under load).
+cache, asks pushy's Redis client and the site's one ``redis.Redis``, fifty
+times over, in the four pool threads at once. Before pushy/gateway/locks.py a
+lock contended there could leave a thread asleep for good (its URL refused
+"timeout" until a restart); before shared_sockets.py, a pooled connection
+opened in one thread failed in another and the view answered 500 (the live
+admin's join was refused so, one run in ten under load).
 """
 
 from __future__ import annotations

@@ -6,8 +6,10 @@ querysets; class-based views with the auth mixins; decorated function views.
 """
 
 import logging
+import threading
 import time
 
+import redis
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.contrib.auth.mixins import LoginRequiredMixin, PermissionRequiredMixin
@@ -23,7 +25,7 @@ from django.views import View
 from django.views.generic import TemplateView
 from rest_framework import generics, permissions, serializers
 
-from pushy import publisher
+from pushy import conf, publisher
 from tests.testapp.models import Article, Document, Post, Shot, Unpushed
 
 logger = logging.getLogger(__name__)
@@ -76,19 +78,35 @@ def sleeps(request, ms):
 
 
 def shares_locks(request, n):
-    """What views do with the locks a process shares, many times over: log
-    (a handler's lock), look up URLs and translations (asgiref's Locals), send
-    an uncached signal, use the default cache, and ask pushy's Redis client (a
-    version, as the live admin does). In the gateway these run in pool threads
-    at once (pushy/gateway/locks.py, sending._owner)."""
+    """What views do with the locks and sockets a process shares, many times
+    over: log (a handler's lock), look up URLs and translations (asgiref's
+    Locals), send an uncached signal, use the default cache, ask pushy's Redis
+    client (a version, as the live admin does) and the site's own (one client,
+    so one connection pool, for the whole process). In the gateway these run in
+    pool threads at once (pushy/gateway/locks.py, shared_sockets.py)."""
     for i in range(50):
         logger.info("shares_locks %s: %s", n, i)
         reverse("shot-detail", kwargs={"pk": n})
         gettext("Forbidden")
         noticed.send(sender=None)
         cache.set(f"shares-locks-{n}", i)
+        if i % 10 == 0:
+            site_redis().incr(f"shares-locks-{n}")
     publisher.get_client().ping()
     return JsonResponse({"n": n})
+
+
+_site_redis: list[redis.Redis] = []
+_site_redis_lock = threading.Lock()
+
+
+def site_redis() -> redis.Redis:
+    """One Redis client for the process, as sites keep one at module level:
+    its pooled connections go to whichever thread asks next."""
+    with _site_redis_lock:
+        if not _site_redis:
+            _site_redis.append(redis.Redis.from_url(conf.get("REDIS_URL")))
+        return _site_redis[0]
 
 
 def writes_session(request):
