@@ -48,7 +48,6 @@ import itertools
 import logging
 import os
 import select
-import sys
 import threading
 import time
 import uuid
@@ -104,45 +103,32 @@ SCRIPTS = (versions.PUBLISH_SCRIPT, versions.LOSE_SCRIPT)
 VERSIONED, PLAIN, PLAIN_BARE = 0, 1, 2
 
 _client_lock = threading.Lock()
-# One client for the process; in the gateway, one per native thread (_owner).
-_clients: dict[int, redis.Redis] = {}
+# One client for the process (in the gateway, its pool threads share it too:
+# pushy/gateway/shared_sockets.py).
+_client: redis.Redis | None = None
 
 
 def get_client() -> redis.Redis:
     """The shared Redis client, created on first use from ``REDIS_URL``."""
-    owner = _owner()
+    global _client
     with _client_lock:
-        client = _clients.get(owner)
-        if client is None:
-            client = _clients[owner] = client_from_url(
+        if _client is None:
+            _client = client_from_url(
                 conf.get("REDIS_URL"),
                 socket_connect_timeout=CONNECT_TIMEOUT,
                 socket_timeout=SOCKET_TIMEOUT,
                 retry=Retry(NoBackoff(), 0),
             )
-        return client
-
-
-def _owner() -> int:
-    """Who shares a client: the whole process, but where gevent patched the
-    sockets (the gateway) each native thread. A gevent socket waits on the
-    hub of the thread that opened it, so a pooled connection opened by one of
-    the gateway's pool threads (a view rendering the live admin, which looks up
-    a version) and reused by another failed "Cannot switch to a different
-    thread", and the view answered 500."""
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is None or not monkey.is_module_patched("socket"):
-        return 0
-    return monkey.get_original("_thread", "get_ident")()
+        return _client
 
 
 def reset_client() -> None:
-    """Drop the clients and their pools (after REDIS_URL changed)."""
+    """Drop the client and its pool (after REDIS_URL changed)."""
+    global _client
     with _client_lock:
-        old = list(_clients.values())
-        _clients.clear()
-    for client in old:
-        client.close()
+        old, _client = _client, None
+    if old is not None:
+        old.close()
 
 
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
@@ -1247,9 +1233,9 @@ def _at_exit() -> None:
 def _after_fork_in_child() -> None:
     # The parent's sender, thread, connection and locks stay the parent's: a
     # child numbers its own sends, under a name of its own.
-    global _sender_lock, _sender, _client_lock, _clients
+    global _sender_lock, _sender, _client_lock, _client
     _sender_lock, _sender = threading.Lock(), None
-    _client_lock, _clients = threading.Lock(), {}
+    _client_lock, _client = threading.Lock(), None
 
 
 atexit.register(_at_exit)
