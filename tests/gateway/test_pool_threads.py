@@ -7,7 +7,8 @@ times over, in the four pool threads at once. Before pushy/gateway/locks.py a
 lock contended there could leave a thread asleep for good (its URL refused
 "timeout" until a restart); before shared_sockets.py, a pooled connection
 opened in one thread failed in another and the view answered 500 (the live
-admin's join was refused so, one run in ten under load).
+admin's join was refused so, one run in ten under load). Sessions kept in
+django-redis (whose pools serve the whole process) are read so too.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import itertools
 
 import pytest
 
-from tests.gateway.clients import Client
+from tests.gateway.clients import Client, session_cookie
+from tests.support.gateway import Gateway
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.django_db(transaction=True)]
 
@@ -46,4 +48,33 @@ def test_views_sharing_locks_and_redis_in_every_pool_thread_all_answer(
     assert refused == [], gateway.output()[-3000:]
     stats = gateway.get_json("/stats")
     assert stats["questions_overrunning"] == 0
+    assert "Cannot switch" not in gateway.output()
+
+
+def test_sessions_kept_in_django_redis_are_read_in_every_pool_thread(
+    pushy_redis, settings, django_user_model, closing
+):
+    # django-redis keeps its connection pools for the whole process, so a
+    # session read in one pool thread reuses connections another one opened.
+    site = {
+        "CACHES": {
+            "default": {
+                "BACKEND": "django_redis.cache.RedisCache",
+                "LOCATION": pushy_redis.url.rsplit("/", 1)[0] + "/1",
+            }
+        },
+        "SESSION_ENGINE": "django.contrib.sessions.backends.cache",
+    }
+    for name, value in site.items():
+        setattr(settings, name, value)
+    people = [django_user_model.objects.create(username=f"p{n}") for n in range(24)]
+    cookies = [session_cookie(person) for person in people]
+    gateway = closing(Gateway(pushy_redis.url, settings=site))
+    clients = [
+        closing(Client(gateway.ws_url, timeout=20, cookie=cookie)) for cookie in cookies
+    ]
+    for client in clients:
+        client.send(action="subscribe", url="/fn/members/")
+    answers = [client.recv() for client in clients]
+    assert [a["type"] for a in answers] == ["subscribed"] * len(people), answers
     assert "Cannot switch" not in gateway.output()
