@@ -383,9 +383,9 @@ class Questions:
         """In a pool thread: the question's function, with the housekeeping
         handed in around it (a burst's last job is told it is the last)."""
         burst = self.bursts
-        if self.before_job is not None:
-            self.before_job(burst)
         try:
+            if self.before_job is not None:
+                self.before_job(burst)
             return question.func(*question.args)
         finally:
             left = self._add_unfinished(-1)

@@ -190,3 +190,15 @@ def test_of_jobs_ending_together_exactly_one_is_told_it_is_the_last(make):
         assert before[-3:] == [burst] * 3
         assert sorted(after[-3:]) == [(0, burst), (1, burst), (2, burst)]
         assert questions.jobs == 0
+
+
+def test_a_job_whose_housekeeping_fails_is_counted_out_all_the_same(make):
+    def broken(burst):
+        raise ConnectionError("the database went away")
+
+    after = []
+    questions, _ = make(before_job=broken, after_job=lambda *a: after.append(a))
+    with pytest.raises(ConnectionError):
+        questions.ask("q", str)
+    # Counted in forever, it would keep every later job's connections open.
+    assert questions.jobs == 0 and after == [(0, 1)]
